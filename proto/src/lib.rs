@@ -1,0 +1,34 @@
+//! FTGO's protobuf contracts, generated at build time from `proto/ftgo/**.proto`.
+//!
+//! Packages are versioned (`ftgo.<context>.v1`) so a breaking change gets a new package instead of
+//! silently changing the wire format under a running peer.
+
+/// The encoded `FileDescriptorSet` of every FTGO proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ftgo_descriptor.bin"));
+
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("ftgo.common.v1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn descriptor_set_names_every_package() {
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let packages: Vec<_> = set.file.iter().map(|f| f.package()).collect();
+        assert!(packages.contains(&"ftgo.common.v1"), "packages: {packages:?}");
+    }
+
+    #[test]
+    fn money_round_trips_exactly() {
+        let money = common::v1::Money { minor_units: 1234 };
+        let decoded = common::v1::Money::decode(money.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, money);
+    }
+}
