@@ -133,7 +133,7 @@ install_kube_apiserver() {
   # k8s.io/kubernetes replaces every staging module (k8s.io/api, k8s.io/apiserver, ...) with a local
   # directory and requires them at v0.0.0. The wrapper replaces each with its published v0.X.Y; the
   # list is derived from the downloaded go.mod so it follows the release.
-  local mod replaces minor=${KUBERNETES_VERSION#*.}
+  local mod="" replaces="" minor=${KUBERNETES_VERSION#*.}
   minor=${minor%%.*}
   ((CHECK_ONLY)) && [[ ! -x "$FTGO_CACHE/kube-apiserver/$KUBERNETES_VERSION/kube-apiserver" ]] &&
     { fail kube-apiserver "not installed (run infra/install.sh)"; return 1; }
@@ -197,11 +197,11 @@ version_of() {
   case $1 in
     postgres) "$b" --version ;;
     nats-server) "$b" --version ;;
-    consul) "$b" version | head -n1 ;;
-    fabio) "$b" -v 2>&1 | head -n1 ;;
+    consul) "$b" version | sed -n 1p ;;
+    fabio) "$b" -v 2>&1 | sed -n 1p ;;
     kube-apiserver) "$b" --version ;;
-    etcd) "$b" --version | head -n1 ;;
-    kubectl) "$b" version --client 2>/dev/null | head -n1 ;;
+    etcd) "$b" --version | sed -n 1p ;;
+    kubectl) "$b" version --client 2>/dev/null | sed -n 1p ;;
     helm) "$b" version --short ;;
     just) "$b" --version ;;
   esac
@@ -217,7 +217,7 @@ for name in postgres nats-server consul fabio etcd kube-apiserver kubectl helm j
     [[ -x "$BIN/$name" ]] && fail "$name" "installed but does not run: $v"
   fi
 done
-printf '\nbinaries are linked in %s (FTGO_BIN_DIR for the tests)\n' "$BIN"
+printf '\nbinaries are linked in %s\n' "$BIN"
 
 if ((${#failures[@]})); then
   printf '\ninfra: %d problem(s):\n' "${#failures[@]}" >&2

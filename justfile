@@ -1,0 +1,40 @@
+# FTGO's developer tasks. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Where infra/install.sh caches the infrastructure binaries (and links them into ./bin).
+export FTGO_CACHE := env_var_or_default("FTGO_CACHE", env_var("HOME") / ".cache/ftgo")
+export PATH := FTGO_CACHE / "bin" + ":" + env_var("PATH")
+
+# List the tasks.
+default:
+    @just --list --unsorted
+
+# Install (or find) Postgres, NATS, Consul, Fabio, etcd, kube-apiserver, kubectl, helm, just.
+infra:
+    infra/install.sh
+
+# Run every test against real servers (installs what is missing first).
+test: infra
+    cargo test --workspace --locked
+
+# Build every crate.
+build:
+    cargo build --workspace --locked
+
+# Run the local stack in the foreground (Ctrl-C or `just down` stops it).
+up: infra
+    cargo run --locked --quiet -p ftgo-local -- up
+
+# Stop what `just up` started, from another terminal.
+down:
+    cargo run --locked --quiet -p ftgo-local -- down
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# What CI checks besides the tests: formatting and clippy.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
