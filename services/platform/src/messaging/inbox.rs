@@ -1,0 +1,376 @@
+//! Idempotent message consumers with bounded redelivery and dead letters.
+//!
+//! For each message, in **one** transaction: record `(consumer, message id)` in
+//! `messaging.processed_messages`, then run the handler, whose writes (state changes, outbox
+//! messages) commit together with that record. Then acknowledge the message to JetStream.
+//!
+//! - Delivered twice (a redelivery after a lost ack, a crash between commit and ack, two replicas
+//!   racing): the second transaction finds the id already recorded and only acknowledges.
+//! - The handler fails with a transient error: the transaction rolls back, and the message is
+//!   negatively acknowledged with a growing delay. Messages behind it keep flowing meanwhile.
+//! - The handler refuses the message, or it is still failing after `max_deliveries`: it is written,
+//!   whole and with the reason, to `messaging.dead_letters`, marked processed and acknowledged, so
+//!   a poison message never blocks the messages behind it and is never silently dropped.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow};
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, AckKind, consumer::pull},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, PgPool, types::Json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{MESSAGE_TYPE_HEADER, MSG_ID_HEADER};
+
+/// A message as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct IncomingMessage {
+    pub id: Uuid,
+    pub subject: String,
+    pub message_type: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+    /// 1 on first delivery.
+    pub delivery: i64,
+}
+
+impl IncomingMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.as_str())
+    }
+
+    /// Reads the id and type that every FTGO message carries; a message without them cannot be
+    /// handled idempotently and is dead-lettered.
+    fn parse(message: &async_nats::Message, delivery: i64) -> Result<Self, String> {
+        let headers = message.headers.clone().unwrap_or_default();
+        let id = headers
+            .get(MSG_ID_HEADER)
+            .ok_or_else(|| format!("no {MSG_ID_HEADER} header"))?
+            .as_str()
+            .parse::<Uuid>()
+            .map_err(|e| format!("{MSG_ID_HEADER} is not a UUID: {e}"))?;
+        let message_type = headers
+            .get(MESSAGE_TYPE_HEADER)
+            .ok_or_else(|| format!("no {MESSAGE_TYPE_HEADER} header"))?
+            .as_str()
+            .to_owned();
+        Ok(Self {
+            id,
+            subject: message.subject.to_string(),
+            message_type,
+            headers,
+            payload: message.payload.clone(),
+            delivery,
+        })
+    }
+}
+
+/// Why a handler did not apply a message.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying: a database hiccup, a dependency briefly away.
+    #[error("transient failure: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed: undecodable payload, unknown type, a command that contradicts the data.
+    /// Dead-lettered at once.
+    #[error("refused: {0:#}")]
+    Rejected(anyhow::Error),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+/// What a service does with one kind of message. `tx` is the transaction that also records the
+/// message as processed: write the effect (and any outgoing messages) through it.
+pub trait MessageHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &IncomingMessage,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The durable JetStream consumer's name and the key in `processed_messages`.
+    pub name: String,
+    /// Subjects this consumer receives (`ftgo.command.kitchen.>`, ...).
+    pub filter_subjects: Vec<String>,
+    /// Deliveries before a still-failing message is dead-lettered.
+    pub max_deliveries: i64,
+    /// Delay before redelivery after the n-th failure (the last one repeats).
+    pub backoff: Vec<Duration>,
+    /// How long JetStream waits for an acknowledgement before redelivering (a consumer that died
+    /// mid-message).
+    pub ack_wait: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(name: impl Into<String>, filter_subjects: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            filter_subjects,
+            max_deliveries: 5,
+            backoff: vec![
+                Duration::from_millis(100),
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+            ],
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+
+    fn backoff_after(&self, delivery: i64) -> Duration {
+        let index = usize::try_from(delivery.saturating_sub(1)).unwrap_or(0);
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// Counters a consumer keeps about itself (exported as metrics by the service).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub processed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    Duplicate,
+    Retry(Duration),
+    DeadLettered,
+}
+
+pub struct InboxConsumer<H> {
+    db: PgPool,
+    stream: jetstream::stream::Stream,
+    config: ConsumerConfig,
+    handler: H,
+    stats: Arc<ConsumerStats>,
+}
+
+impl<H: MessageHandler> InboxConsumer<H> {
+    pub fn new(db: PgPool, stream: jetstream::stream::Stream, config: ConsumerConfig, handler: H) -> Self {
+        Self { db, stream, config, handler, stats: Arc::default() }
+    }
+
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.stats.clone()
+    }
+
+    /// Creates (or reuses) the durable consumer and handles messages until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let consumer = self
+            .stream
+            .get_or_create_consumer(
+                &self.config.name,
+                pull::Config {
+                    durable_name: Some(self.config.name.clone()),
+                    filter_subjects: self.config.filter_subjects.clone(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    // Redelivery is bounded here, not by the server: the consumer must see the
+                    // last delivery to dead-letter it.
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("creating the durable consumer {}", self.config.name))?;
+        let mut messages = consumer.messages().await.context("subscribing to the consumer")?;
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => self.deliver(message).await,
+                Some(Err(e)) => {
+                    tracing::warn!(consumer = %self.config.name, error = %e, "receiving messages failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                None => return Err(anyhow!("the message stream of {} ended", self.config.name)),
+            }
+        }
+    }
+
+    async fn deliver(&self, message: jetstream::Message) {
+        let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
+        let outcome = self.process(&message.message, delivery).await;
+        let ack = match outcome {
+            Outcome::Processed | Outcome::Duplicate | Outcome::DeadLettered => AckKind::Ack,
+            Outcome::Retry(delay) => AckKind::Nak(Some(delay)),
+        };
+        if let Err(e) = message.ack_with(ack).await {
+            // Harmless: JetStream redelivers after ack_wait, and the inbox recognises the id.
+            tracing::warn!(consumer = %self.config.name, error = %e, "acknowledgement failed");
+        }
+    }
+
+    /// Handles one delivery of `message` (the `delivery`-th) and says what became of it. The
+    /// caller acknowledges accordingly.
+    pub async fn process(&self, message: &async_nats::Message, delivery: i64) -> Outcome {
+        let incoming = match IncomingMessage::parse(message, delivery) {
+            Ok(incoming) => incoming,
+            Err(reason) => return self.dead_letter(message, None, delivery, &reason).await,
+        };
+        if delivery > self.config.max_deliveries {
+            // The consumer stopped (crashed?) while handling the earlier deliveries.
+            let reason = format!("gave up after {} deliveries without an outcome", delivery - 1);
+            return self.dead_letter(message, Some(incoming.id), delivery, &reason).await;
+        }
+        let outcome = match self.apply_once(&incoming).await {
+            Ok(true) => Outcome::Processed,
+            Ok(false) => Outcome::Duplicate,
+            Err(HandlerError::Rejected(e)) => {
+                self.dead_letter(message, Some(incoming.id), delivery, &format!("refused: {e:#}")).await
+            }
+            Err(HandlerError::Transient(e)) if delivery >= self.config.max_deliveries => {
+                let reason = format!("still failing after {delivery} deliveries: {e:#}");
+                self.dead_letter(message, Some(incoming.id), delivery, &reason).await
+            }
+            Err(HandlerError::Transient(e)) => {
+                tracing::warn!(consumer = %self.config.name, id = %incoming.id, delivery, error = %format!("{e:#}"), "will retry");
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                Outcome::Retry(self.config.backoff_after(delivery))
+            }
+        };
+        match outcome {
+            Outcome::Processed => self.stats.processed.fetch_add(1, Ordering::Relaxed),
+            Outcome::Duplicate => self.stats.duplicates.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        outcome
+    }
+
+    /// Records the id and applies the handler in one transaction. `Ok(false)`: already processed.
+    async fn apply_once(&self, message: &IncomingMessage) -> Result<bool, HandlerError> {
+        let mut tx = self.db.begin().await?;
+        // Blocks while another transaction holds the same id, then sees its outcome.
+        let fresh = sqlx::query(
+            "INSERT INTO messaging.processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.name)
+        .bind(message.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        self.handler.handle(&mut tx, message).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &async_nats::Message,
+        id: Option<Uuid>,
+        delivery: i64,
+        reason: &str,
+    ) -> Outcome {
+        tracing::error!(consumer = %self.config.name, subject = %message.subject, ?id, delivery, reason, "dead-lettering a message");
+        match self.store_dead_letter(message, id, delivery, reason).await {
+            Ok(()) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                Outcome::DeadLettered
+            }
+            Err(e) => {
+                // Not acknowledged, so not lost: JetStream delivers it again later.
+                tracing::error!(consumer = %self.config.name, error = %e, "could not store the dead letter; will retry");
+                Outcome::Retry(self.config.backoff_after(delivery))
+            }
+        }
+    }
+
+    async fn store_dead_letter(
+        &self,
+        message: &async_nats::Message,
+        id: Option<Uuid>,
+        delivery: i64,
+        reason: &str,
+    ) -> sqlx::Result<()> {
+        let headers = message.headers.as_ref().map(headers_as_json).unwrap_or_default();
+        let message_type = message.headers.as_ref().and_then(|h| h.get(MESSAGE_TYPE_HEADER)).map(|v| v.to_string());
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO messaging.dead_letters (consumer, message_id, subject, message_type, headers, payload, error, deliveries)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&self.config.name)
+        .bind(id)
+        .bind(message.subject.as_str())
+        .bind(message_type)
+        .bind(Json(Value::Object(headers)))
+        .bind(message.payload.as_ref())
+        .bind(reason)
+        .bind(delivery)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(id) = id {
+            sqlx::query(
+                "INSERT INTO messaging.processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.config.name)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+}
+
+fn headers_as_json(headers: &HeaderMap) -> Map<String, Value> {
+    headers
+        .iter()
+        .map(|(name, values)| {
+            let values = values.iter().map(|v| Value::String(v.to_string())).collect();
+            (name.to_string(), Value::Array(values))
+        })
+        .collect()
+}
+
+/// A dead letter as an operator sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub consumer: String,
+    pub message_id: Option<Uuid>,
+    pub subject: String,
+    pub message_type: Option<String>,
+    pub payload: Vec<u8>,
+    pub error: String,
+    pub deliveries: i64,
+}
+
+/// The dead letters of one consumer, oldest first.
+pub async fn dead_letters(db: &PgPool, consumer: &str) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(
+        "SELECT id, consumer, message_id, subject, message_type, payload, error, deliveries
+         FROM messaging.dead_letters WHERE consumer = $1 ORDER BY id",
+    )
+    .bind(consumer)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,328 @@
+//! The outbox, the relay and the inbox consumer against real Postgres and NATS JetStream.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, consumer::pull};
+use ftgo_platform::{
+    db,
+    messaging::{
+        MESSAGE_TYPE_HEADER, MSG_ID_HEADER, OutgoingMessage,
+        inbox::{self, ConsumerConfig, HandlerError, InboxConsumer, IncomingMessage, MessageHandler, Outcome},
+        outbox,
+        relay::{OutboxRelay, RelayConfig},
+        streams,
+    },
+};
+use ftgo_testenv::{Nats, Postgres};
+use futures::StreamExt;
+use sqlx::{PgConnection, PgPool, migrate::Migrator};
+use tokio_util::sync::CancellationToken;
+
+/// One test's world: its own Postgres cluster and database (migrated), NATS and the FTGO stream.
+struct World {
+    db: PgPool,
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    _pg: Postgres,
+    _nats: Nats,
+}
+
+async fn world() -> World {
+    ftgo_testenv::init_test_tracing();
+    let (pg, nats) = tokio::try_join!(Postgres::start(), Nats::start()).unwrap();
+    let database = pg.create_database("messaging").await.unwrap();
+    let db = db::connect(&database.url, 5, Duration::from_secs(5)).await.unwrap();
+    db::migrate(&db, &Migrator::DEFAULT).await.unwrap();
+    // The effect table of the test handler below: what a service's own tables would be.
+    sqlx::query("CREATE TABLE effects (message_id UUID NOT NULL, body TEXT NOT NULL)").execute(&db).await.unwrap();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = streams::ensure_stream(&js).await.unwrap();
+    World { db, js, stream, _pg: pg, _nats: nats }
+}
+
+impl World {
+    async fn send(&self, body: &str) -> OutgoingMessage {
+        let message = OutgoingMessage::new("ftgo.command.test.Do", "ftgo.test.v1.Do", body.as_bytes().to_vec())
+            .with_header("Ftgo-Saga-Id", "saga-1");
+        let mut tx = self.db.begin().await.unwrap();
+        outbox::enqueue(&mut tx, &message).await.unwrap();
+        tx.commit().await.unwrap();
+        message
+    }
+
+    fn relay(&self) -> OutboxRelay {
+        OutboxRelay::new(self.db.clone(), self.js.clone(), RelayConfig::default())
+    }
+
+    async fn stream_messages(&mut self) -> u64 {
+        self.stream.info().await.unwrap().state.messages
+    }
+
+    async fn effects(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT body FROM effects ORDER BY body").fetch_all(&self.db).await.unwrap()
+    }
+
+    fn consumer(&self, config: ConsumerConfig) -> InboxConsumer<TestHandler> {
+        InboxConsumer::new(self.db.clone(), self.stream.clone(), config, TestHandler)
+    }
+}
+
+fn fast_config(name: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(name, vec!["ftgo.command.test.>".to_owned()]);
+    config.backoff = vec![Duration::from_millis(50)];
+    config
+}
+
+/// Behaves as its payload says: `poison` is refused; `flaky-N` fails transiently before delivery
+/// N; `fails` always fails transiently; `slow` takes 1.5 s; anything else succeeds. Each success
+/// records an effect and enqueues a reply, in the consumer's transaction.
+struct TestHandler;
+
+impl MessageHandler for TestHandler {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let body = std::str::from_utf8(&message.payload).map_err(|e| HandlerError::Rejected(e.into()))?.to_owned();
+        // The reply is written before the failure below: it must roll back with the effect.
+        let reply = OutgoingMessage::new("ftgo.reply.test.Done", "ftgo.test.v1.Done", body.clone().into_bytes());
+        outbox::enqueue(tx, &reply).await?;
+        if body == "poison" {
+            return Err(HandlerError::Rejected(anyhow::anyhow!("cannot make sense of {body}")));
+        }
+        if body == "fails" {
+            return Err(HandlerError::Transient(anyhow::anyhow!("the kitchen is on fire")));
+        }
+        if let Some(n) = body.strip_prefix("flaky-")
+            && message.delivery < n.parse::<i64>().unwrap()
+        {
+            return Err(HandlerError::Transient(anyhow::anyhow!("not yet")));
+        }
+        if body == "slow" {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        sqlx::query("INSERT INTO effects VALUES ($1, $2)").bind(message.id).bind(&body).execute(tx).await?;
+        Ok(())
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `consumer` in the background until the returned token is cancelled.
+fn spawn_consumer(consumer: InboxConsumer<TestHandler>) -> (CancellationToken, Arc<inbox::ConsumerStats>) {
+    let stop = CancellationToken::new();
+    let stats = consumer.stats();
+    let token = stop.clone();
+    tokio::spawn(async move { consumer.run(token).await.unwrap() });
+    (stop, stats)
+}
+
+#[tokio::test]
+async fn a_committed_message_is_published_with_its_id_and_a_rolled_back_one_never() {
+    let mut w = world().await;
+    let committed = w.send("hello").await;
+    let mut tx = w.db.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &OutgoingMessage::new("ftgo.command.test.Do", "t", b"never".to_vec())).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    w.relay().drain().await.unwrap();
+
+    assert_eq!(w.stream_messages().await, 1);
+    assert_eq!(outbox::pending(&w.db).await.unwrap(), 0);
+    let consumer = w.stream.create_consumer(pull::Config::default()).await.unwrap();
+    let mut batch = consumer.fetch().max_messages(5).expires(Duration::from_secs(1)).messages().await.unwrap();
+    let message = batch.next().await.unwrap().unwrap();
+    let headers = message.headers.as_ref().unwrap();
+    assert_eq!(headers.get(MSG_ID_HEADER).unwrap().as_str(), committed.id.to_string());
+    assert_eq!(headers.get(MESSAGE_TYPE_HEADER).unwrap().as_str(), "ftgo.test.v1.Do");
+    assert_eq!(headers.get("Ftgo-Saga-Id").unwrap().as_str(), "saga-1");
+    assert_eq!(message.payload.as_ref(), b"hello");
+}
+
+#[tokio::test]
+async fn a_relay_that_dies_before_marking_publishes_again_and_jetstream_keeps_one_copy() {
+    let mut w = world().await;
+    w.send("once").await;
+    w.relay().drain().await.unwrap();
+    // The crash: JetStream has the message, the outbox row was never marked.
+    sqlx::query("UPDATE messaging.outbox SET published_at = NULL").execute(&w.db).await.unwrap();
+    assert_eq!(outbox::pending(&w.db).await.unwrap(), 1);
+
+    w.relay().drain().await.unwrap();
+
+    assert_eq!(outbox::pending(&w.db).await.unwrap(), 0);
+    assert_eq!(w.stream_messages().await, 1, "the republished copy must be dropped as a duplicate");
+}
+
+#[tokio::test]
+async fn the_relay_publishes_as_soon_as_a_transaction_commits() {
+    let mut w = world().await;
+    let stop = CancellationToken::new();
+    // With an hour between polls, only the commit notification can wake the relay in time.
+    let relay = OutboxRelay::new(
+        w.db.clone(),
+        w.js.clone(),
+        RelayConfig { poll_interval: Duration::from_secs(3600), ..Default::default() },
+    );
+    let token = stop.clone();
+    let task = tokio::spawn(async move { relay.run(token).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    w.send("wake up").await;
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = w.stream_messages().await;
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 1, "not relayed within 5 s of the commit");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_has_one_effect() {
+    let w = world().await;
+    let consumer = w.consumer(fast_config("twice"));
+    let sent = w.send("twice").await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(MSG_ID_HEADER, sent.id.to_string().as_str());
+    headers.insert(MESSAGE_TYPE_HEADER, "ftgo.test.v1.Do");
+    let raw = async_nats::Message {
+        subject: "ftgo.command.test.Do".into(),
+        reply: None,
+        payload: "twice".into(),
+        headers: Some(headers),
+        status: None,
+        description: None,
+        length: 0,
+    };
+
+    assert_eq!(consumer.process(&raw, 1).await, Outcome::Processed);
+    assert_eq!(consumer.process(&raw, 2).await, Outcome::Duplicate);
+
+    assert_eq!(w.effects().await, ["twice"]);
+    let replies: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messaging.outbox WHERE subject = 'ftgo.reply.test.Done'")
+            .fetch_one(&w.db)
+            .await
+            .unwrap();
+    assert_eq!(replies, 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_while_the_first_delivery_is_still_being_handled_has_no_second_effect() {
+    let w = world().await;
+    let mut config = fast_config("slow");
+    config.ack_wait = Duration::from_secs(1);
+    let (stop, stats) = spawn_consumer(w.consumer(config));
+    w.send("slow").await;
+    w.relay().drain().await.unwrap();
+
+    eventually("the redelivery to be recognised", || async {
+        (stats.duplicates.load(Ordering::Relaxed) >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(w.effects().await, ["slow"]);
+    assert_eq!(stats.processed.load(Ordering::Relaxed), 1);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_does_not_block_the_messages_behind_it() {
+    let w = world().await;
+    let (stop, stats) = spawn_consumer(w.consumer(fast_config("poison")));
+    let poison = w.send("poison").await;
+    w.send("order-1").await;
+    w.send("order-2").await;
+    w.relay().drain().await.unwrap();
+
+    eventually("both orders to be handled", || async { (w.effects().await.len() == 2).then_some(()) }).await;
+    assert_eq!(w.effects().await, ["order-1", "order-2"]);
+    let dead = eventually("the dead letter", || async {
+        let dead = inbox::dead_letters(&w.db, "poison").await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, Some(poison.id));
+    assert_eq!(dead[0].payload, b"poison");
+    assert!(dead[0].error.contains("cannot make sense of poison"), "{}", dead[0].error);
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
+    // The refused message's reply rolled back with it.
+    let replies: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT payload FROM messaging.outbox WHERE subject = 'ftgo.reply.test.Done' ORDER BY payload",
+    )
+    .fetch_all(&w.db)
+    .await
+    .unwrap();
+    assert_eq!(replies, [b"order-1".to_vec(), b"order-2".to_vec()]);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_until_the_message_is_handled() {
+    let w = world().await;
+    let (stop, stats) = spawn_consumer(w.consumer(fast_config("flaky")));
+    w.send("flaky-3").await;
+    w.relay().drain().await.unwrap();
+
+    eventually("the third delivery to succeed", || async { (!w.effects().await.is_empty()).then_some(()) }).await;
+    assert_eq!(w.effects().await, ["flaky-3"]);
+    assert_eq!(stats.retried.load(Ordering::Relaxed), 2);
+    assert!(inbox::dead_letters(&w.db, "flaky").await.unwrap().is_empty());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_message_still_failing_after_the_last_delivery_is_dead_lettered() {
+    let w = world().await;
+    let mut config = fast_config("fails");
+    config.max_deliveries = 3;
+    let (stop, stats) = spawn_consumer(w.consumer(config));
+    w.send("fails").await;
+    w.relay().drain().await.unwrap();
+
+    let dead = eventually("the dead letter", || async {
+        let dead = inbox::dead_letters(&w.db, "fails").await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead[0].deliveries, 3);
+    assert!(dead[0].error.contains("still failing after 3 deliveries: the kitchen is on fire"), "{}", dead[0].error);
+    assert_eq!(stats.retried.load(Ordering::Relaxed), 2);
+    assert!(w.effects().await.is_empty());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_message_without_an_id_is_dead_lettered_not_dropped() {
+    let w = world().await;
+    let (stop, _) = spawn_consumer(w.consumer(fast_config("anonymous")));
+    w.js.publish("ftgo.command.test.Do", "who am i".into()).await.unwrap().await.unwrap();
+
+    let dead = eventually("the dead letter", || async {
+        let dead = inbox::dead_letters(&w.db, "anonymous").await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead[0].message_id, None);
+    assert_eq!(dead[0].payload, b"who am i");
+    assert!(dead[0].error.contains("no Nats-Msg-Id header"), "{}", dead[0].error);
+    stop.cancel();
+}
