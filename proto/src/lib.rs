@@ -12,6 +12,36 @@ pub mod common {
     }
 }
 
+pub mod consumer {
+    pub mod v1 {
+        tonic::include_proto!("ftgo.consumer.v1");
+    }
+}
+
+pub mod kitchen {
+    pub mod v1 {
+        tonic::include_proto!("ftgo.kitchen.v1");
+    }
+}
+
+pub mod accounting {
+    pub mod v1 {
+        tonic::include_proto!("ftgo.accounting.v1");
+    }
+}
+
+pub mod order {
+    pub mod v1 {
+        tonic::include_proto!("ftgo.order.v1");
+    }
+}
+
+pub mod orchestrator {
+    pub mod v1 {
+        tonic::include_proto!("ftgo.orchestrator.v1");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -22,7 +52,16 @@ mod tests {
     fn descriptor_set_names_every_package() {
         let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
         let packages: Vec<_> = set.file.iter().map(|f| f.package()).collect();
-        assert!(packages.contains(&"ftgo.common.v1"), "packages: {packages:?}");
+        for package in ["ftgo.common.v1", "ftgo.consumer.v1", "ftgo.kitchen.v1", "ftgo.accounting.v1", "ftgo.order.v1"]
+        {
+            assert!(packages.contains(&package), "{package} missing from {packages:?}");
+        }
+    }
+
+    #[test]
+    fn messages_know_their_fully_qualified_type_name() {
+        use prost::Name;
+        assert_eq!(kitchen::v1::CreateTicket::full_name(), "ftgo.kitchen.v1.CreateTicket");
     }
 
     #[test]
