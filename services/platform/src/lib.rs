@@ -1,5 +1,13 @@
-//! What every FTGO service needs, written once so that no service carries a copy: its database
-//! and migrations ([`db`]) and reliable asynchronous messaging ([`messaging`]).
+//! What every FTGO service needs, written once so that no service carries a copy:
+//! configuration ([`config`]), its database and migrations ([`db`]), reliable asynchronous
+//! messaging ([`messaging`]), its gRPC server ([`grpc`]), the lifecycle of its tasks
+//! ([`runtime`]) and the start-up that ties them together ([`service`]).
 
+pub mod config;
 pub mod db;
+pub mod grpc;
 pub mod messaging;
+pub mod runtime;
+pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -15,6 +15,7 @@
 pub mod inbox;
 pub mod outbox;
 pub mod relay;
+pub mod saga;
 pub mod streams;
 
 use std::collections::BTreeMap;

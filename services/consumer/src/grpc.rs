@@ -1,0 +1,73 @@
+//! The ConsumerService gRPC API: translates requests into domain calls and domain errors into
+//! gRPC statuses, once.
+
+use ftgo_platform::{
+    grpc::database_error,
+    messaging::{OutgoingMessage, outbox, streams::event_subject},
+};
+use ftgo_proto::{common::v1 as common, consumer::v1 as api};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{self, Consumer, ConsumerError, PersonName},
+    store,
+};
+
+pub struct ConsumerApi {
+    db: PgPool,
+}
+
+impl ConsumerApi {
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+}
+
+impl From<ConsumerError> for Status {
+    fn from(e: ConsumerError) -> Self {
+        match e {
+            ConsumerError::InvalidName { .. } | ConsumerError::InvalidId(_) => Status::invalid_argument(e.to_string()),
+            ConsumerError::NotFound(_) => Status::not_found(e.to_string()),
+        }
+    }
+}
+
+pub fn to_proto(consumer: &Consumer) -> api::Consumer {
+    api::Consumer {
+        consumer_id: consumer.id.to_string(),
+        name: Some(common::PersonName {
+            first_name: consumer.name.first_name.clone(),
+            last_name: consumer.name.last_name.clone(),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl api::consumer_service_server::ConsumerService for ConsumerApi {
+    async fn create_consumer(
+        &self,
+        request: Request<api::CreateConsumerRequest>,
+    ) -> Result<Response<api::CreateConsumerResponse>, Status> {
+        let name = request.into_inner().name.unwrap_or_default();
+        let consumer = Consumer::register(PersonName::new(&name.first_name, &name.last_name)?);
+
+        // The consumer and its ConsumerCreated event commit together, or neither does.
+        let event = api::ConsumerCreated { consumer: Some(to_proto(&consumer)) };
+        let mut tx = self.db.begin().await.map_err(database_error)?;
+        store::insert(&mut tx, &consumer).await.map_err(database_error)?;
+        outbox::enqueue(&mut tx, &OutgoingMessage::protobuf(event_subject("consumer", "ConsumerCreated"), &event))
+            .await
+            .map_err(database_error)?;
+        tx.commit().await.map_err(database_error)?;
+        tracing::info!(consumer_id = %consumer.id, "consumer registered");
+        Ok(Response::new(api::CreateConsumerResponse { consumer_id: consumer.id.to_string() }))
+    }
+
+    async fn get_consumer(&self, request: Request<api::GetConsumerRequest>) -> Result<Response<api::Consumer>, Status> {
+        let id = domain::parse_consumer_id(&request.into_inner().consumer_id)?;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let consumer = store::find(&mut conn, id).await.map_err(database_error)?.ok_or(ConsumerError::NotFound(id))?;
+        Ok(Response::new(to_proto(&consumer)))
+    }
+}

@@ -1,0 +1,46 @@
+//! The Consumer Service: registers the people who order food, publishes `ConsumerCreated` (from
+//! which Accounting opens their account), and answers the Create Order saga's `VerifyConsumer`.
+//!
+//! Layout, the same in every FTGO service: [`domain`] holds the rules and has no I/O; [`store`] is
+//! the database; [`grpc`] the synchronous API; [`commands`] the saga participant; [`start`] wires
+//! them together (the composition root that `main` calls and tests call too).
+
+pub mod commands;
+pub mod domain;
+pub mod grpc;
+pub mod store;
+
+use anyhow::Result;
+use ftgo_platform::{
+    config::CommonConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
+};
+use ftgo_proto::consumer::v1::consumer_service_server::{ConsumerServiceServer, SERVICE_NAME};
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "consumer-service";
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { common: CommonConfig::local("consumer") }
+    }
+}
+
+/// Connects, migrates and starts every task of the service; returns once it is serving.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
+    let routes = tonic::service::Routes::new(ConsumerServiceServer::new(grpc::ConsumerApi::new(infra.db.clone())));
+    let mut running = infra.serve(&config.common, routes, &[SERVICE_NAME], shutdown).await?;
+    let commands = ConsumerConfig::new(SERVICE, vec![commands::SUBJECTS.to_owned()]);
+    infra.consume(&mut running, commands, commands::ConsumerCommands);
+    tracing::info!(addr = %running.grpc_addr, "{SERVICE} serving");
+    Ok(running)
+}

@@ -1,0 +1,25 @@
+//! The consumer table, through sqlx.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{Consumer, PersonName};
+
+pub async fn insert(tx: &mut PgConnection, consumer: &Consumer) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO consumers (id, first_name, last_name) VALUES ($1, $2, $3)")
+        .bind(consumer.id)
+        .bind(&consumer.name.first_name)
+        .bind(&consumer.name.last_name)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn find(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Consumer>> {
+    let row: Option<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, first_name, last_name FROM consumers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(id, first_name, last_name)| Consumer { id, name: PersonName { first_name, last_name } }))
+}

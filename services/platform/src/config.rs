@@ -1,0 +1,146 @@
+//! Layered configuration, the same for every service (the seed's Viper role):
+//!
+//! defaults (in code) < a TOML file per service < Consul KV (when the environment is not `local`)
+//! < environment variables.
+//!
+//! Environment variables are `FTGO_` followed by the key path in capitals, with `__` between
+//! levels: `FTGO_DATABASE__URL`, `FTGO_GRPC__LISTEN`. The file is `$FTGO_CONFIG_FILE`, or
+//! `config/<service>.toml` when that exists. In Consul, the service's settings are one TOML
+//! document at `ftgo/config/<service>`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Settings every FTGO service has. A service's own settings struct embeds this one with
+/// `#[serde(flatten)]`. Unknown keys are refused inside each section (a typo such as
+/// `FTGO_DATABASE__URLL` is an error), not at the top, where other `FTGO_` variables live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommonConfig {
+    /// `local` runs without Consul KV; any other value reads it.
+    pub environment: String,
+    /// A `tracing` filter: `info`, `ftgo=debug,sqlx=warn`, ...
+    pub log_level: String,
+    pub grpc: GrpcConfig,
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub consul: ConsulConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Where the gRPC server listens. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The service's own database; no service reads another's.
+    pub url: String,
+    pub max_connections: u32,
+    #[serde(with = "seconds")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulConfig {
+    /// The Consul agent's HTTP address, e.g. `http://127.0.0.1:8500`. Empty: no Consul.
+    pub addr: String,
+}
+
+impl CommonConfig {
+    /// Defaults for a service on one machine; `database` is the service's database name.
+    pub fn local(database: &str) -> Self {
+        Self {
+            environment: "local".to_owned(),
+            log_level: "info".to_owned(),
+            grpc: GrpcConfig { listen: "127.0.0.1:0".parse().expect("static address") },
+            database: DatabaseConfig {
+                url: format!("postgres://postgres@127.0.0.1:5432/{database}"),
+                max_connections: 10,
+                connect_timeout: Duration::from_secs(5),
+            },
+            nats: NatsConfig { url: "nats://127.0.0.1:4222".to_owned() },
+            consul: ConsulConfig { addr: String::new() },
+        }
+    }
+}
+
+/// Durations as whole or fractional seconds in files and variables.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Loads `T` for `service` from the layers above; `defaults` is the bottom layer. A bad value in
+/// any layer is an error that names the key and the layer, never a silent default.
+pub async fn load<T>(service: &str, defaults: T) -> Result<T>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let file = std::env::var_os("FTGO_CONFIG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("config/{service}.toml")));
+    let mut figment = Figment::from(Serialized::defaults(defaults)).merge(Toml::file(&file));
+
+    // Consul KV sits between the file and the environment, and only outside `local`.
+    let so_far: CommonConfigView = figment.clone().merge(env()).extract().context("reading the configuration")?;
+    if so_far.environment != "local"
+        && !so_far.consul.addr.is_empty()
+        && let Some(document) = consul_document(&so_far.consul.addr, service).await?
+    {
+        figment = figment.merge(Toml::string(&document));
+    }
+    figment.merge(env()).extract().with_context(|| format!("invalid configuration for {service}"))
+}
+
+fn env() -> Env {
+    Env::prefixed("FTGO_").split("__").ignore(&["CONFIG_FILE"])
+}
+
+/// The two keys needed to decide whether to read Consul, read leniently.
+#[derive(Deserialize)]
+struct CommonConfigView {
+    environment: String,
+    consul: ConsulView,
+}
+
+#[derive(Deserialize)]
+struct ConsulView {
+    addr: String,
+}
+
+/// The service's TOML document from Consul KV, `None` when the key does not exist.
+pub async fn consul_document(consul: &str, service: &str) -> Result<Option<String>> {
+    let url = format!("{}/v1/kv/ftgo/config/{service}?raw", consul.trim_end_matches('/'));
+    let response = reqwest::get(&url).await.with_context(|| format!("reading {url}"))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let response = response.error_for_status().with_context(|| format!("reading {url}"))?;
+    Ok(Some(response.text().await?))
+}

@@ -1,0 +1,71 @@
+//! The gRPC server every service runs: its own services, plus `grpc.health.v1` (what Consul and
+//! Kubernetes probe) and server reflection (so `grpcurl` can explore it), with graceful shutdown.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{service::Routes, transport::server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// A bound gRPC listener, ready to serve.
+pub struct GrpcServer {
+    listener: TcpListener,
+    health: HealthReporter,
+    routes: Routes,
+}
+
+impl GrpcServer {
+    /// Binds `addr` and assembles `routes` with health and reflection. `service_names` are the
+    /// fully qualified gRPC services in `routes`, reported SERVING in the health service.
+    pub async fn bind(addr: SocketAddr, routes: Routes, service_names: &[&str]) -> Result<Self> {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the gRPC listener to {addr}"))?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in service_names {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ftgo_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+        let routes = routes.add_service(health_service).add_service(reflection);
+        Ok(Self { listener, health, routes })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled; then reports NOT_SERVING (so load balancers stop
+    /// sending) and lets in-flight calls finish.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<()> {
+        let health = self.health.clone();
+        let stopping = async move {
+            shutdown.cancelled().await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+        };
+        tonic::transport::Server::builder()
+            .add_routes(self.routes)
+            .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), stopping)
+            .await
+            .context("gRPC server failed")
+    }
+}
+
+/// The gRPC status for a database failure: UNAVAILABLE when the database cannot be reached (the
+/// caller may retry), INTERNAL otherwise. The details go to the log, not to the client.
+pub fn database_error(e: sqlx::Error) -> tonic::Status {
+    tracing::error!(error = %e, "database error");
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tonic::Status::unavailable("the database is unavailable; try again")
+        }
+        _ => tonic::Status::internal("internal error"),
+    }
+}

@@ -1,0 +1,85 @@
+//! Running a service: its tasks (gRPC server, outbox relay, message consumers) share one
+//! shutdown signal, and the first task to fail stops the others, so a half-working service never
+//! keeps answering health checks.
+
+use std::net::SocketAddr;
+
+use anyhow::{Result, anyhow};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The tasks of one running service.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<(&'static str, Result<()>)>,
+}
+
+impl Running {
+    pub fn new(grpc_addr: SocketAddr, shutdown: CancellationToken) -> Self {
+        Self { grpc_addr, shutdown, tasks: JoinSet::new() }
+    }
+
+    /// Runs `task` until shutdown; `name` identifies it in errors.
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = Result<()>> + Send + 'static) {
+        self.tasks.spawn(async move { (name, task.await) });
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until shutdown is requested or a task ends; then stops every task and returns the
+    /// first failure.
+    pub async fn wait(mut self) -> Result<()> {
+        let mut first_error = None;
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            Some(joined) = self.tasks.join_next() => {
+                first_error = Some(match joined {
+                    Ok((name, Ok(()))) => anyhow!("{name} stopped unexpectedly"),
+                    Ok((name, Err(e))) => e.context(format!("{name} failed")),
+                    Err(e) => anyhow!("a task panicked: {e}"),
+                });
+                self.shutdown.cancel();
+            }
+        }
+        while let Some(joined) = self.tasks.join_next().await {
+            if let (Ok((name, Err(e))), None) = (joined, &first_error) {
+                first_error = Some(e.context(format!("{name} failed")));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Requests shutdown and waits for every task to finish.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM: the composition root passes it to `Running`.
+pub fn shutdown_on_signals() -> Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+/// Structured logs for a service binary; `filter` is the configured `log_level`, overridden by
+/// `RUST_LOG`.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}

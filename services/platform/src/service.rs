@@ -1,0 +1,71 @@
+//! The start-up every service shares: connect to its database and migrate it, connect to
+//! JetStream, serve gRPC, relay the outbox, run message consumers. A service's `start` is this,
+//! plus its own routes and handlers.
+
+use anyhow::{Context, Result};
+use async_nats::jetstream;
+use sqlx::{PgPool, migrate::Migrator};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::{
+    config::CommonConfig,
+    db,
+    grpc::GrpcServer,
+    messaging::{
+        inbox::{ConsumerConfig, InboxConsumer, MessageHandler},
+        relay::{OutboxRelay, RelayConfig},
+        streams,
+    },
+    runtime::Running,
+};
+
+/// What a service is connected to.
+#[derive(Clone)]
+pub struct Infrastructure {
+    pub db: PgPool,
+    pub js: jetstream::Context,
+    pub stream: jetstream::stream::Stream,
+}
+
+impl Infrastructure {
+    /// Connects to the service's database (and migrates it with `migrations` after the shared
+    /// messaging schema) and to JetStream (creating the FTGO stream if needed).
+    pub async fn connect(config: &CommonConfig, migrations: &Migrator) -> Result<Self> {
+        let database = &config.database;
+        let db = db::connect(&database.url, database.max_connections, database.connect_timeout).await?;
+        db::migrate(&db, migrations).await?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(database.connect_timeout)
+            .connect(&config.nats.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
+        let js = jetstream::new(client);
+        let stream = streams::ensure_stream(&js).await?;
+        Ok(Self { db, js, stream })
+    }
+
+    /// Starts the gRPC server with `routes` (plus health and reflection) and the outbox relay.
+    pub async fn serve(
+        &self,
+        config: &CommonConfig,
+        routes: Routes,
+        service_names: &[&str],
+        shutdown: CancellationToken,
+    ) -> Result<Running> {
+        let server = GrpcServer::bind(config.grpc.listen, routes, service_names).await?;
+        let mut running = Running::new(server.local_addr()?, shutdown.clone());
+        running.spawn("grpc server", server.serve(shutdown.clone()));
+        let relay = OutboxRelay::new(self.db.clone(), self.js.clone(), RelayConfig::default());
+        running.spawn("outbox relay", async move { relay.run(shutdown).await });
+        Ok(running)
+    }
+
+    /// Runs an idempotent consumer of `config.filter_subjects` with `handler`, as one of the
+    /// service's tasks.
+    pub fn consume<H: MessageHandler>(&self, running: &mut Running, config: ConsumerConfig, handler: H) {
+        let consumer = InboxConsumer::new(self.db.clone(), self.stream.clone(), config, handler);
+        let shutdown = running.shutdown_token();
+        running.spawn("message consumer", async move { consumer.run(shutdown).await });
+    }
+}
