@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod messaging;
+pub mod money;
 pub mod runtime;
 pub mod service;
 #[cfg(feature = "testing")]

@@ -1,0 +1,102 @@
+//! The AccountingService gRPC API.
+
+use ftgo_platform::{grpc::database_error, money::Money};
+use ftgo_proto::accounting::v1 as api;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    domain::{Account, Authorization, AuthorizationState},
+    store,
+};
+
+pub struct AccountingApi {
+    db: PgPool,
+}
+
+impl AccountingApi {
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+}
+
+fn consumer_id(id: &str) -> Result<Uuid, Status> {
+    id.trim().parse().map_err(|_| Status::invalid_argument(format!("consumer id {id:?} is not a UUID")))
+}
+
+fn account_not_found(id: Uuid) -> Status {
+    Status::not_found(format!("consumer {id} has no account"))
+}
+
+fn to_proto(account: &Account) -> api::Account {
+    api::Account {
+        consumer_id: account.consumer_id.to_string(),
+        credit_limit: Some(account.credit_limit.into()),
+        reserved: Some(account.reserved.into()),
+        enabled: account.enabled,
+    }
+}
+
+fn authorization_to_proto(authorization: &Authorization) -> api::Authorization {
+    let state = match authorization.state {
+        AuthorizationState::Authorized => api::AuthorizationState::Authorized,
+        AuthorizationState::Reversed => api::AuthorizationState::Reversed,
+    };
+    api::Authorization {
+        consumer_id: authorization.consumer_id.to_string(),
+        order_id: authorization.order_id.clone(),
+        amount: Some(authorization.amount.into()),
+        state: state.into(),
+    }
+}
+
+#[tonic::async_trait]
+impl api::accounting_service_server::AccountingService for AccountingApi {
+    async fn get_account(&self, request: Request<api::GetAccountRequest>) -> Result<Response<api::Account>, Status> {
+        let id = consumer_id(&request.into_inner().consumer_id)?;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let account =
+            store::find_account(&mut conn, id).await.map_err(database_error)?.ok_or_else(|| account_not_found(id))?;
+        Ok(Response::new(to_proto(&account)))
+    }
+
+    async fn update_account(
+        &self,
+        request: Request<api::UpdateAccountRequest>,
+    ) -> Result<Response<api::Account>, Status> {
+        let request = request.into_inner();
+        let id = consumer_id(&request.consumer_id)?;
+        let credit_limit = request
+            .credit_limit
+            .map(|m| Money::from_minor_units(m.minor_units))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(format!("creditLimit {e}")))?;
+        let mut tx = self.db.begin().await.map_err(database_error)?;
+        let mut account =
+            store::lock_account(&mut tx, id).await.map_err(database_error)?.ok_or_else(|| account_not_found(id))?;
+        // A limit below what is already reserved is allowed: it only refuses new authorizations.
+        if let Some(limit) = credit_limit {
+            account.credit_limit = limit;
+        }
+        if let Some(enabled) = request.enabled {
+            account.enabled = enabled;
+        }
+        store::save_account(&mut tx, &account).await.map_err(database_error)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(Response::new(to_proto(&account)))
+    }
+
+    async fn get_authorization(
+        &self,
+        request: Request<api::GetAuthorizationRequest>,
+    ) -> Result<Response<api::Authorization>, Status> {
+        let order_id = request.into_inner().order_id;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let authorization = store::find_authorization(&mut conn, &order_id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("order {order_id:?} has no authorization")))?;
+        Ok(Response::new(authorization_to_proto(&authorization)))
+    }
+}

@@ -1,0 +1,47 @@
+//! The Accounting Service: opens an account for every consumer (from `ConsumerCreated`), and
+//! authorizes, reverses and revises card authorizations for the sagas.
+//!
+//! The same layout as every FTGO service: [`domain`] (pure rules), [`store`] (database), [`grpc`]
+//! (synchronous API), [`messaging`] (events and saga commands), [`start`] (composition root).
+
+pub mod domain;
+pub mod grpc;
+pub mod messaging;
+pub mod store;
+
+use anyhow::Result;
+use ftgo_platform::{
+    config::CommonConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
+};
+use ftgo_proto::accounting::v1::accounting_service_server::{AccountingServiceServer, SERVICE_NAME};
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "accounting-service";
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { common: CommonConfig::local("accounting") }
+    }
+}
+
+/// Connects, migrates and starts every task of the service; returns once it is serving.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
+    let routes = tonic::service::Routes::new(AccountingServiceServer::new(grpc::AccountingApi::new(infra.db.clone())));
+    let mut running = infra.serve(&config.common, routes, &[SERVICE_NAME], shutdown).await?;
+    let events = ConsumerConfig::new(format!("{SERVICE}-consumer-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
+    infra.consume(&mut running, events, messaging::ConsumerEvents);
+    let commands = ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]);
+    infra.consume(&mut running, commands, messaging::CardCommands);
+    tracing::info!(addr = %running.grpc_addr, "{SERVICE} serving");
+    Ok(running)
+}

@@ -1,0 +1,141 @@
+//! What the Accounting Service hears: `ConsumerCreated` events (open an account) and the saga's
+//! card commands (`ftgo.command.accounting.>`).
+
+use ftgo_platform::{
+    messaging::{
+        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        outbox,
+        saga::reply_to,
+    },
+    money::Money,
+};
+use ftgo_proto::{accounting::v1 as api, consumer::v1 as consumer};
+use prost::Name;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{domain::Account, store};
+
+pub const COMMAND_SUBJECTS: &str = "ftgo.command.accounting.>";
+pub const EVENT_SUBJECTS: &str = "ftgo.event.consumer.ConsumerCreated";
+
+/// A command for a consumer whose ConsumerCreated event has not been handled yet is retried this
+/// many times (with the consumer's back-off) before it is refused.
+const WAIT_FOR_ACCOUNT_DELIVERIES: i64 = 4;
+
+/// Opens an account for every new consumer.
+pub struct ConsumerEvents;
+
+impl MessageHandler for ConsumerEvents {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let event: consumer::ConsumerCreated = message.decode()?;
+        let id = event.consumer.map(|c| c.consumer_id).unwrap_or_default();
+        let id: Uuid =
+            id.parse().map_err(|_| HandlerError::Rejected(anyhow::anyhow!("consumer id {id:?} is not a UUID")))?;
+        if store::open_account(tx, &Account::open(id)).await? {
+            tracing::info!(consumer_id = %id, "account opened");
+        }
+        Ok(())
+    }
+}
+
+pub struct CardCommands;
+
+impl MessageHandler for CardCommands {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let outcome = match message.message_type.as_str() {
+            t if t == api::AuthorizeCard::full_name() => {
+                let command: api::AuthorizeCard = message.decode()?;
+                let total = Money::try_from(command.order_total)
+                    .map_err(|e| HandlerError::Rejected(anyhow::anyhow!("order total {e}")))?;
+                authorize(tx, message, &command.consumer_id, &command.order_id, total).await?
+            }
+            t if t == api::ReverseAuthorization::full_name() => {
+                let command: api::ReverseAuthorization = message.decode()?;
+                reverse(tx, &command.order_id).await?
+            }
+            t if t == api::ReviseAuthorization::full_name() => {
+                let command: api::ReviseAuthorization = message.decode()?;
+                let total = Money::try_from(command.order_total)
+                    .map_err(|e| HandlerError::Rejected(anyhow::anyhow!("order total {e}")))?;
+                revise(tx, &command.order_id, total).await?
+            }
+            other => {
+                return Err(HandlerError::Rejected(anyhow::anyhow!("the Accounting Service has no command {other}")));
+            }
+        };
+        let (order_id, result) = outcome;
+        let reply = match result {
+            Ok(()) => reply_to(message, &api::CardAuthorized { order_id })?,
+            Err(reason) => {
+                tracing::info!(%order_id, %reason, "card authorization refused");
+                reply_to(message, &api::CardAuthorizationFailed { order_id, reason })?
+            }
+        };
+        outbox::enqueue(tx, &reply).await?;
+        Ok(())
+    }
+}
+
+type Outcome = (String, Result<(), String>);
+
+async fn authorize(
+    tx: &mut PgConnection,
+    message: &IncomingMessage,
+    consumer_id: &str,
+    order_id: &str,
+    total: Money,
+) -> Result<Outcome, HandlerError> {
+    let refuse = |reason: String| Ok((order_id.to_owned(), Err(reason)));
+    let Ok(id) = consumer_id.parse::<Uuid>() else {
+        return refuse(format!("consumer id {consumer_id:?} is not a UUID"));
+    };
+    let Some(mut account) = store::lock_account(tx, id).await? else {
+        // The account is opened from an event that may still be on its way.
+        if message.delivery < WAIT_FOR_ACCOUNT_DELIVERIES {
+            return Err(HandlerError::Transient(anyhow::anyhow!("consumer {id} has no account yet")));
+        }
+        return refuse(format!("consumer {id} has no account"));
+    };
+    let existing = store::find_authorization(tx, order_id).await?;
+    match account.authorize(existing.as_ref(), order_id, total) {
+        Ok(authorization) => {
+            store::save_account(tx, &account).await?;
+            store::save_authorization(tx, &authorization).await?;
+            Ok((order_id.to_owned(), Ok(())))
+        }
+        Err(refusal) => refuse(refusal.to_string()),
+    }
+}
+
+async fn reverse(tx: &mut PgConnection, order_id: &str) -> Result<Outcome, HandlerError> {
+    let Some(authorization) = store::find_authorization(tx, order_id).await? else {
+        // Nothing was reserved (the authorization was refused, or never asked for): done.
+        return Ok((order_id.to_owned(), Ok(())));
+    };
+    let Some(mut account) = store::lock_account(tx, authorization.consumer_id).await? else {
+        return Ok((order_id.to_owned(), Ok(())));
+    };
+    if let Some(released) = account.release(Some(&authorization)) {
+        store::save_account(tx, &account).await?;
+        store::save_authorization(tx, &released).await?;
+    }
+    Ok((order_id.to_owned(), Ok(())))
+}
+
+async fn revise(tx: &mut PgConnection, order_id: &str, total: Money) -> Result<Outcome, HandlerError> {
+    let Some(authorization) = store::find_authorization(tx, order_id).await? else {
+        return Ok((order_id.to_owned(), Err(format!("order {order_id} has no authorization to revise"))));
+    };
+    let Some(mut account) = store::lock_account(tx, authorization.consumer_id).await? else {
+        return Ok((order_id.to_owned(), Err(format!("consumer {} has no account", authorization.consumer_id))));
+    };
+    match account.revise(Some(&authorization), total) {
+        Ok(revised) => {
+            store::save_account(tx, &account).await?;
+            store::save_authorization(tx, &revised).await?;
+            Ok((order_id.to_owned(), Ok(())))
+        }
+        Err(refusal) => Ok((order_id.to_owned(), Err(refusal.to_string()))),
+    }
+}
