@@ -77,6 +77,21 @@ impl ServiceWorld {
         Ok(message)
     }
 
+    /// Sends a saga command as the orchestrator would and waits (up to 15 s) for the participant's
+    /// reply, which goes to a reply subject of this saga's own.
+    pub async fn command_reply<M: Message + Name>(
+        &self,
+        subject: &str,
+        command: &M,
+        saga_id: &str,
+    ) -> Result<ReceivedMessage> {
+        let reply_to = format!("ftgo.reply.test.{saga_id}");
+        self.send_command(subject, command, saga_id, &reply_to).await?;
+        let mut replies = self.messages(&reply_to, 1, Duration::from_secs(15)).await?;
+        anyhow::ensure!(!replies.is_empty(), "no reply to {} for saga {saga_id}", M::full_name());
+        Ok(replies.remove(0))
+    }
+
     /// Publishes `message` directly (bypassing any outbox), with its id as `Nats-Msg-Id`.
     pub async fn publish(&self, message: &OutgoingMessage) -> Result<()> {
         let mut headers = async_nats::HeaderMap::new();

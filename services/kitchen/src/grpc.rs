@@ -1,0 +1,208 @@
+//! The KitchenService gRPC API: restaurants, and the transitions a restaurant makes on its tickets.
+
+use chrono::{DateTime, Utc};
+use ftgo_platform::{
+    grpc::database_error,
+    messaging::{OutgoingMessage, outbox, streams::event_subject},
+};
+use ftgo_proto::{common::v1 as common, kitchen::v1 as api};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        restaurant::{Address, InvalidRestaurant, Restaurant},
+        ticket::{Ticket, TicketError, TicketState},
+    },
+    store,
+};
+
+pub struct KitchenApi {
+    db: PgPool,
+}
+
+impl KitchenApi {
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+}
+
+impl From<TicketError> for Status {
+    fn from(e: TicketError) -> Self {
+        match e {
+            TicketError::IllegalTransition { .. } => Status::failed_precondition(e.to_string()),
+            TicketError::ReadyByInThePast => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<InvalidRestaurant> for Status {
+    fn from(e: InvalidRestaurant) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+fn uuid(what: &str, id: &str) -> Result<Uuid, Status> {
+    id.trim().parse().map_err(|_| Status::invalid_argument(format!("{what} {id:?} is not a UUID")))
+}
+
+pub fn restaurant_to_proto(r: &Restaurant) -> api::Restaurant {
+    let a = &r.address;
+    api::Restaurant {
+        restaurant_id: r.id.to_string(),
+        name: r.name.clone(),
+        address: Some(common::Address {
+            street1: a.street1.clone(),
+            street2: a.street2.clone(),
+            city: a.city.clone(),
+            state: a.state.clone(),
+            zip: a.zip.clone(),
+        }),
+        menu_items: r
+            .menu
+            .iter()
+            .map(|i| common::MenuItem { id: i.id.clone(), name: i.name.clone(), price: Some(i.price.into()) })
+            .collect(),
+    }
+}
+
+pub fn state_to_proto(state: TicketState) -> api::TicketState {
+    match state {
+        TicketState::CreatePending => api::TicketState::CreatePending,
+        TicketState::AwaitingAcceptance => api::TicketState::AwaitingAcceptance,
+        TicketState::Accepted => api::TicketState::Accepted,
+        TicketState::Preparing => api::TicketState::Preparing,
+        TicketState::ReadyForPickup => api::TicketState::ReadyForPickup,
+        TicketState::PickedUp => api::TicketState::PickedUp,
+        TicketState::CancelPending => api::TicketState::CancelPending,
+        TicketState::Cancelled => api::TicketState::Cancelled,
+        TicketState::RevisionPending => api::TicketState::RevisionPending,
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+pub fn ticket_to_proto(t: &Ticket) -> api::Ticket {
+    api::Ticket {
+        ticket_id: t.id.to_string(),
+        order_id: t.order_id.clone(),
+        restaurant_id: t.restaurant_id.to_string(),
+        state: state_to_proto(t.state).into(),
+        line_items: t
+            .line_items
+            .iter()
+            .map(|i| api::TicketLineItem {
+                menu_item_id: i.menu_item_id.clone(),
+                name: i.name.clone(),
+                quantity: i.quantity as i32,
+            })
+            .collect(),
+        ready_by: t.ready_by.map(timestamp),
+    }
+}
+
+impl KitchenApi {
+    /// Applies `change` to the ticket under a row lock and saves it.
+    async fn change_ticket(
+        &self,
+        ticket_id: &str,
+        change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
+    ) -> Result<Response<api::Ticket>, Status> {
+        let id = uuid("ticket id", ticket_id)?;
+        let mut tx = self.db.begin().await.map_err(database_error)?;
+        let mut ticket = store::lock_ticket(&mut tx, id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("ticket {id} does not exist")))?;
+        change(&mut ticket)?;
+        store::save_ticket(&mut tx, &ticket).await.map_err(database_error)?;
+        tx.commit().await.map_err(database_error)?;
+        tracing::info!(ticket_id = %id, state = ticket.state.as_str(), "ticket changed");
+        Ok(Response::new(ticket_to_proto(&ticket)))
+    }
+}
+
+#[tonic::async_trait]
+impl api::kitchen_service_server::KitchenService for KitchenApi {
+    async fn create_restaurant(
+        &self,
+        request: Request<api::CreateRestaurantRequest>,
+    ) -> Result<Response<api::CreateRestaurantResponse>, Status> {
+        let request = request.into_inner();
+        let a = request.address.unwrap_or_default();
+        let address = Address { street1: a.street1, street2: a.street2, city: a.city, state: a.state, zip: a.zip };
+        let menu =
+            request.menu_items.into_iter().map(|i| (i.id, i.name, i.price.map_or(0, |p| p.minor_units))).collect();
+        let restaurant = Restaurant::create(&request.name, address, menu)?;
+
+        // The restaurant and the event that replicates it to the Order Service commit together.
+        let event = api::RestaurantCreated { restaurant: Some(restaurant_to_proto(&restaurant)) };
+        let mut tx = self.db.begin().await.map_err(database_error)?;
+        store::insert_restaurant(&mut tx, &restaurant).await.map_err(database_error)?;
+        outbox::enqueue(&mut tx, &OutgoingMessage::protobuf(event_subject("restaurant", "RestaurantCreated"), &event))
+            .await
+            .map_err(database_error)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(Response::new(api::CreateRestaurantResponse { restaurant_id: restaurant.id.to_string() }))
+    }
+
+    async fn get_restaurant(
+        &self,
+        request: Request<api::GetRestaurantRequest>,
+    ) -> Result<Response<api::Restaurant>, Status> {
+        let id = uuid("restaurant id", &request.into_inner().restaurant_id)?;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let restaurant = store::find_restaurant(&mut conn, id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("restaurant {id} does not exist")))?;
+        Ok(Response::new(restaurant_to_proto(&restaurant)))
+    }
+
+    async fn get_ticket(&self, request: Request<api::GetTicketRequest>) -> Result<Response<api::Ticket>, Status> {
+        let id = uuid("ticket id", &request.into_inner().ticket_id)?;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let ticket = store::find_ticket(&mut conn, id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("ticket {id} does not exist")))?;
+        Ok(Response::new(ticket_to_proto(&ticket)))
+    }
+
+    async fn get_ticket_by_order(
+        &self,
+        request: Request<api::GetTicketByOrderRequest>,
+    ) -> Result<Response<api::Ticket>, Status> {
+        let order_id = request.into_inner().order_id;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let ticket = store::find_ticket_by_order(&mut conn, &order_id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("order {order_id:?} has no ticket")))?;
+        Ok(Response::new(ticket_to_proto(&ticket)))
+    }
+
+    async fn accept_ticket(&self, request: Request<api::AcceptTicketRequest>) -> Result<Response<api::Ticket>, Status> {
+        let request = request.into_inner();
+        let ready_by = request
+            .ready_by
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+            .ok_or_else(|| Status::invalid_argument("readyBy is required and must be a valid time"))?;
+        self.change_ticket(&request.ticket_id, |t| t.accept(ready_by, Utc::now())).await
+    }
+
+    async fn prepare_ticket(&self, request: Request<api::TicketRequest>) -> Result<Response<api::Ticket>, Status> {
+        self.change_ticket(&request.into_inner().ticket_id, Ticket::prepare).await
+    }
+
+    async fn mark_ticket_ready(&self, request: Request<api::TicketRequest>) -> Result<Response<api::Ticket>, Status> {
+        self.change_ticket(&request.into_inner().ticket_id, Ticket::mark_ready).await
+    }
+
+    async fn pick_up_ticket(&self, request: Request<api::TicketRequest>) -> Result<Response<api::Ticket>, Status> {
+        self.change_ticket(&request.into_inner().ticket_id, Ticket::pick_up).await
+    }
+}

@@ -1,0 +1,166 @@
+//! Restaurants, menus and tickets in the `kitchen` database.
+
+use chrono::{DateTime, Utc};
+use ftgo_platform::money::Money;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, types::Json};
+use uuid::Uuid;
+
+use crate::domain::{
+    restaurant::{Address, MenuItem, Restaurant},
+    ticket::{Ticket, TicketLineItem, TicketState},
+};
+
+fn decode_error(what: impl Into<String>) -> sqlx::Error {
+    sqlx::Error::Decode(what.into().into())
+}
+
+pub async fn insert_restaurant(tx: &mut PgConnection, restaurant: &Restaurant) -> sqlx::Result<()> {
+    let a = &restaurant.address;
+    let address = json!({"street1": a.street1, "street2": a.street2, "city": a.city, "state": a.state, "zip": a.zip});
+    sqlx::query("INSERT INTO restaurants (id, name, address) VALUES ($1, $2, $3)")
+        .bind(restaurant.id)
+        .bind(&restaurant.name)
+        .bind(Json(address))
+        .execute(&mut *tx)
+        .await?;
+    for (position, item) in restaurant.menu.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO menu_items (restaurant_id, id, name, price_minor, position) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(restaurant.id)
+        .bind(&item.id)
+        .bind(&item.name)
+        .bind(item.price.minor_units())
+        .bind(position as i32)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn find_restaurant(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Restaurant>> {
+    let Some((id, name, Json(address))): Option<(Uuid, String, Json<Value>)> =
+        sqlx::query_as("SELECT id, name, address FROM restaurants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let field = |f: &str| address.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let address = Address {
+        street1: field("street1"),
+        street2: field("street2"),
+        city: field("city"),
+        state: field("state"),
+        zip: field("zip"),
+    };
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id, name, price_minor FROM menu_items WHERE restaurant_id = $1 ORDER BY position")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let menu = rows
+        .into_iter()
+        .map(|(id, name, price)| {
+            Ok(MenuItem { id, name, price: Money::from_minor_units(price).map_err(|e| decode_error(e.to_string()))? })
+        })
+        .collect::<sqlx::Result<_>>()?;
+    Ok(Some(Restaurant { id, name, address, menu }))
+}
+
+type TicketRow = (Uuid, String, Uuid, String, Option<String>, Json<Value>, Option<DateTime<Utc>>);
+
+/// `SELECT <every ticket column> FROM tickets <tail>`, as one static string.
+macro_rules! select_tickets {
+    ($tail:literal) => {
+        concat!("SELECT id, order_id, restaurant_id, state, previous_state, line_items, ready_by FROM tickets ", $tail)
+    };
+}
+
+fn ticket(row: TicketRow) -> sqlx::Result<Ticket> {
+    let (id, order_id, restaurant_id, state, previous_state, Json(items), ready_by) = row;
+    let parse = |s: &str| TicketState::parse(s).ok_or_else(|| decode_error(format!("unknown ticket state {s}")));
+    let line_items = items
+        .as_array()
+        .ok_or_else(|| decode_error("line_items is not an array"))?
+        .iter()
+        .map(|item| TicketLineItem {
+            menu_item_id: item["menuItemId"].as_str().unwrap_or_default().to_owned(),
+            name: item["name"].as_str().unwrap_or_default().to_owned(),
+            quantity: item["quantity"].as_u64().and_then(|q| u32::try_from(q).ok()).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Ticket {
+        id,
+        order_id,
+        restaurant_id,
+        state: parse(&state)?,
+        previous_state: previous_state.as_deref().map(parse).transpose()?,
+        line_items,
+        ready_by,
+    })
+}
+
+fn line_items_json(items: &[TicketLineItem]) -> Json<Value> {
+    Json(Value::Array(
+        items.iter().map(|i| json!({"menuItemId": i.menu_item_id, "name": i.name, "quantity": i.quantity})).collect(),
+    ))
+}
+
+pub async fn insert_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO tickets (id, order_id, restaurant_id, state, previous_state, line_items, ready_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(ticket.id)
+    .bind(&ticket.order_id)
+    .bind(ticket.restaurant_id)
+    .bind(ticket.state.as_str())
+    .bind(ticket.previous_state.map(TicketState::as_str))
+    .bind(line_items_json(&ticket.line_items))
+    .bind(ticket.ready_by)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn save_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE tickets SET state = $2, previous_state = $3, line_items = $4, ready_by = $5, updated_at = now() WHERE id = $1",
+    )
+    .bind(ticket.id)
+    .bind(ticket.state.as_str())
+    .bind(ticket.previous_state.map(TicketState::as_str))
+    .bind(line_items_json(&ticket.line_items))
+    .bind(ticket.ready_by)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Reads a ticket by id and locks it until the transaction ends, so two transitions of one ticket
+/// never interleave.
+pub async fn lock_ticket(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Ticket>> {
+    let row: Option<TicketRow> =
+        sqlx::query_as(select_tickets!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(tx).await?;
+    row.map(ticket).transpose()
+}
+
+pub async fn lock_ticket_by_order(tx: &mut PgConnection, order_id: &str) -> sqlx::Result<Option<Ticket>> {
+    let row: Option<TicketRow> =
+        sqlx::query_as(select_tickets!("WHERE order_id = $1 FOR UPDATE")).bind(order_id).fetch_optional(tx).await?;
+    row.map(ticket).transpose()
+}
+
+pub async fn find_ticket(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Ticket>> {
+    let row: Option<TicketRow> = sqlx::query_as(select_tickets!("WHERE id = $1")).bind(id).fetch_optional(conn).await?;
+    row.map(ticket).transpose()
+}
+
+pub async fn find_ticket_by_order(conn: &mut PgConnection, order_id: &str) -> sqlx::Result<Option<Ticket>> {
+    let row: Option<TicketRow> =
+        sqlx::query_as(select_tickets!("WHERE order_id = $1")).bind(order_id).fetch_optional(conn).await?;
+    row.map(ticket).transpose()
+}
