@@ -1,0 +1,3 @@
+//! The order domain: pure rules, no I/O.
+
+pub mod order;

@@ -1,0 +1,174 @@
+//! The OrderService gRPC API. Creating, cancelling and revising an order each change its state and
+//! publish the event that starts the matching saga, in one transaction.
+
+use ftgo_platform::{
+    grpc::database_error,
+    messaging::{OutgoingMessage, outbox, streams::event_subject},
+};
+use ftgo_proto::{common::v1 as common, order::v1 as api};
+use prost::Name;
+use sqlx::{PgConnection, PgPool};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    domain::order::{Address, Menu, Order, OrderError, OrderLineItem, OrderState, Pricing},
+    store,
+};
+
+pub struct OrderApi {
+    db: PgPool,
+}
+
+impl OrderApi {
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+}
+
+impl From<OrderError> for Status {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            OrderError::UnknownMenuItem { .. } => Status::not_found(e.to_string()),
+            OrderError::IllegalTransition { .. } => Status::failed_precondition(e.to_string()),
+        }
+    }
+}
+
+fn uuid(what: &str, id: &str) -> Result<Uuid, Status> {
+    id.trim().parse().map_err(|_| Status::invalid_argument(format!("{what} {id:?} is not a UUID")))
+}
+
+pub fn state_to_proto(state: OrderState) -> api::OrderState {
+    match state {
+        OrderState::ApprovalPending => api::OrderState::ApprovalPending,
+        OrderState::Approved => api::OrderState::Approved,
+        OrderState::Rejected => api::OrderState::Rejected,
+        OrderState::CancelPending => api::OrderState::CancelPending,
+        OrderState::Cancelled => api::OrderState::Cancelled,
+        OrderState::RevisionPending => api::OrderState::RevisionPending,
+    }
+}
+
+pub fn line_items_to_proto(items: &[OrderLineItem]) -> Vec<api::OrderLineItem> {
+    items
+        .iter()
+        .map(|i| api::OrderLineItem {
+            menu_item_id: i.menu_item_id.clone(),
+            name: i.name.clone(),
+            price: Some(i.price.into()),
+            quantity: i.quantity as i32,
+        })
+        .collect()
+}
+
+pub fn to_proto(order: &Order) -> api::Order {
+    let a = &order.delivery_address;
+    api::Order {
+        order_id: order.id.to_string(),
+        consumer_id: order.consumer_id.clone(),
+        restaurant_id: order.restaurant_id.to_string(),
+        state: state_to_proto(order.state).into(),
+        line_items: line_items_to_proto(&order.pricing.line_items),
+        order_total: Some(order.pricing.total.into()),
+        delivery_address: Some(common::Address {
+            street1: a.street1.clone(),
+            street2: a.street2.clone(),
+            city: a.city.clone(),
+            state: a.state.clone(),
+            zip: a.zip.clone(),
+        }),
+        rejection_reason: order.rejection_reason.clone().unwrap_or_default(),
+        created_at: None,
+    }
+}
+
+fn requested(items: Vec<common::LineItemRequest>) -> Vec<(String, i32)> {
+    items.into_iter().map(|i| (i.menu_item_id, i.quantity)).collect()
+}
+
+async fn menu(conn: &mut PgConnection, restaurant_id: Uuid) -> Result<Menu, Status> {
+    store::find_menu(conn, restaurant_id)
+        .await
+        .map_err(database_error)?
+        .ok_or_else(|| Status::not_found(format!("restaurant {restaurant_id} does not exist")))
+}
+
+async fn publish<M: prost::Message + Name>(tx: &mut PgConnection, event: &M) -> Result<(), Status> {
+    let message = OutgoingMessage::protobuf(event_subject("order", M::NAME), event);
+    outbox::enqueue(tx, &message).await.map_err(database_error)
+}
+
+impl OrderApi {
+    /// Locks the order, applies `change` (which returns the saga-starting event), saves both.
+    async fn change<M: prost::Message + Name>(
+        &self,
+        order_id: &str,
+        change: impl AsyncFnOnce(&mut PgConnection, &mut Order) -> Result<M, Status>,
+    ) -> Result<Response<api::Order>, Status> {
+        let id = uuid("order id", order_id)?;
+        let mut tx = self.db.begin().await.map_err(database_error)?;
+        let mut order = store::lock_order(&mut tx, id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))?;
+        let event = change(&mut tx, &mut order).await?;
+        store::save_order(&mut tx, &order).await.map_err(database_error)?;
+        publish(&mut tx, &event).await?;
+        tx.commit().await.map_err(database_error)?;
+        tracing::info!(order_id = %id, state = order.state.as_str(), "order changed");
+        Ok(Response::new(to_proto(&order)))
+    }
+}
+
+#[tonic::async_trait]
+impl api::order_service_server::OrderService for OrderApi {
+    async fn create_order(&self, request: Request<api::CreateOrderRequest>) -> Result<Response<api::Order>, Status> {
+        let request = request.into_inner();
+        let restaurant_id = uuid("restaurantId", &request.restaurant_id)?;
+        let a = request.delivery_address.unwrap_or_default();
+        let address = Address { street1: a.street1, street2: a.street2, city: a.city, state: a.state, zip: a.zip };
+        let mut tx = self.db.begin().await.map_err(database_error)?;
+        let menu = menu(&mut tx, restaurant_id).await?;
+        let order = Order::create(&request.consumer_id, &menu, address, &requested(request.line_items))?;
+        store::insert_order(&mut tx, &order).await.map_err(database_error)?;
+        publish(&mut tx, &api::OrderCreated { order: Some(to_proto(&order)) }).await?;
+        tx.commit().await.map_err(database_error)?;
+        tracing::info!(order_id = %order.id, total = %order.pricing.total, "order created");
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    async fn get_order(&self, request: Request<api::GetOrderRequest>) -> Result<Response<api::Order>, Status> {
+        let id = uuid("order id", &request.into_inner().order_id)?;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let order = store::find_order(&mut conn, id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))?;
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    async fn cancel_order(&self, request: Request<api::CancelOrderRequest>) -> Result<Response<api::Order>, Status> {
+        self.change(&request.into_inner().order_id, async |_, order| {
+            order.request_cancel()?;
+            Ok(api::OrderCancelRequested { order: Some(to_proto(order)) })
+        })
+        .await
+    }
+
+    async fn revise_order(&self, request: Request<api::ReviseOrderRequest>) -> Result<Response<api::Order>, Status> {
+        let request = request.into_inner();
+        let items = requested(request.revised_line_items);
+        self.change(&request.order_id, async |tx, order| {
+            let menu = menu(tx, order.restaurant_id).await?;
+            let Pricing { line_items, total } = order.request_revision(&menu, &items)?;
+            Ok(api::OrderRevisionRequested {
+                order: Some(to_proto(order)),
+                revised_line_items: line_items_to_proto(&line_items),
+                revised_total: Some(total.into()),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,49 @@
+//! The Order Service: creates orders priced from its replica of the restaurants' menus, and keeps
+//! each order's state machine. Creating, cancelling and revising an order publish the events that
+//! start the sagas; the sagas' commands move the order to its outcome.
+//!
+//! The same layout as every FTGO service: [`domain`] (pure rules: [`domain::order`] is the state
+//! machine), [`store`], [`grpc`], [`messaging`] and [`start`] (the composition root).
+
+pub mod domain;
+pub mod grpc;
+pub mod messaging;
+pub mod store;
+
+use anyhow::Result;
+use ftgo_platform::{
+    config::CommonConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
+};
+use ftgo_proto::order::v1::order_service_server::{OrderServiceServer, SERVICE_NAME};
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "order-service";
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { common: CommonConfig::local("order") }
+    }
+}
+
+/// Connects, migrates and starts every task of the service; returns once it is serving.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
+    let routes = tonic::service::Routes::new(OrderServiceServer::new(grpc::OrderApi::new(infra.db.clone())));
+    let mut running = infra.serve(&config.common, routes, &[SERVICE_NAME], shutdown).await?;
+    let events =
+        ConsumerConfig::new(format!("{SERVICE}-restaurant-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
+    infra.consume(&mut running, events, messaging::RestaurantEvents);
+    let commands = ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]);
+    infra.consume(&mut running, commands, messaging::OrderCommands);
+    tracing::info!(addr = %running.grpc_addr, "{SERVICE} serving");
+    Ok(running)
+}

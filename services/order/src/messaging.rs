@@ -1,0 +1,102 @@
+//! What the Order Service hears: `RestaurantCreated` (the menu replica) and the saga's order
+//! commands (`ftgo.command.order.>`).
+
+use ftgo_platform::{
+    messaging::{
+        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        outbox,
+        saga::reply_to,
+    },
+    money::Money,
+};
+use ftgo_proto::{kitchen::v1 as kitchen, order::v1 as api};
+use prost::Name;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    domain::order::{Menu, MenuItem, Order, OrderError},
+    store,
+};
+
+pub const EVENT_SUBJECTS: &str = "ftgo.event.restaurant.RestaurantCreated";
+pub const COMMAND_SUBJECTS: &str = "ftgo.command.order.>";
+
+fn refuse(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Rejected(anyhow::anyhow!("{e}"))
+}
+
+/// Keeps the menu replica: every restaurant's items and prices.
+pub struct RestaurantEvents;
+
+impl MessageHandler for RestaurantEvents {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let event: kitchen::RestaurantCreated = message.decode()?;
+        let restaurant = event.restaurant.ok_or_else(|| refuse("RestaurantCreated without a restaurant"))?;
+        let restaurant_id: Uuid = restaurant.restaurant_id.parse().map_err(refuse)?;
+        let items = restaurant
+            .menu_items
+            .into_iter()
+            .map(|i| Ok(MenuItem { id: i.id, name: i.name, price: Money::try_from(i.price).map_err(refuse)? }))
+            .collect::<Result<_, HandlerError>>()?;
+        store::save_menu(tx, &Menu { restaurant_id, restaurant_name: restaurant.name, items }).await?;
+        tracing::info!(%restaurant_id, "menu replicated");
+        Ok(())
+    }
+}
+
+pub struct OrderCommands;
+
+impl MessageHandler for OrderCommands {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let t = message.message_type.as_str();
+        let (order_id, result) = if t == api::ApproveOrder::full_name() {
+            let c: api::ApproveOrder = message.decode()?;
+            (c.order_id.clone(), change(tx, &c.order_id, Order::note_approved).await?)
+        } else if t == api::RejectOrder::full_name() {
+            let c: api::RejectOrder = message.decode()?;
+            (c.order_id.clone(), change(tx, &c.order_id, |o| o.note_rejected(&c.reason)).await?)
+        } else if t == api::ConfirmCancelOrder::full_name() {
+            let c: api::ConfirmCancelOrder = message.decode()?;
+            (c.order_id.clone(), change(tx, &c.order_id, Order::note_cancelled).await?)
+        } else if t == api::UndoCancelOrder::full_name() {
+            let c: api::UndoCancelOrder = message.decode()?;
+            (c.order_id.clone(), change(tx, &c.order_id, Order::undo_cancel).await?)
+        } else if t == api::ConfirmReviseOrder::full_name() {
+            let c: api::ConfirmReviseOrder = message.decode()?;
+            (c.order_id.clone(), change(tx, &c.order_id, Order::confirm_revision).await?)
+        } else if t == api::UndoReviseOrder::full_name() {
+            let c: api::UndoReviseOrder = message.decode()?;
+            (c.order_id.clone(), change(tx, &c.order_id, Order::undo_revision).await?)
+        } else {
+            return Err(refuse(format!("the Order Service has no command {t}")));
+        };
+        let reply = match result {
+            Ok(()) => reply_to(message, &api::OrderCommandSucceeded { order_id })?,
+            Err(reason) => reply_to(message, &api::OrderCommandRefused { order_id, reason })?,
+        };
+        outbox::enqueue(tx, &reply).await?;
+        Ok(())
+    }
+}
+
+/// Applies a saga step to the order; an illegal transition or an unknown order is a refusal the
+/// saga hears about.
+async fn change(
+    tx: &mut PgConnection,
+    order_id: &str,
+    step: impl FnOnce(&mut Order) -> Result<(), OrderError>,
+) -> Result<Result<(), String>, HandlerError> {
+    let order = match order_id.parse::<Uuid>() {
+        Ok(id) => store::lock_order(tx, id).await?,
+        Err(_) => None,
+    };
+    let Some(mut order) = order else {
+        return Ok(Err(format!("order {order_id:?} does not exist")));
+    };
+    if let Err(e) = step(&mut order) {
+        return Ok(Err(e.to_string()));
+    }
+    store::save_order(tx, &order).await?;
+    Ok(Ok(()))
+}

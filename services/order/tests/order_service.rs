@@ -1,0 +1,200 @@
+//! The Order Service against real Postgres and NATS: the menu replica from events, orders over
+//! gRPC with their saga-starting events, and the saga's commands moving them to their outcome.
+
+use std::time::Duration;
+
+use ftgo_order_service::{Config, start};
+use ftgo_platform::{messaging::OutgoingMessage, runtime::Running, testing::ServiceWorld};
+use ftgo_proto::{
+    common::v1::{LineItemRequest, MenuItem, Money},
+    kitchen::v1 as kitchen,
+    order::v1::{self as api, OrderState, order_service_client::OrderServiceClient},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, transport::Channel};
+
+struct App {
+    world: ServiceWorld,
+    running: Running,
+    client: OrderServiceClient<Channel>,
+    restaurant_id: String,
+}
+
+fn money(minor_units: i64) -> Option<Money> {
+    Some(Money { minor_units })
+}
+
+fn item(menu_item_id: &str, quantity: i32) -> LineItemRequest {
+    LineItemRequest { menu_item_id: menu_item_id.into(), quantity }
+}
+
+/// The service, with one restaurant replicated from its RestaurantCreated event.
+async fn spawn_app() -> App {
+    let world = ServiceWorld::start().await.unwrap();
+    let config = Config { common: world.config("order").await.unwrap() };
+    let running = start(config, CancellationToken::new()).await.unwrap();
+    let client = OrderServiceClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    let restaurant_id = uuid::Uuid::new_v4().to_string();
+    let event = kitchen::RestaurantCreated {
+        restaurant: Some(kitchen::Restaurant {
+            restaurant_id: restaurant_id.clone(),
+            name: "Ajanta".into(),
+            address: None,
+            menu_items: vec![
+                MenuItem { id: "1".into(), name: "Vindaloo".into(), price: money(1250) },
+                MenuItem { id: "2".into(), name: "Dal".into(), price: money(500) },
+            ],
+        }),
+    };
+    world.publish(&OutgoingMessage::protobuf("ftgo.event.restaurant.RestaurantCreated", &event)).await.unwrap();
+    let mut app = App { world, running, client, restaurant_id };
+    // Replication is asynchronous: wait until an order can be priced.
+    for _ in 0..100 {
+        match app.create(vec![item("1", 1)]).await {
+            Err(status) if status.code() == Code::NotFound => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => return app,
+        }
+    }
+    panic!("the restaurant was never replicated");
+}
+
+impl App {
+    async fn create(&mut self, line_items: Vec<LineItemRequest>) -> Result<api::Order, tonic::Status> {
+        let request = api::CreateOrderRequest {
+            consumer_id: "c-1".into(),
+            restaurant_id: self.restaurant_id.clone(),
+            delivery_address: None,
+            line_items,
+        };
+        self.client.create_order(request).await.map(|r| r.into_inner())
+    }
+
+    async fn order(&mut self, order_id: &str) -> api::Order {
+        self.client.get_order(api::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner()
+    }
+
+    /// Sends a saga command and returns whether the order accepted it (or the refusal's reason).
+    async fn command<M: prost::Message + prost::Name>(&self, command: &M, saga: &str) -> Result<(), String> {
+        let reply = self.world.command_reply(&format!("ftgo.command.order.{}", M::NAME), command, saga).await.unwrap();
+        if reply.message_type == "ftgo.order.v1.OrderCommandSucceeded" {
+            Ok(())
+        } else {
+            Err(reply.decode::<api::OrderCommandRefused>().reason)
+        }
+    }
+
+    async fn approved(&mut self) -> String {
+        let order = self.create(vec![item("1", 2)]).await.unwrap();
+        self.command(&api::ApproveOrder { order_id: order.order_id.clone() }, &format!("approve-{}", order.order_id))
+            .await
+            .unwrap();
+        order.order_id
+    }
+}
+
+#[tokio::test]
+async fn an_order_is_priced_from_the_replicated_menu_and_starts_the_create_order_saga() {
+    let mut app = spawn_app().await;
+    let order = app.create(vec![item("1", 2), item("2", 1)]).await.unwrap();
+    assert_eq!(order.state(), OrderState::ApprovalPending);
+    assert_eq!(order.order_total, money(3000));
+    assert_eq!(order.line_items[0].name, "Vindaloo");
+
+    let events = app.world.messages("ftgo.event.order.OrderCreated", 2, Duration::from_secs(10)).await.unwrap();
+    let created: Vec<api::OrderCreated> = events.iter().map(|e| e.decode()).collect();
+    assert!(created.iter().any(|e| e.order.as_ref().unwrap().order_id == order.order_id));
+    app.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_order_is_refused_at_once_with_the_field_that_is_wrong() {
+    let mut app = spawn_app().await;
+    let cases = [
+        (vec![], Code::InvalidArgument, "lineItems must have at least one item"),
+        (vec![item("1", 0)], Code::InvalidArgument, "lineItems[0].quantity must be from 1 to 100"),
+        (vec![item("1", i32::MAX)], Code::InvalidArgument, "lineItems[0].quantity must be from 1 to 100"),
+        (vec![item("9", 1)], Code::NotFound, "restaurant Ajanta has no menu item \"9\""),
+    ];
+    for (items, code, message) in cases {
+        let status = app.create(items).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+    app.restaurant_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(app.create(vec![item("1", 1)]).await.unwrap_err().code(), Code::NotFound);
+    app.restaurant_id = "not-a-uuid".into();
+    assert_eq!(app.create(vec![item("1", 1)]).await.unwrap_err().code(), Code::InvalidArgument);
+    app.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_saga_approves_or_rejects_a_pending_order_and_nothing_else() {
+    let mut app = spawn_app().await;
+    let rejected = app.create(vec![item("2", 1)]).await.unwrap().order_id;
+    let reject = api::RejectOrder { order_id: rejected.clone(), reason: "consumer verification failed".into() };
+    app.command(&reject, "reject-1").await.unwrap();
+    let order = app.order(&rejected).await;
+    assert_eq!(
+        (order.state(), order.rejection_reason.as_str()),
+        (OrderState::Rejected, "consumer verification failed")
+    );
+
+    let refused = app.command(&api::ApproveOrder { order_id: rejected.clone() }, "approve-late").await.unwrap_err();
+    assert_eq!(refused, "cannot approve an order that is REJECTED");
+    let unknown = app.command(&api::ApproveOrder { order_id: "nope".into() }, "approve-unknown").await.unwrap_err();
+    assert_eq!(unknown, "order \"nope\" does not exist");
+    app.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_an_approved_order_starts_the_cancel_saga_which_confirms_or_undoes_it() {
+    let mut app = spawn_app().await;
+    let id = app.approved().await;
+    let pending = app.client.cancel_order(api::CancelOrderRequest { order_id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(pending.state(), OrderState::CancelPending);
+    let again = app.client.cancel_order(api::CancelOrderRequest { order_id: id.clone() }).await.unwrap_err();
+    assert_eq!(
+        (again.code(), again.message()),
+        (Code::FailedPrecondition, "cannot cancel an order that is CANCEL_PENDING")
+    );
+    let events = app.world.messages("ftgo.event.order.OrderCancelRequested", 1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(events[0].decode::<api::OrderCancelRequested>().order.unwrap().order_id, id);
+
+    app.command(&api::UndoCancelOrder { order_id: id.clone(), reason: "kitchen refused".into() }, "undo")
+        .await
+        .unwrap();
+    assert_eq!(app.order(&id).await.state(), OrderState::Approved);
+    app.client.cancel_order(api::CancelOrderRequest { order_id: id.clone() }).await.unwrap();
+    app.command(&api::ConfirmCancelOrder { order_id: id.clone() }, "confirm").await.unwrap();
+    assert_eq!(app.order(&id).await.state(), OrderState::Cancelled);
+    app.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_revision_is_priced_held_pending_and_applied_only_when_the_saga_confirms_it() {
+    let mut app = spawn_app().await;
+    let id = app.approved().await;
+    let revise = || api::ReviseOrderRequest { order_id: id.clone(), revised_line_items: vec![item("2", 3)] };
+    let pending = app.client.revise_order(revise()).await.unwrap().into_inner();
+    assert_eq!((pending.state(), pending.order_total), (OrderState::RevisionPending, money(2500)), "old total kept");
+    let events =
+        app.world.messages("ftgo.event.order.OrderRevisionRequested", 1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(events[0].decode::<api::OrderRevisionRequested>().revised_total, money(1500));
+
+    app.command(&api::UndoReviseOrder { order_id: id.clone(), reason: "over the credit limit".into() }, "undo")
+        .await
+        .unwrap();
+    let order = app.order(&id).await;
+    assert_eq!((order.state(), order.order_total), (OrderState::Approved, money(2500)));
+
+    app.client.revise_order(revise()).await.unwrap();
+    let confirm = api::ConfirmReviseOrder { order_id: id.clone(), revised_line_items: vec![], revised_total: None };
+    app.command(&confirm, "confirm").await.unwrap();
+    let order = app.order(&id).await;
+    assert_eq!((order.state(), order.order_total), (OrderState::Approved, money(1500)));
+    assert_eq!(order.line_items[0].name, "Dal");
+
+    let bad = api::ReviseOrderRequest { order_id: id.clone(), revised_line_items: vec![item("2", 0)] };
+    assert_eq!(app.client.revise_order(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(app.order(&id).await.state(), OrderState::Approved, "a refused revision changes nothing");
+    app.running.stop().await.unwrap();
+}
