@@ -1,8 +1,8 @@
 //! How saga commands, replies and events are addressed and correlated.
 //!
-//! A command carries the saga's id (`Ftgo-Saga-Id`) and the subject its reply goes to
-//! (`Ftgo-Reply-To`). A participant answers with [`reply_to`], which copies both into the reply,
-//! so the orchestrator can match the reply to its saga instance. Payloads are protobuf messages;
+//! A command carries the saga's id (`Ftgo-Saga-Id`), its step (`Ftgo-Saga-Step`) and the subject
+//! its reply goes to (`Ftgo-Reply-To`). A participant answers with [`reply_to`], which copies the
+//! saga id and step into the reply, so the orchestrator can match the reply to its saga instance. Payloads are protobuf messages;
 //! their fully qualified type name travels in `Ftgo-Message-Type`.
 
 use prost::{Message, Name};
@@ -14,6 +14,9 @@ use super::{
 
 pub const SAGA_ID_HEADER: &str = "Ftgo-Saga-Id";
 pub const REPLY_TO_HEADER: &str = "Ftgo-Reply-To";
+/// Which step of the saga (and in which direction) a command belongs to; echoed in the reply so
+/// that the orchestrator can tell a reply to the current step from a stale one.
+pub const SAGA_STEP_HEADER: &str = "Ftgo-Saga-Step";
 
 impl OutgoingMessage {
     /// A protobuf message on `subject`, typed by its fully qualified name.
@@ -49,8 +52,10 @@ pub fn reply_to<M: Message + Name>(command: &IncomingMessage, reply: &M) -> Resu
         .header(REPLY_TO_HEADER)
         .ok_or_else(|| HandlerError::Rejected(anyhow::anyhow!("the command has no {REPLY_TO_HEADER} header")))?;
     let mut message = OutgoingMessage::protobuf(subject, reply);
-    if let Some(saga_id) = command.saga_id() {
-        message = message.with_header(SAGA_ID_HEADER, saga_id);
+    for header in [SAGA_ID_HEADER, SAGA_STEP_HEADER] {
+        if let Some(value) = command.header(header) {
+            message = message.with_header(header, value);
+        }
     }
     Ok(message)
 }

@@ -1,0 +1,110 @@
+//! The SagaService gRPC API: saga instances, for inspection.
+
+use ftgo_platform::grpc::database_error;
+use ftgo_proto::orchestrator::v1 as api;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    sagas::{
+        SagaDefinition, SagaState, StepStatus, cancel_order::CancelOrderData, create_order::CreateOrderData,
+        revise_order::ReviseOrderData,
+    },
+    store::{self, SagaRow},
+};
+
+pub struct SagaApi {
+    db: PgPool,
+}
+
+impl SagaApi {
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// The name of the step a saga of this type is at, if it is still running.
+fn step_name(saga_type: &str, step: usize) -> Option<&'static str> {
+    fn name<D: SagaDefinition>(step: usize) -> Option<&'static str> {
+        D::steps().get(step).map(|s| s.name)
+    }
+    match saga_type {
+        CreateOrderData::TYPE => name::<CreateOrderData>(step),
+        CancelOrderData::TYPE => name::<CancelOrderData>(step),
+        ReviseOrderData::TYPE => name::<ReviseOrderData>(step),
+        _ => None,
+    }
+}
+
+fn to_proto(row: &SagaRow) -> api::Saga {
+    let state = SagaState::parse(&row.state);
+    let proto_state = match state {
+        Some(SagaState::Running) => api::SagaState::Running,
+        Some(SagaState::Compensating) => api::SagaState::Compensating,
+        Some(SagaState::Succeeded) => api::SagaState::Succeeded,
+        Some(SagaState::Compensated) => api::SagaState::Compensated,
+        None => api::SagaState::Unspecified,
+    };
+    let finished = state.is_none_or(SagaState::is_finished);
+    api::Saga {
+        saga_id: row.id.to_string(),
+        saga_type: row.saga_type.clone(),
+        order_id: row.order_id.clone(),
+        state: proto_state.into(),
+        current_step: if finished {
+            String::new()
+        } else {
+            step_name(&row.saga_type, row.step as usize).unwrap_or_default().to_owned()
+        },
+        compensating: state == Some(SagaState::Compensating),
+        steps: row
+            .history
+            .0
+            .iter()
+            .map(|r| api::SagaStep {
+                name: r.name.clone(),
+                status: match r.status {
+                    StepStatus::Done => "done",
+                    StepStatus::Refused => "refused",
+                    StepStatus::Compensated => "compensated",
+                    StepStatus::CompensationRefused => "compensation refused",
+                }
+                .to_owned(),
+                at: Some(timestamp(r.at)),
+            })
+            .collect(),
+        failure_reason: row.failure_reason.clone().unwrap_or_default(),
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl api::saga_service_server::SagaService for SagaApi {
+    async fn get_saga(&self, request: Request<api::GetSagaRequest>) -> Result<Response<api::Saga>, Status> {
+        let id = request.into_inner().saga_id;
+        let id: Uuid =
+            id.trim().parse().map_err(|_| Status::invalid_argument(format!("saga id {id:?} is not a UUID")))?;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let row = store::find(&mut conn, id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("saga {id} does not exist")))?;
+        Ok(Response::new(to_proto(&row)))
+    }
+
+    async fn list_order_sagas(
+        &self,
+        request: Request<api::ListOrderSagasRequest>,
+    ) -> Result<Response<api::ListOrderSagasResponse>, Status> {
+        let order_id = request.into_inner().order_id;
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let rows = store::for_order(&mut conn, &order_id).await.map_err(database_error)?;
+        Ok(Response::new(api::ListOrderSagasResponse { sagas: rows.iter().map(to_proto).collect() }))
+    }
+}

@@ -1,0 +1,48 @@
+//! The Orchestration Service: runs the Create Order, Cancel Order and Revise Order sagas.
+//!
+//! [`sagas`] is the engine and the three saga definitions (pure); [`store`] keeps every instance in
+//! the `orchestrator` database so a restarted orchestrator simply carries on; [`messaging`] starts
+//! sagas from the Order Service's events and moves them on with the participants' replies;
+//! [`grpc`] shows them; [`start`] is the composition root.
+
+pub mod grpc;
+pub mod messaging;
+pub mod sagas;
+pub mod store;
+
+use anyhow::Result;
+use ftgo_platform::{
+    config::CommonConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
+};
+use ftgo_proto::orchestrator::v1::saga_service_server::{SERVICE_NAME, SagaServiceServer};
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "orchestrator-service";
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { common: CommonConfig::local("orchestrator") }
+    }
+}
+
+/// Connects, migrates and starts every task of the service; returns once it is serving.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
+    let routes = tonic::service::Routes::new(SagaServiceServer::new(grpc::SagaApi::new(infra.db.clone())));
+    let mut running = infra.serve(&config.common, routes, &[SERVICE_NAME], shutdown).await?;
+    let events = ConsumerConfig::new(format!("{SERVICE}-order-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
+    infra.consume(&mut running, events, messaging::OrderEvents);
+    let replies = ConsumerConfig::new(format!("{SERVICE}-replies"), vec![messaging::REPLY_SUBJECTS.to_owned()]);
+    infra.consume(&mut running, replies, messaging::SagaReplies);
+    tracing::info!(addr = %running.grpc_addr, "{SERVICE} serving");
+    Ok(running)
+}

@@ -1,0 +1,127 @@
+//! What drives the sagas: the Order Service's events start them (`ftgo.event.order.>`), and the
+//! participants' replies (`ftgo.reply.orchestrator.>`) move them on. Each message is applied in
+//! one transaction that also records it as processed and writes the next command to the outbox,
+//! so a crash at any point loses nothing and repeats nothing.
+
+use chrono::Utc;
+use ftgo_platform::messaging::{
+    inbox::{HandlerError, IncomingMessage, MessageHandler},
+    outbox,
+    saga::SAGA_STEP_HEADER,
+};
+use ftgo_proto::order::v1 as order;
+use prost::Name;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    sagas::{
+        Reply, ReplyError, Saga, SagaDefinition,
+        cancel_order::CancelOrderData,
+        create_order::{CreateOrderData, TicketLine},
+        revise_order::ReviseOrderData,
+    },
+    store::{self, SagaRow},
+};
+
+pub const EVENT_SUBJECTS: &str = "ftgo.event.order.>";
+pub const REPLY_SUBJECTS: &str = "ftgo.reply.orchestrator.>";
+
+fn refuse(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Rejected(anyhow::anyhow!("{e}"))
+}
+
+/// Starts a saga for every order event that asks for one.
+pub struct OrderEvents;
+
+impl MessageHandler for OrderEvents {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let t = message.message_type.as_str();
+        if t == order::OrderCreated::full_name() {
+            let event: order::OrderCreated = message.decode()?;
+            let o = event.order.ok_or_else(|| refuse("OrderCreated without an order"))?;
+            start(tx, &o.order_id, CreateOrderData::from_order(&o)).await
+        } else if t == order::OrderCancelRequested::full_name() {
+            let event: order::OrderCancelRequested = message.decode()?;
+            let o = event.order.ok_or_else(|| refuse("OrderCancelRequested without an order"))?;
+            start(tx, &o.order_id, CancelOrderData { order_id: o.order_id.clone(), consumer_id: o.consumer_id }).await
+        } else if t == order::OrderRevisionRequested::full_name() {
+            let event: order::OrderRevisionRequested = message.decode()?;
+            let o = event.order.ok_or_else(|| refuse("OrderRevisionRequested without an order"))?;
+            let data = ReviseOrderData {
+                order_id: o.order_id.clone(),
+                consumer_id: o.consumer_id.clone(),
+                revised_line_items: event
+                    .revised_line_items
+                    .iter()
+                    .map(|l| TicketLine {
+                        menu_item_id: l.menu_item_id.clone(),
+                        name: l.name.clone(),
+                        quantity: l.quantity,
+                    })
+                    .collect(),
+                revised_total_minor: event.revised_total.map_or(0, |m| m.minor_units),
+                original_total_minor: o.order_total.map_or(0, |m| m.minor_units),
+            };
+            start(tx, &o.order_id, data).await
+        } else {
+            // Other order events are not the orchestrator's business.
+            Ok(())
+        }
+    }
+}
+
+async fn start<D: SagaDefinition>(tx: &mut PgConnection, order_id: &str, data: D) -> Result<(), HandlerError> {
+    let (saga, next) = Saga::start(order_id, data, Utc::now());
+    store::insert(tx, &saga).await?;
+    if let Some(next) = next {
+        outbox::enqueue(tx, &next.message(saga.id)).await?;
+    }
+    tracing::info!(saga_id = %saga.id, saga_type = D::TYPE, %order_id, "saga started");
+    Ok(())
+}
+
+/// Applies each participant's reply to its saga.
+pub struct SagaReplies;
+
+impl MessageHandler for SagaReplies {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let saga_id = message.saga_id().ok_or_else(|| refuse("a reply without a saga id"))?;
+        let saga_id: Uuid = saga_id.parse().map_err(|_| refuse(format!("saga id {saga_id:?} is not a UUID")))?;
+        let step = message.header(SAGA_STEP_HEADER).ok_or_else(|| refuse("a reply without a saga step"))?.to_owned();
+        let row = store::lock(tx, saga_id).await?.ok_or_else(|| refuse(format!("saga {saga_id} does not exist")))?;
+        let reply = Reply { message_type: message.message_type.clone(), payload: message.payload.to_vec() };
+        match row.saga_type.as_str() {
+            CreateOrderData::TYPE => advance::<CreateOrderData>(tx, &row, &step, &reply).await,
+            CancelOrderData::TYPE => advance::<CancelOrderData>(tx, &row, &step, &reply).await,
+            ReviseOrderData::TYPE => advance::<ReviseOrderData>(tx, &row, &step, &reply).await,
+            other => Err(refuse(format!("unknown saga type {other}"))),
+        }
+    }
+}
+
+async fn advance<D: SagaDefinition>(
+    tx: &mut PgConnection,
+    row: &SagaRow,
+    step: &str,
+    reply: &Reply,
+) -> Result<(), HandlerError> {
+    let mut saga: Saga<D> = row.decode().map_err(refuse)?;
+    match saga.on_reply(step, reply, Utc::now()) {
+        Ok(next) => {
+            store::save(tx, &saga).await?;
+            if let Some(next) = next {
+                outbox::enqueue(tx, &next.message(saga.id)).await?;
+            }
+            if saga.state.is_finished() {
+                tracing::info!(saga_id = %saga.id, saga_type = D::TYPE, state = saga.state.as_str(), reason = ?saga.failure_reason, "saga finished");
+            }
+            Ok(())
+        }
+        // Recorded as processed and otherwise ignored: it belongs to a step the saga has left.
+        Err(e @ (ReplyError::Stale { .. } | ReplyError::Finished)) => {
+            tracing::warn!(saga_id = %saga.id, error = %e, "ignoring a reply");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The Cancel Order saga: order `CANCEL_PENDING` (the Order Service's own step) -> ticket
+//! `CANCEL_PENDING` -> authorization released -> ticket `CANCELLED` -> order `CANCELLED`. The
+//! kitchen refuses once it is PREPARING; the saga then puts the order back to `APPROVED`.
+
+use ftgo_proto::{accounting::v1 as accounting, kitchen::v1 as kitchen, order::v1 as order};
+use serde::{Deserialize, Serialize};
+
+use super::{Command, SagaDefinition, Step, command};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOrderData {
+    pub order_id: String,
+    pub consumer_id: String,
+}
+
+fn undo_cancel_order(d: &CancelOrderData, reason: &str) -> Command {
+    command("order", &order::UndoCancelOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
+}
+
+fn begin_cancel_ticket(d: &CancelOrderData) -> Command {
+    command("kitchen", &kitchen::BeginCancelTicket { order_id: d.order_id.clone() })
+}
+
+fn undo_begin_cancel_ticket(d: &CancelOrderData, _reason: &str) -> Command {
+    command("kitchen", &kitchen::UndoBeginCancelTicket { order_id: d.order_id.clone() })
+}
+
+fn reverse_authorization(d: &CancelOrderData) -> Command {
+    command(
+        "accounting",
+        &accounting::ReverseAuthorization { consumer_id: d.consumer_id.clone(), order_id: d.order_id.clone() },
+    )
+}
+
+fn confirm_cancel_ticket(d: &CancelOrderData) -> Command {
+    command("kitchen", &kitchen::ConfirmCancelTicket { order_id: d.order_id.clone() })
+}
+
+fn confirm_cancel_order(d: &CancelOrderData) -> Command {
+    command("order", &order::ConfirmCancelOrder { order_id: d.order_id.clone() })
+}
+
+static STEPS: [Step<CancelOrderData>; 5] = [
+    Step { name: "request cancel", action: None, compensation: Some(undo_cancel_order), on_success: None },
+    Step {
+        name: "begin cancel ticket",
+        action: Some(begin_cancel_ticket),
+        compensation: Some(undo_begin_cancel_ticket),
+        on_success: None,
+    },
+    Step { name: "reverse authorization", action: Some(reverse_authorization), compensation: None, on_success: None },
+    Step { name: "confirm cancel ticket", action: Some(confirm_cancel_ticket), compensation: None, on_success: None },
+    Step { name: "confirm cancel order", action: Some(confirm_cancel_order), compensation: None, on_success: None },
+];
+
+impl SagaDefinition for CancelOrderData {
+    const TYPE: &'static str = "CancelOrderSaga";
+
+    fn steps() -> &'static [Step<Self>] {
+        &STEPS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use prost::Name;
+
+    use super::*;
+    use crate::sagas::{
+        Saga, SagaState,
+        testing::{answer, reply},
+    };
+
+    #[test]
+    fn a_kitchen_that_is_already_preparing_refuses_and_the_order_goes_back_to_approved() {
+        let data = CancelOrderData { order_id: "o-1".into(), consumer_id: "c-1".into() };
+        let (mut saga, first) = Saga::start("o-1", data, Utc::now());
+        assert_eq!(first.unwrap().command.message_type, kitchen::BeginCancelTicket::full_name());
+        let refusal =
+            reply(&kitchen::TicketCommandRefused { reason: "cannot cancel a ticket that is PREPARING".into() });
+        assert_eq!(answer(&mut saga, &refusal).unwrap(), order::UndoCancelOrder::full_name());
+        answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
+        assert_eq!(saga.state, SagaState::Compensated);
+        assert_eq!(
+            saga.failure_reason.as_deref(),
+            Some("begin cancel ticket refused: cannot cancel a ticket that is PREPARING")
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The Create Order saga: order `APPROVAL_PENDING` -> consumer verified -> ticket `CREATE_PENDING`
+//! -> card authorized -> ticket `AWAITING_ACCEPTANCE` -> order `APPROVED`. A refusal at any step
+//! cancels the ticket (if one was made), releases the authorization (if one was made) and rejects
+//! the order with the reason.
+
+use ftgo_proto::{
+    accounting::v1 as accounting, common::v1::Money, consumer::v1 as consumer, kitchen::v1 as kitchen,
+    order::v1 as order,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Command, Reply, SagaDefinition, Step, command};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketLine {
+    pub menu_item_id: String,
+    pub name: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateOrderData {
+    pub order_id: String,
+    pub consumer_id: String,
+    pub restaurant_id: String,
+    pub order_total_minor: i64,
+    pub line_items: Vec<TicketLine>,
+    /// Learnt from the kitchen's reply to CreateTicket.
+    pub ticket_id: Option<String>,
+}
+
+impl CreateOrderData {
+    pub fn from_order(o: &order::Order) -> Self {
+        Self {
+            order_id: o.order_id.clone(),
+            consumer_id: o.consumer_id.clone(),
+            restaurant_id: o.restaurant_id.clone(),
+            order_total_minor: o.order_total.map_or(0, |m| m.minor_units),
+            line_items: o
+                .line_items
+                .iter()
+                .map(|l| TicketLine {
+                    menu_item_id: l.menu_item_id.clone(),
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                })
+                .collect(),
+            ticket_id: None,
+        }
+    }
+
+    fn total(&self) -> Option<Money> {
+        Some(Money { minor_units: self.order_total_minor })
+    }
+}
+
+pub fn ticket_lines(lines: &[TicketLine]) -> Vec<kitchen::TicketLineItem> {
+    lines
+        .iter()
+        .map(|l| kitchen::TicketLineItem {
+            menu_item_id: l.menu_item_id.clone(),
+            name: l.name.clone(),
+            quantity: l.quantity,
+        })
+        .collect()
+}
+
+fn reject_order(d: &CreateOrderData, reason: &str) -> Command {
+    command("order", &order::RejectOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
+}
+
+fn verify_consumer(d: &CreateOrderData) -> Command {
+    let verify = consumer::VerifyConsumer {
+        consumer_id: d.consumer_id.clone(),
+        order_id: d.order_id.clone(),
+        order_total: d.total(),
+    };
+    command("consumer", &verify)
+}
+
+fn create_ticket(d: &CreateOrderData) -> Command {
+    let create = kitchen::CreateTicket {
+        order_id: d.order_id.clone(),
+        restaurant_id: d.restaurant_id.clone(),
+        line_items: ticket_lines(&d.line_items),
+    };
+    command("kitchen", &create)
+}
+
+fn learn_ticket_id(d: &mut CreateOrderData, reply: &Reply) -> Result<(), String> {
+    d.ticket_id = Some(reply.decode::<kitchen::TicketCreated>()?.ticket_id);
+    Ok(())
+}
+
+fn cancel_create_ticket(d: &CreateOrderData, _reason: &str) -> Command {
+    command("kitchen", &kitchen::CancelCreateTicket { ticket_id: d.ticket_id.clone().unwrap_or_default() })
+}
+
+fn authorize_card(d: &CreateOrderData) -> Command {
+    let authorize = accounting::AuthorizeCard {
+        consumer_id: d.consumer_id.clone(),
+        order_id: d.order_id.clone(),
+        order_total: d.total(),
+    };
+    command("accounting", &authorize)
+}
+
+fn reverse_authorization(d: &CreateOrderData, _reason: &str) -> Command {
+    command(
+        "accounting",
+        &accounting::ReverseAuthorization { consumer_id: d.consumer_id.clone(), order_id: d.order_id.clone() },
+    )
+}
+
+fn confirm_create_ticket(d: &CreateOrderData) -> Command {
+    command("kitchen", &kitchen::ConfirmCreateTicket { ticket_id: d.ticket_id.clone().unwrap_or_default() })
+}
+
+fn approve_order(d: &CreateOrderData) -> Command {
+    command("order", &order::ApproveOrder { order_id: d.order_id.clone() })
+}
+
+static STEPS: [Step<CreateOrderData>; 6] = [
+    Step { name: "create order", action: None, compensation: Some(reject_order), on_success: None },
+    Step { name: "verify consumer", action: Some(verify_consumer), compensation: None, on_success: None },
+    Step {
+        name: "create ticket",
+        action: Some(create_ticket),
+        compensation: Some(cancel_create_ticket),
+        on_success: Some(learn_ticket_id),
+    },
+    Step {
+        name: "authorize card",
+        action: Some(authorize_card),
+        compensation: Some(reverse_authorization),
+        on_success: None,
+    },
+    Step { name: "confirm ticket", action: Some(confirm_create_ticket), compensation: None, on_success: None },
+    Step { name: "approve order", action: Some(approve_order), compensation: None, on_success: None },
+];
+
+impl SagaDefinition for CreateOrderData {
+    const TYPE: &'static str = "CreateOrderSaga";
+
+    fn steps() -> &'static [Step<Self>] {
+        &STEPS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use prost::Name;
+
+    use super::*;
+    use crate::sagas::{
+        Saga, SagaState, StepStatus,
+        testing::{answer, reply},
+    };
+
+    fn data() -> CreateOrderData {
+        CreateOrderData {
+            order_id: "o-1".into(),
+            consumer_id: "c-1".into(),
+            restaurant_id: "r-1".into(),
+            order_total_minor: 2500,
+            line_items: vec![TicketLine { menu_item_id: "1".into(), name: "Dal".into(), quantity: 2 }],
+            ticket_id: None,
+        }
+    }
+
+    fn created() -> Reply {
+        reply(&kitchen::TicketCreated { ticket_id: "t-1".into() })
+    }
+
+    #[test]
+    fn the_happy_path_runs_every_step_in_order() {
+        let (mut saga, first) = Saga::start("o-1", data(), Utc::now());
+        assert_eq!(first.unwrap().command.message_type, consumer::VerifyConsumer::full_name());
+        let next = answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
+        assert_eq!(next.unwrap(), kitchen::CreateTicket::full_name());
+        assert_eq!(answer(&mut saga, &created()).unwrap(), accounting::AuthorizeCard::full_name());
+        assert_eq!(saga.data.ticket_id.as_deref(), Some("t-1"));
+        let next = answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
+        assert_eq!(next.unwrap(), kitchen::ConfirmCreateTicket::full_name());
+        let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
+        assert_eq!(next.unwrap(), order::ApproveOrder::full_name());
+        assert_eq!(answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() })), None);
+        assert_eq!(saga.state, SagaState::Succeeded);
+        assert!(saga.history.iter().all(|r| r.status == StepStatus::Done));
+        assert_eq!(saga.history.len(), 6);
+    }
+
+    #[test]
+    fn an_unknown_consumer_rejects_the_order_and_nothing_else_needs_undoing() {
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let refusal = reply(&consumer::ConsumerVerificationFailed {
+            consumer_id: "c-1".into(),
+            reason: "consumer c-1 does not exist".into(),
+        });
+        let next = answer(&mut saga, &refusal);
+        assert_eq!(next.unwrap(), order::RejectOrder::full_name());
+        assert_eq!(saga.failure_reason.as_deref(), Some("verify consumer refused: consumer c-1 does not exist"));
+        assert_eq!(answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() })), None);
+        assert_eq!(saga.state, SagaState::Compensated);
+    }
+
+    #[test]
+    fn a_refused_card_cancels_the_ticket_then_rejects_the_order() {
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
+        answer(&mut saga, &created());
+        let refusal = reply(&accounting::CardAuthorizationFailed {
+            order_id: "o-1".into(),
+            reason: "credit limit exceeded".into(),
+        });
+        let header = saga.expected_step_header();
+        let next = saga.on_reply(&header, &refusal, Utc::now()).unwrap().unwrap();
+        assert_eq!(next.command.message_type, kitchen::CancelCreateTicket::full_name());
+        assert_eq!(next.step_header, "2:c");
+        let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
+        assert_eq!(next.unwrap(), order::RejectOrder::full_name());
+        answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
+        assert_eq!(saga.state, SagaState::Compensated);
+        let statuses: Vec<_> = saga.history.iter().map(|r| (r.name.as_str(), r.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                ("create order", StepStatus::Done),
+                ("verify consumer", StepStatus::Done),
+                ("create ticket", StepStatus::Done),
+                ("authorize card", StepStatus::Refused),
+                ("create ticket", StepStatus::Compensated),
+                ("create order", StepStatus::Compensated),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stale_or_late_reply_changes_nothing() {
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let before = saga.clone();
+        let verified = reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() });
+        assert!(saga.on_reply("3:f", &verified, Utc::now()).is_err());
+        assert_eq!(saga, before);
+        let refusal = reply(&consumer::ConsumerVerificationFailed { consumer_id: "c-1".into(), reason: "no".into() });
+        answer(&mut saga, &refusal);
+        answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
+        assert!(saga.on_reply("0:c", &verified, Utc::now()).is_err(), "a finished saga takes no more replies");
+    }
+}

@@ -1,0 +1,311 @@
+//! The saga engine: pure, no I/O.
+//!
+//! A saga is a list of [`Step`]s. Each step may have an action (a command to a participant) and a
+//! compensation (the command that undoes it). The orchestrator sends the action of the current
+//! step and waits for the reply:
+//! - success: the next step with an action runs; after the last, the saga has SUCCEEDED;
+//! - refusal: the saga turns COMPENSATING and sends, newest first, the compensation of every
+//!   earlier step that has one; when none is left, it is COMPENSATED.
+//!
+//! Step 0 of every FTGO saga is the one the Order Service did itself when it started the saga
+//! (create the order, request its cancel or revision): it has no action, and its compensation
+//! puts the order back (reject it, undo the cancel or the revision) with the reason.
+//!
+//! Each command carries `Ftgo-Saga-Step` = `<step>:<f|c>`; a reply whose step does not match the
+//! saga's current one is stale and ignored.
+
+pub mod cancel_order;
+pub mod create_order;
+pub mod revise_order;
+
+use chrono::{DateTime, Utc};
+use ftgo_platform::messaging::{OutgoingMessage, saga::SAGA_STEP_HEADER, streams::command_subject};
+use prost::{Message, Name};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// Where every participant sends its replies to the orchestrator.
+pub const REPLY_SUBJECT: &str = "ftgo.reply.orchestrator.saga";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaState {
+    Running,
+    Compensating,
+    Succeeded,
+    Compensated,
+}
+
+impl SagaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Compensating => "COMPENSATING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Compensated => "COMPENSATED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Running, Self::Compensating, Self::Succeeded, Self::Compensated].into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Compensated)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// The step's action succeeded (or it needed none).
+    Done,
+    /// The participant refused the step; the saga compensates.
+    Refused,
+    /// The step was undone.
+    Compensated,
+    /// The compensation itself was refused: the saga carries on undoing the earlier steps, and
+    /// the refusal is kept here for an operator.
+    CompensationRefused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub status: StepStatus,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A command for a participant, ready for the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub subject: String,
+    pub message_type: String,
+    pub payload: Vec<u8>,
+}
+
+/// The command `message` for `service`'s command subject.
+pub fn command<M: Message + Name>(service: &str, message: &M) -> Command {
+    Command {
+        subject: command_subject(service, M::NAME),
+        message_type: M::full_name(),
+        payload: message.encode_to_vec(),
+    }
+}
+
+/// A participant's reply, as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub message_type: String,
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    /// `Err(reason)` when the reply is one of the participants' refusals.
+    pub fn outcome(&self) -> Result<(), String> {
+        use ftgo_proto::{accounting::v1 as a, consumer::v1 as c, kitchen::v1 as k, order::v1 as o};
+        let bytes = self.payload.as_slice();
+        let t = self.message_type.as_str();
+        let reason = if t == c::ConsumerVerificationFailed::full_name() {
+            c::ConsumerVerificationFailed::decode(bytes).map(|r| r.reason)
+        } else if t == k::TicketCommandRefused::full_name() {
+            k::TicketCommandRefused::decode(bytes).map(|r| r.reason)
+        } else if t == a::CardAuthorizationFailed::full_name() {
+            a::CardAuthorizationFailed::decode(bytes).map(|r| r.reason)
+        } else if t == o::OrderCommandRefused::full_name() {
+            o::OrderCommandRefused::decode(bytes).map(|r| r.reason)
+        } else {
+            return Ok(());
+        };
+        Err(reason.unwrap_or_else(|e| format!("undecodable {t}: {e}")))
+    }
+
+    pub fn decode<M: Message + Name + Default>(&self) -> Result<M, String> {
+        if self.message_type != M::full_name() {
+            return Err(format!("expected a {}, got a {}", M::full_name(), self.message_type));
+        }
+        M::decode(self.payload.as_slice()).map_err(|e| format!("undecodable {}: {e}", M::full_name()))
+    }
+}
+
+/// Reads a successful reply into the saga's data; an `Err` turns the reply into a refusal.
+pub type LearnFromReply<D> = fn(&mut D, &Reply) -> Result<(), String>;
+
+/// One step of a saga over data `D`.
+pub struct Step<D> {
+    pub name: &'static str,
+    /// The command that performs the step; `None` for step 0, done by the saga's initiator.
+    pub action: Option<fn(&D) -> Command>,
+    /// The command that undoes the step, given the saga's failure reason.
+    pub compensation: Option<fn(&D, &str) -> Command>,
+    /// What a successful reply teaches the saga (the ticket id, ...). An `Err` makes the reply a
+    /// refusal.
+    pub on_success: Option<LearnFromReply<D>>,
+}
+
+/// A saga type: its data and its steps.
+pub trait SagaDefinition: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// `CreateOrderSaga`, ...
+    const TYPE: &'static str;
+    fn steps() -> &'static [Step<Self>];
+}
+
+/// A running or finished saga instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saga<D> {
+    pub id: Uuid,
+    pub order_id: String,
+    pub state: SagaState,
+    /// The step whose reply the saga waits for (forward or compensating, as `state` says).
+    pub step: usize,
+    pub data: D,
+    pub failure_reason: Option<String>,
+    pub history: Vec<StepRecord>,
+}
+
+/// What the saga sends next, with the `Ftgo-Saga-Step` header that its reply must echo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Next {
+    pub command: Command,
+    pub step_header: String,
+}
+
+impl Next {
+    /// The outbox message for this command, addressed from saga `saga_id`.
+    pub fn message(&self, saga_id: Uuid) -> OutgoingMessage {
+        use ftgo_platform::messaging::saga::{REPLY_TO_HEADER, SAGA_ID_HEADER};
+        OutgoingMessage::new(&self.command.subject, &self.command.message_type, self.command.payload.clone())
+            .with_header(SAGA_ID_HEADER, saga_id.to_string())
+            .with_header(SAGA_STEP_HEADER, &self.step_header)
+            .with_header(REPLY_TO_HEADER, REPLY_SUBJECT)
+    }
+}
+
+/// Why a reply was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("stale reply for step {got:?}; the saga is at {expected:?}")]
+    Stale { got: String, expected: String },
+    #[error("the saga has already finished")]
+    Finished,
+}
+
+impl<D: SagaDefinition> Saga<D> {
+    /// A new saga whose step 0 the initiator already did; returns it with its first command.
+    pub fn start(order_id: &str, data: D, now: DateTime<Utc>) -> (Self, Option<Next>) {
+        let mut saga = Self {
+            id: Uuid::new_v4(),
+            order_id: order_id.to_owned(),
+            state: SagaState::Running,
+            step: 0,
+            data,
+            failure_reason: None,
+            history: vec![StepRecord {
+                name: D::steps()[0].name.to_owned(),
+                status: StepStatus::Done,
+                at: now,
+                detail: None,
+            }],
+        };
+        let next = saga.forward_from(1, now);
+        (saga, next)
+    }
+
+    /// The `Ftgo-Saga-Step` the saga waits for.
+    pub fn expected_step_header(&self) -> String {
+        format!("{}:{}", self.step, if self.state == SagaState::Compensating { 'c' } else { 'f' })
+    }
+
+    /// Applies the reply to the current step and returns the next command, if any.
+    pub fn on_reply(
+        &mut self,
+        step_header: &str,
+        reply: &Reply,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Next>, ReplyError> {
+        if self.state.is_finished() {
+            return Err(ReplyError::Finished);
+        }
+        let expected = self.expected_step_header();
+        if step_header != expected {
+            return Err(ReplyError::Stale { got: step_header.to_owned(), expected });
+        }
+        let step = &D::steps()[self.step];
+        let record = |status, detail| StepRecord { name: step.name.to_owned(), status, at: now, detail };
+        if self.state == SagaState::Compensating {
+            let refused = reply.outcome().err();
+            let status = if refused.is_some() { StepStatus::CompensationRefused } else { StepStatus::Compensated };
+            self.history.push(record(status, refused));
+            return Ok(self.compensate_from(self.step.checked_sub(1), now));
+        }
+        let outcome =
+            reply.outcome().and_then(|()| step.on_success.map_or(Ok(()), |learn| learn(&mut self.data, reply)));
+        match outcome {
+            Ok(()) => {
+                self.history.push(record(StepStatus::Done, None));
+                Ok(self.forward_from(self.step + 1, now))
+            }
+            Err(reason) => {
+                self.history.push(record(StepStatus::Refused, Some(reason.clone())));
+                self.failure_reason = Some(format!("{} refused: {reason}", step.name));
+                self.state = SagaState::Compensating;
+                Ok(self.compensate_from(self.step.checked_sub(1), now))
+            }
+        }
+    }
+
+    fn forward_from(&mut self, from: usize, now: DateTime<Utc>) -> Option<Next> {
+        let steps = D::steps();
+        for index in from..steps.len() {
+            if let Some(action) = steps[index].action {
+                self.step = index;
+                return Some(Next { command: action(&self.data), step_header: self.expected_step_header() });
+            }
+            self.history.push(StepRecord {
+                name: steps[index].name.to_owned(),
+                status: StepStatus::Done,
+                at: now,
+                detail: None,
+            });
+        }
+        self.state = SagaState::Succeeded;
+        self.step = steps.len();
+        None
+    }
+
+    fn compensate_from(&mut self, from: Option<usize>, _now: DateTime<Utc>) -> Option<Next> {
+        let steps = D::steps();
+        let reason = self.failure_reason.clone().unwrap_or_default();
+        let mut index = from;
+        while let Some(i) = index {
+            if let Some(compensation) = steps[i].compensation {
+                self.step = i;
+                return Some(Next {
+                    command: compensation(&self.data, &reason),
+                    step_header: self.expected_step_header(),
+                });
+            }
+            index = i.checked_sub(1);
+        }
+        self.state = SagaState::Compensated;
+        None
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A reply of type `M`.
+    pub fn reply<M: Message + Name>(message: &M) -> Reply {
+        Reply { message_type: M::full_name(), payload: message.encode_to_vec() }
+    }
+
+    /// Replies `reply` to the saga's current step and returns the next command's type.
+    pub fn answer<D: SagaDefinition>(saga: &mut Saga<D>, reply: &Reply) -> Option<String> {
+        let header = saga.expected_step_header();
+        saga.on_reply(&header, reply, Utc::now()).unwrap().map(|next| next.command.message_type)
+    }
+}

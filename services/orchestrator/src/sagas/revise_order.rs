@@ -1,0 +1,135 @@
+//! The Revise Order saga: order `REVISION_PENDING` (the Order Service's own step) -> ticket
+//! `REVISION_PENDING` -> authorization revised to the new total -> ticket revised -> order
+//! `APPROVED` with the new items. A revision over the credit limit, or a kitchen already
+//! PREPARING, is undone: the ticket and the order keep their original items.
+
+use ftgo_proto::{accounting::v1 as accounting, common::v1::Money, kitchen::v1 as kitchen, order::v1 as order};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Command, SagaDefinition, Step, command,
+    create_order::{TicketLine, ticket_lines},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviseOrderData {
+    pub order_id: String,
+    pub consumer_id: String,
+    pub revised_line_items: Vec<TicketLine>,
+    pub revised_total_minor: i64,
+    /// The total before the revision, to restore the authorization if a later step fails.
+    pub original_total_minor: i64,
+}
+
+fn undo_revise_order(d: &ReviseOrderData, reason: &str) -> Command {
+    command("order", &order::UndoReviseOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
+}
+
+fn begin_revise_ticket(d: &ReviseOrderData) -> Command {
+    let begin = kitchen::BeginReviseTicket {
+        order_id: d.order_id.clone(),
+        revised_line_items: ticket_lines(&d.revised_line_items),
+    };
+    command("kitchen", &begin)
+}
+
+fn undo_begin_revise_ticket(d: &ReviseOrderData, _reason: &str) -> Command {
+    command("kitchen", &kitchen::UndoBeginReviseTicket { order_id: d.order_id.clone() })
+}
+
+fn revise_authorization_to(d: &ReviseOrderData, total: i64) -> Command {
+    let revise = accounting::ReviseAuthorization {
+        consumer_id: d.consumer_id.clone(),
+        order_id: d.order_id.clone(),
+        order_total: Some(Money { minor_units: total }),
+    };
+    command("accounting", &revise)
+}
+
+fn revise_authorization(d: &ReviseOrderData) -> Command {
+    revise_authorization_to(d, d.revised_total_minor)
+}
+
+fn restore_authorization(d: &ReviseOrderData, _reason: &str) -> Command {
+    revise_authorization_to(d, d.original_total_minor)
+}
+
+fn confirm_revise_ticket(d: &ReviseOrderData) -> Command {
+    let confirm = kitchen::ConfirmReviseTicket {
+        order_id: d.order_id.clone(),
+        revised_line_items: ticket_lines(&d.revised_line_items),
+    };
+    command("kitchen", &confirm)
+}
+
+fn confirm_revise_order(d: &ReviseOrderData) -> Command {
+    command(
+        "order",
+        &order::ConfirmReviseOrder {
+            order_id: d.order_id.clone(),
+            revised_line_items: vec![],
+            revised_total: Some(Money { minor_units: d.revised_total_minor }),
+        },
+    )
+}
+
+static STEPS: [Step<ReviseOrderData>; 5] = [
+    Step { name: "request revision", action: None, compensation: Some(undo_revise_order), on_success: None },
+    Step {
+        name: "begin revise ticket",
+        action: Some(begin_revise_ticket),
+        compensation: Some(undo_begin_revise_ticket),
+        on_success: None,
+    },
+    Step {
+        name: "revise authorization",
+        action: Some(revise_authorization),
+        compensation: Some(restore_authorization),
+        on_success: None,
+    },
+    Step { name: "confirm revise ticket", action: Some(confirm_revise_ticket), compensation: None, on_success: None },
+    Step { name: "confirm revise order", action: Some(confirm_revise_order), compensation: None, on_success: None },
+];
+
+impl SagaDefinition for ReviseOrderData {
+    const TYPE: &'static str = "ReviseOrderSaga";
+
+    fn steps() -> &'static [Step<Self>] {
+        &STEPS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use prost::Name;
+
+    use super::*;
+    use crate::sagas::{
+        Saga, SagaState,
+        testing::{answer, reply},
+    };
+
+    #[test]
+    fn a_revision_over_the_credit_limit_undoes_the_ticket_and_the_order() {
+        let data = ReviseOrderData {
+            order_id: "o-1".into(),
+            consumer_id: "c-1".into(),
+            revised_line_items: vec![],
+            revised_total_minor: 90_000,
+            original_total_minor: 2_500,
+        };
+        let (mut saga, _) = Saga::start("o-1", data, Utc::now());
+        let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
+        assert_eq!(next.unwrap(), accounting::ReviseAuthorization::full_name());
+        let refusal = reply(&accounting::CardAuthorizationFailed {
+            order_id: "o-1".into(),
+            reason: "credit limit exceeded".into(),
+        });
+        assert_eq!(answer(&mut saga, &refusal).unwrap(), kitchen::UndoBeginReviseTicket::full_name());
+        let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
+        assert_eq!(next.unwrap(), order::UndoReviseOrder::full_name());
+        answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
+        assert_eq!(saga.state, SagaState::Compensated);
+    }
+}
