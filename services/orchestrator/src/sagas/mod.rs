@@ -258,13 +258,13 @@ impl<D: SagaDefinition> Saga<D> {
 
     fn forward_from(&mut self, from: usize, now: DateTime<Utc>) -> Option<Next> {
         let steps = D::steps();
-        for index in from..steps.len() {
-            if let Some(action) = steps[index].action {
+        for (index, step) in steps.iter().enumerate().skip(from) {
+            if let Some(action) = step.action {
                 self.step = index;
                 return Some(Next { command: action(&self.data), step_header: self.expected_step_header() });
             }
             self.history.push(StepRecord {
-                name: steps[index].name.to_owned(),
+                name: step.name.to_owned(),
                 status: StepStatus::Done,
                 at: now,
                 detail: None,
