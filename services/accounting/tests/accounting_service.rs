@@ -27,7 +27,7 @@ async fn spawn_app() -> App {
     let world = ServiceWorld::start().await.unwrap();
     let config = Config { common: world.config("accounting").await.unwrap() };
     let running = start(config, CancellationToken::new()).await.unwrap();
-    let client = AccountingServiceClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    let client = AccountingServiceClient::connect(format!("http://{}", running.addr)).await.unwrap();
     App { world, running, client }
 }
 

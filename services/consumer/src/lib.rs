@@ -41,6 +41,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut running = infra.serve(&config.common, routes, &[SERVICE_NAME], shutdown).await?;
     let commands = ConsumerConfig::new(SERVICE, vec![commands::SUBJECTS.to_owned()]);
     infra.consume(&mut running, commands, commands::ConsumerCommands);
-    tracing::info!(addr = %running.grpc_addr, "{SERVICE} serving");
+    tracing::info!(addr = %running.addr, "{SERVICE} serving");
     Ok(running)
 }

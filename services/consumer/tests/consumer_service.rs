@@ -23,7 +23,7 @@ async fn spawn_app() -> App {
     let world = ServiceWorld::start().await.unwrap();
     let config = Config { common: world.config("consumer").await.unwrap() };
     let running = start(config, CancellationToken::new()).await.unwrap();
-    let client = ConsumerServiceClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    let client = ConsumerServiceClient::connect(format!("http://{}", running.addr)).await.unwrap();
     App { world, running, client }
 }
 
@@ -120,7 +120,7 @@ async fn verify_consumer_replies_verified_for_a_known_consumer_and_failed_for_an
 #[tokio::test]
 async fn the_service_reports_serving_on_grpc_health() {
     let app = spawn_app().await;
-    let channel = Channel::from_shared(format!("http://{}", app.running.grpc_addr)).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", app.running.addr)).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     for service in ["", "ftgo.consumer.v1.ConsumerService"] {
         let response = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();

@@ -43,6 +43,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     infra.consume(&mut running, events, messaging::OrderEvents);
     let replies = ConsumerConfig::new(format!("{SERVICE}-replies"), vec![messaging::REPLY_SUBJECTS.to_owned()]);
     infra.consume(&mut running, replies, messaging::SagaReplies);
-    tracing::info!(addr = %running.grpc_addr, "{SERVICE} serving");
+    tracing::info!(addr = %running.addr, "{SERVICE} serving");
     Ok(running)
 }

@@ -30,7 +30,7 @@ struct System {
 }
 
 fn url(running: &Running) -> String {
-    format!("http://{}", running.grpc_addr)
+    format!("http://{}", running.addr)
 }
 
 async fn start_consumer_service(config: &CommonConfig) -> Running {

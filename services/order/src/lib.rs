@@ -44,6 +44,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     infra.consume(&mut running, events, messaging::RestaurantEvents);
     let commands = ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]);
     infra.consume(&mut running, commands, messaging::OrderCommands);
-    tracing::info!(addr = %running.grpc_addr, "{SERVICE} serving");
+    tracing::info!(addr = %running.addr, "{SERVICE} serving");
     Ok(running)
 }

@@ -33,7 +33,7 @@ async fn spawn_app() -> App {
     let world = ServiceWorld::start().await.unwrap();
     let config = Config { common: world.config("order").await.unwrap() };
     let running = start(config, CancellationToken::new()).await.unwrap();
-    let client = OrderServiceClient::connect(format!("http://{}", running.grpc_addr)).await.unwrap();
+    let client = OrderServiceClient::connect(format!("http://{}", running.addr)).await.unwrap();
     let restaurant_id = uuid::Uuid::new_v4().to_string();
     let event = kitchen::RestaurantCreated {
         restaurant: Some(kitchen::Restaurant {

@@ -80,8 +80,8 @@ impl CommonConfig {
     }
 }
 
-/// Durations as whole or fractional seconds in files and variables.
-mod seconds {
+/// Durations as whole or fractional seconds in files and variables (`#[serde(with = ...)]`).
+pub mod seconds {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -10,14 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 /// The tasks of one running service.
 pub struct Running {
-    pub grpc_addr: SocketAddr,
+    /// Where the service answers: its gRPC server (the HTTP server, for the gateway).
+    pub addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: JoinSet<(&'static str, Result<()>)>,
 }
 
 impl Running {
-    pub fn new(grpc_addr: SocketAddr, shutdown: CancellationToken) -> Self {
-        Self { grpc_addr, shutdown, tasks: JoinSet::new() }
+    pub fn new(addr: SocketAddr, shutdown: CancellationToken) -> Self {
+        Self { addr, shutdown, tasks: JoinSet::new() }
     }
 
     /// Runs `task` until shutdown; `name` identifies it in errors.

@@ -1,0 +1,58 @@
+//! `/api/consumers`: the Consumer Service.
+
+use axum::{Json, extract::State, http::StatusCode};
+use ftgo_proto::consumer::v1 as consumer;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiJson, ApiPath, path_id, shapes::PersonName};
+use crate::{Backends, error::ApiError, resilience::Idempotency};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateConsumer {
+    pub name: PersonName,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerCreated {
+    pub consumer_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    pub consumer_id: String,
+    pub name: PersonName,
+}
+
+/// Registers a consumer; an account is opened for them by event.
+#[utoipa::path(post, path = "/api/consumers", tag = "consumers", request_body = CreateConsumer,
+    responses((status = 201, body = ConsumerCreated), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(backends): State<Backends>,
+    ApiJson(body): ApiJson<CreateConsumer>,
+) -> Result<(StatusCode, Json<ConsumerCreated>), ApiError> {
+    let request = consumer::CreateConsumerRequest { name: Some(body.name.into()) };
+    let created = backends
+        .consumer
+        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.create_consumer(r).await })
+        .await?;
+    Ok((StatusCode::CREATED, Json(ConsumerCreated { consumer_id: created.consumer_id })))
+}
+
+#[utoipa::path(get, path = "/api/consumers/{consumerId}", tag = "consumers",
+    params(("consumerId" = String, Path)),
+    responses((status = 200, body = Consumer), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get(
+    State(backends): State<Backends>,
+    ApiPath(consumer_id): ApiPath<String>,
+) -> Result<Json<Consumer>, ApiError> {
+    let request = consumer::GetConsumerRequest { consumer_id: path_id("consumer", &consumer_id)? };
+    let found = backends
+        .consumer
+        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_consumer(r).await })
+        .await?;
+    Ok(Json(Consumer { consumer_id: found.consumer_id, name: found.name.unwrap_or_default().into() }))
+}

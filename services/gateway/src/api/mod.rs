@@ -1,0 +1,118 @@
+//! The HTTP API of `shared/API.md`: routes, and the JSON shapes of each resource.
+//!
+//! The mapping to gRPC is written by hand rather than generated from `google.api.http`
+//! annotations: the public contract writes money as `"12.34"` strings, answers errors as
+//! `{"error": {...}}` and composes an order from three services, none of which a transcoder of
+//! canonical proto3 JSON would produce.
+
+pub mod accounts;
+pub mod consumers;
+pub mod orders;
+pub mod restaurants;
+pub mod sagas;
+pub mod shapes;
+pub mod tickets;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State, rejection::PathRejection},
+    http::{StatusCode, Uri},
+    routing::{get, post},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{Backends, error::ApiError, openapi};
+
+/// A JSON body whose rejections (malformed, wrong types, too large) answer in the API's error
+/// format.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// A path segment, with the same error format.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::new(rejection.status(), "invalid_path", rejection.body_text())
+    }
+}
+
+/// An identifier from the path. Identifiers are opaque to clients; one that cannot name anything
+/// (not a UUID) is answered like any unknown id, with 404, without bothering a service.
+pub fn path_id(kind: &str, raw: &str) -> Result<String, ApiError> {
+    raw.parse::<uuid::Uuid>()
+        .map(|id| id.to_string())
+        .map_err(|_| ApiError::not_found(format!("{kind} {raw:?} does not exist")))
+}
+
+/// Every route of the public API.
+pub fn router(backends: Backends, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/api/consumers", post(consumers::create))
+        .route("/api/consumers/{consumer_id}", get(consumers::get))
+        .route("/api/accounts/{consumer_id}", get(accounts::get).put(accounts::update))
+        .route("/api/restaurants", post(restaurants::create))
+        .route("/api/restaurants/{restaurant_id}", get(restaurants::get))
+        .route("/api/orders", post(orders::create))
+        .route("/api/orders/{order_id}", get(orders::get))
+        .route("/api/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/api/orders/{order_id}/revise", post(orders::revise))
+        .route("/api/orders/{order_id}/sagas", get(sagas::for_order))
+        .route("/api/sagas/{saga_id}", get(sagas::get))
+        .route("/api/tickets/{ticket_id}", get(tickets::get))
+        .route("/api/tickets/{ticket_id}/accept", post(tickets::accept))
+        .route("/api/tickets/{ticket_id}/preparing", post(tickets::preparing))
+        .route("/api/tickets/{ticket_id}/ready", post(tickets::ready))
+        .route("/api/tickets/{ticket_id}/pickedup", post(tickets::picked_up))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed on this path",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(backends)
+}
+
+async fn unknown_path(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such path: {}", uri.path()))
+}
+
+/// `GET /healthz`: the gateway is up; the state of each backend's circuit, for a person to read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always `ok` when the gateway answers.
+    pub status: &'static str,
+    /// Circuit breaker state per backend: `closed`, `open` or `halfOpen`.
+    pub circuits: std::collections::BTreeMap<&'static str, &'static str>,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "gateway", responses((status = 200, body = Health)))]
+pub async fn healthz(State(backends): State<Backends>) -> Json<Health> {
+    use crate::resilience::BreakerState;
+    let name = |state| match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "halfOpen",
+    };
+    let circuits = [
+        ("consumer", backends.consumer.breaker_state()),
+        ("kitchen", backends.kitchen.breaker_state()),
+        ("accounting", backends.accounting.breaker_state()),
+        ("order", backends.order.breaker_state()),
+        ("orchestrator", backends.orchestrator.breaker_state()),
+    ]
+    .into_iter()
+    .map(|(backend, state)| (backend, name(state)))
+    .collect();
+    Json(Health { status: "ok", circuits })
+}

@@ -1,0 +1,242 @@
+//! `/api/orders`: the Order Service, and the composite view of an order with its ticket (Kitchen)
+//! and payment (Accounting).
+
+use axum::{Json, extract::State, http::StatusCode};
+use ftgo_proto::{
+    accounting::v1::{self as accounting, AuthorizationState},
+    kitchen::v1::{self as kitchen, TicketState},
+    order::v1::{self as order, OrderState},
+};
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+use utoipa::ToSchema;
+
+use super::{
+    ApiJson, ApiPath, path_id,
+    shapes::{Address, LineItemRequest, money, timestamp},
+};
+use crate::{Backends, error::ApiError, resilience::Idempotency};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOrder {
+    pub consumer_id: String,
+    pub restaurant_id: String,
+    pub delivery_address: Address,
+    pub line_items: Vec<LineItemRequest>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReviseOrder {
+    pub revised_line_items: Vec<LineItemRequest>,
+}
+
+/// The answer of a saga-starting call: the state at that moment. Poll the order for the outcome.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderAccepted {
+    pub order_id: String,
+    #[schema(example = "APPROVAL_PENDING")]
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "12.34")]
+    pub order_total: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLineItem {
+    pub menu_item_id: String,
+    pub name: String,
+    #[schema(example = "12.34")]
+    pub price: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketSummary {
+    pub ticket_id: String,
+    #[schema(example = "AWAITING_ACCEPTANCE")]
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_by: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    /// `AUTHORIZED`, or `REVERSED` once the order was cancelled.
+    #[schema(example = "AUTHORIZED")]
+    pub state: String,
+    #[schema(example = "12.34")]
+    pub amount: String,
+}
+
+/// An order as the Order Service knows it, with its ticket and payment when their services answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    pub order_id: String,
+    pub consumer_id: String,
+    pub restaurant_id: String,
+    #[schema(example = "APPROVED")]
+    pub state: String,
+    #[schema(example = "12.34")]
+    pub order_total: String,
+    pub line_items: Vec<OrderLineItem>,
+    pub delivery_address: Address,
+    /// Why the order was rejected, naming the step that refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<String>,
+    /// Left out when the order has no ticket or the Kitchen Service cannot answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketSummary>,
+    /// Left out when nothing was authorized or the Accounting Service cannot answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Payment>,
+}
+
+fn state_name(state: i32) -> String {
+    OrderState::try_from(state).map_or_else(|_| format!("UNKNOWN({state})"), |s| s.as_str_name().to_owned())
+}
+
+fn accepted(o: order::Order, with_total: bool) -> OrderAccepted {
+    OrderAccepted {
+        state: state_name(o.state),
+        order_total: with_total.then(|| money(o.order_total)),
+        order_id: o.order_id,
+    }
+}
+
+#[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
+    responses((status = 201, body = OrderAccepted, description = "The Create Order saga has started"),
+        (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody,
+        description = "Unknown restaurant or menu item")))]
+pub async fn create(
+    State(backends): State<Backends>,
+    ApiJson(body): ApiJson<CreateOrder>,
+) -> Result<(StatusCode, Json<OrderAccepted>), ApiError> {
+    let request = order::CreateOrderRequest {
+        consumer_id: body.consumer_id,
+        restaurant_id: body.restaurant_id,
+        delivery_address: Some(body.delivery_address.into()),
+        line_items: body.line_items.into_iter().map(Into::into).collect(),
+    };
+    let created = backends
+        .order
+        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.create_order(r).await })
+        .await?;
+    Ok((StatusCode::CREATED, Json(accepted(created, true))))
+}
+
+#[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders", params(("orderId" = String, Path)),
+    responses((status = 200, body = OrderView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get(
+    State(backends): State<Backends>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let order_id = path_id("order", &order_id)?;
+    let found = backends
+        .order
+        .call(Idempotency::Idempotent, order::GetOrderRequest { order_id: order_id.clone() }, |mut c, r| async move {
+            c.get_order(r).await
+        })
+        .await?;
+
+    // The ticket and the payment are asked for together, and each is optional: a Kitchen or
+    // Accounting outage (or an open circuit) leaves its part out instead of failing the order.
+    let (ticket, payment) = tokio::join!(
+        backends.kitchen.call(
+            Idempotency::Idempotent,
+            kitchen::GetTicketByOrderRequest { order_id: order_id.clone() },
+            |mut c, r| async move { c.get_ticket_by_order(r).await }
+        ),
+        backends.accounting.call(
+            Idempotency::Idempotent,
+            accounting::GetAuthorizationRequest { order_id: order_id.clone() },
+            |mut c, r| async move { c.get_authorization(r).await }
+        ),
+    );
+    let ticket = optional_part("ticket", ticket).map(|t| TicketSummary {
+        state: TicketState::try_from(t.state).map_or_else(|_| t.state.to_string(), |s| s.as_str_name().to_owned()),
+        ready_by: timestamp(t.ready_by),
+        ticket_id: t.ticket_id,
+    });
+    let payment = optional_part("payment", payment).map(|a| Payment {
+        state: AuthorizationState::try_from(a.state)
+            .map_or_else(|_| a.state.to_string(), |s| s.as_str_name().to_owned()),
+        amount: money(a.amount),
+    });
+
+    Ok(Json(OrderView {
+        state: state_name(found.state),
+        order_total: money(found.order_total),
+        line_items: found
+            .line_items
+            .into_iter()
+            .map(|i| OrderLineItem {
+                menu_item_id: i.menu_item_id,
+                name: i.name,
+                price: money(i.price),
+                quantity: i.quantity,
+            })
+            .collect(),
+        delivery_address: found.delivery_address.unwrap_or_default().into(),
+        rejection_reason: Some(found.rejection_reason).filter(|r| !r.is_empty()),
+        order_id: found.order_id,
+        consumer_id: found.consumer_id,
+        restaurant_id: found.restaurant_id,
+        ticket,
+        payment,
+    }))
+}
+
+fn optional_part<T>(part: &str, answer: Result<T, tonic::Status>) -> Option<T> {
+    match answer {
+        Ok(value) => Some(value),
+        Err(status) if status.code() == Code::NotFound => None,
+        Err(status) => {
+            tracing::info!(part, %status, "left out of the order view");
+            None
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/orders/{orderId}/cancel", tag = "orders", params(("orderId" = String, Path)),
+    responses((status = 202, body = OrderAccepted, description = "The Cancel Order saga has started"),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody, description = "The order's state forbids cancelling")))]
+pub async fn cancel(
+    State(backends): State<Backends>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<(StatusCode, Json<OrderAccepted>), ApiError> {
+    let request = order::CancelOrderRequest { order_id: path_id("order", &order_id)? };
+    let changed = backends
+        .order
+        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.cancel_order(r).await })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted(changed, false))))
+}
+
+#[utoipa::path(post, path = "/api/orders/{orderId}/revise", tag = "orders", params(("orderId" = String, Path)),
+    request_body = ReviseOrder,
+    responses((status = 202, body = OrderAccepted, description = "The Revise Order saga has started"),
+        (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody, description = "The order's state forbids revising")))]
+pub async fn revise(
+    State(backends): State<Backends>,
+    ApiPath(order_id): ApiPath<String>,
+    ApiJson(body): ApiJson<ReviseOrder>,
+) -> Result<(StatusCode, Json<OrderAccepted>), ApiError> {
+    let request = order::ReviseOrderRequest {
+        order_id: path_id("order", &order_id)?,
+        revised_line_items: body.revised_line_items.into_iter().map(Into::into).collect(),
+    };
+    let changed = backends
+        .order
+        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.revise_order(r).await })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted(changed, false))))
+}

@@ -1,0 +1,74 @@
+//! `/api/restaurants`: restaurants and menus, owned by the Kitchen Service and replicated to the
+//! Order Service by the `RestaurantCreated` event.
+
+use axum::{Json, extract::State, http::StatusCode};
+use ftgo_proto::kitchen::v1 as kitchen;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    ApiJson, ApiPath, path_id,
+    shapes::{Address, Menu},
+};
+use crate::{Backends, error::ApiError, resilience::Idempotency};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRestaurant {
+    pub name: String,
+    pub address: Address,
+    pub menu: Menu,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestaurantCreated {
+    pub restaurant_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Restaurant {
+    pub restaurant_id: String,
+    pub name: String,
+    pub address: Address,
+    pub menu: Menu,
+}
+
+#[utoipa::path(post, path = "/api/restaurants", tag = "restaurants", request_body = CreateRestaurant,
+    responses((status = 201, body = RestaurantCreated), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(backends): State<Backends>,
+    ApiJson(body): ApiJson<CreateRestaurant>,
+) -> Result<(StatusCode, Json<RestaurantCreated>), ApiError> {
+    let request = kitchen::CreateRestaurantRequest {
+        name: body.name,
+        address: Some(body.address.into()),
+        menu_items: body.menu.to_proto()?,
+    };
+    let created = backends
+        .kitchen
+        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.create_restaurant(r).await })
+        .await?;
+    Ok((StatusCode::CREATED, Json(RestaurantCreated { restaurant_id: created.restaurant_id })))
+}
+
+#[utoipa::path(get, path = "/api/restaurants/{restaurantId}", tag = "restaurants",
+    params(("restaurantId" = String, Path)),
+    responses((status = 200, body = Restaurant), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get(
+    State(backends): State<Backends>,
+    ApiPath(restaurant_id): ApiPath<String>,
+) -> Result<Json<Restaurant>, ApiError> {
+    let request = kitchen::GetRestaurantRequest { restaurant_id: path_id("restaurant", &restaurant_id)? };
+    let found = backends
+        .kitchen
+        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_restaurant(r).await })
+        .await?;
+    Ok(Json(Restaurant {
+        restaurant_id: found.restaurant_id,
+        name: found.name,
+        address: found.address.unwrap_or_default().into(),
+        menu: Menu::from_proto(found.menu_items),
+    }))
+}

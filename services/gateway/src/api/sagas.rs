@@ -1,0 +1,105 @@
+//! `/api/sagas`: the Orchestration Service's saga instances, for inspection.
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use ftgo_proto::{
+    orchestrator::v1::{self as orchestrator, SagaState},
+    order::v1 as order,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiPath, path_id, shapes::timestamp};
+use crate::{Backends, error::ApiError, resilience::Idempotency};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaStep {
+    pub name: String,
+    /// `DONE`, `REFUSED`, `COMPENSATED`, ...
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Saga {
+    pub saga_id: String,
+    #[schema(example = "CreateOrderSaga")]
+    pub saga_type: String,
+    pub order_id: String,
+    /// `RUNNING`, `COMPENSATING`, `SUCCEEDED` or `COMPENSATED`.
+    pub state: String,
+    /// The step waiting for a reply, while the saga runs.
+    pub current_step: String,
+    pub compensating: bool,
+    /// The steps done so far, in order, compensations included.
+    pub steps: Vec<SagaStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSagas {
+    pub order_id: String,
+    /// Oldest first.
+    pub sagas: Vec<Saga>,
+}
+
+fn saga(s: orchestrator::Saga) -> Saga {
+    Saga {
+        state: SagaState::try_from(s.state).map_or_else(|_| s.state.to_string(), |s| s.as_str_name().to_owned()),
+        steps: s
+            .steps
+            .into_iter()
+            .map(|step| SagaStep { name: step.name, status: step.status, at: timestamp(step.at) })
+            .collect(),
+        failure_reason: Some(s.failure_reason).filter(|r| !r.is_empty()),
+        created_at: timestamp(s.created_at),
+        updated_at: timestamp(s.updated_at),
+        saga_id: s.saga_id,
+        saga_type: s.saga_type,
+        order_id: s.order_id,
+        current_step: s.current_step,
+        compensating: s.compensating,
+    }
+}
+
+#[utoipa::path(get, path = "/api/sagas/{sagaId}", tag = "sagas", params(("sagaId" = String, Path)),
+    responses((status = 200, body = Saga), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get(State(backends): State<Backends>, ApiPath(saga_id): ApiPath<String>) -> Result<Json<Saga>, ApiError> {
+    let request = orchestrator::GetSagaRequest { saga_id: path_id("saga", &saga_id)? };
+    let found = backends
+        .orchestrator
+        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_saga(r).await })
+        .await?;
+    Ok(Json(saga(found)))
+}
+
+#[utoipa::path(get, path = "/api/orders/{orderId}/sagas", tag = "sagas", params(("orderId" = String, Path)),
+    responses((status = 200, body = OrderSagas), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn for_order(
+    State(backends): State<Backends>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<Json<OrderSagas>, ApiError> {
+    let order_id = path_id("order", &order_id)?;
+    // Sagas start a moment after their order, so "no sagas" does not prove the order unknown.
+    backends
+        .order
+        .call(Idempotency::Idempotent, order::GetOrderRequest { order_id: order_id.clone() }, |mut c, r| async move {
+            c.get_order(r).await
+        })
+        .await?;
+    let request = orchestrator::ListOrderSagasRequest { order_id: order_id.clone() };
+    let found = backends
+        .orchestrator
+        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.list_order_sagas(r).await })
+        .await?;
+    Ok(Json(OrderSagas { order_id, sagas: found.sagas.into_iter().map(saga).collect() }))
+}

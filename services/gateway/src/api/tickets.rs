@@ -1,0 +1,133 @@
+//! `/api/tickets`: the kitchen's side of an order, moved along by the restaurant.
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use ftgo_proto::kitchen::v1::{self as kitchen, TicketState};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    ApiJson, ApiPath, path_id,
+    shapes::{timestamp, to_timestamp},
+};
+use crate::{Backends, error::ApiError, resilience::Idempotency};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketLineItem {
+    pub menu_item_id: String,
+    pub name: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub ticket_id: String,
+    pub order_id: String,
+    pub restaurant_id: String,
+    #[schema(example = "ACCEPTED")]
+    pub state: String,
+    pub line_items: Vec<TicketLineItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_by: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcceptTicket {
+    /// When the food will be ready (RFC 3339); must not be in the past.
+    pub ready_by: DateTime<Utc>,
+}
+
+fn ticket(t: kitchen::Ticket) -> Ticket {
+    Ticket {
+        state: TicketState::try_from(t.state).map_or_else(|_| t.state.to_string(), |s| s.as_str_name().to_owned()),
+        line_items: t
+            .line_items
+            .into_iter()
+            .map(|i| TicketLineItem { menu_item_id: i.menu_item_id, name: i.name, quantity: i.quantity })
+            .collect(),
+        ready_by: timestamp(t.ready_by),
+        ticket_id: t.ticket_id,
+        order_id: t.order_id,
+        restaurant_id: t.restaurant_id,
+    }
+}
+
+#[utoipa::path(get, path = "/api/tickets/{ticketId}", tag = "tickets", params(("ticketId" = String, Path)),
+    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get(
+    State(backends): State<Backends>,
+    ApiPath(ticket_id): ApiPath<String>,
+) -> Result<Json<Ticket>, ApiError> {
+    let request = kitchen::GetTicketRequest { ticket_id: path_id("ticket", &ticket_id)? };
+    let found = backends
+        .kitchen
+        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_ticket(r).await })
+        .await?;
+    Ok(Json(ticket(found)))
+}
+
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/accept", tag = "tickets", params(("ticketId" = String, Path)),
+    request_body = AcceptTicket,
+    responses((status = 200, body = Ticket), (status = 400, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn accept(
+    State(backends): State<Backends>,
+    ApiPath(ticket_id): ApiPath<String>,
+    ApiJson(body): ApiJson<AcceptTicket>,
+) -> Result<Json<Ticket>, ApiError> {
+    let request = kitchen::AcceptTicketRequest {
+        ticket_id: path_id("ticket", &ticket_id)?,
+        ready_by: Some(to_timestamp(body.ready_by)),
+    };
+    let changed = backends
+        .kitchen
+        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.accept_ticket(r).await })
+        .await?;
+    Ok(Json(ticket(changed)))
+}
+
+/// The three transitions without a body share one shape.
+async fn transition<F, Fut>(backends: &Backends, ticket_id: &str, rpc: F) -> Result<Json<Ticket>, ApiError>
+where
+    F: Fn(
+        kitchen::kitchen_service_client::KitchenServiceClient<tonic::transport::Channel>,
+        tonic::Request<kitchen::TicketRequest>,
+    ) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<kitchen::Ticket>, tonic::Status>>,
+{
+    let request = kitchen::TicketRequest { ticket_id: path_id("ticket", ticket_id)? };
+    Ok(Json(ticket(backends.kitchen.call(Idempotency::NotIdempotent, request, rpc).await?)))
+}
+
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/preparing", tag = "tickets", params(("ticketId" = String, Path)),
+    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn preparing(
+    State(backends): State<Backends>,
+    ApiPath(ticket_id): ApiPath<String>,
+) -> Result<Json<Ticket>, ApiError> {
+    transition(&backends, &ticket_id, |mut c, r| async move { c.prepare_ticket(r).await }).await
+}
+
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/ready", tag = "tickets", params(("ticketId" = String, Path)),
+    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn ready(
+    State(backends): State<Backends>,
+    ApiPath(ticket_id): ApiPath<String>,
+) -> Result<Json<Ticket>, ApiError> {
+    transition(&backends, &ticket_id, |mut c, r| async move { c.mark_ticket_ready(r).await }).await
+}
+
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/pickedup", tag = "tickets", params(("ticketId" = String, Path)),
+    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn picked_up(
+    State(backends): State<Backends>,
+    ApiPath(ticket_id): ApiPath<String>,
+) -> Result<Json<Ticket>, ApiError> {
+    transition(&backends, &ticket_id, |mut c, r| async move { c.pick_up_ticket(r).await }).await
+}

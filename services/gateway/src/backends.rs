@@ -1,0 +1,99 @@
+//! The gRPC clients of the services behind the gateway, each wrapped in its calling policy.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ftgo_proto::{
+    accounting::v1::accounting_service_client::AccountingServiceClient,
+    consumer::v1::consumer_service_client::ConsumerServiceClient,
+    kitchen::v1::kitchen_service_client::KitchenServiceClient,
+    orchestrator::v1::saga_service_client::SagaServiceClient, order::v1::order_service_client::OrderServiceClient,
+};
+use tonic::{
+    Request, Response, Status,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    BackendsConfig, ResilienceConfig,
+    resilience::{BreakerState, CallPolicy, CircuitBreaker, Idempotency},
+};
+
+/// One service's client and the policy every call to it goes through.
+#[derive(Debug)]
+pub struct Backend<C> {
+    client: C,
+    policy: Arc<CallPolicy>,
+}
+
+impl<C: Clone> Clone for Backend<C> {
+    fn clone(&self) -> Self {
+        Self { client: self.client.clone(), policy: self.policy.clone() }
+    }
+}
+
+impl<C: Clone> Backend<C> {
+    /// Calls the backend with `message` through its policy. `rpc` is a client method, e.g.
+    /// `|mut c, r| async move { c.get_order(r).await }`.
+    pub async fn call<M, T, F, Fut>(&self, idempotency: Idempotency, message: M, rpc: F) -> Result<T, Status>
+    where
+        M: Clone,
+        F: Fn(C, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.policy
+            .run(idempotency, |deadline| {
+                let mut request = Request::new(message.clone());
+                // Tells the server when the gateway stops waiting, so it can stop working too.
+                request.set_timeout(deadline);
+                rpc(self.client.clone(), request)
+            })
+            .await
+            .map(Response::into_inner)
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.policy.breaker.state()
+    }
+}
+
+/// Every service the gateway talks to.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub consumer: Backend<ConsumerServiceClient<Channel>>,
+    pub kitchen: Backend<KitchenServiceClient<Channel>>,
+    pub accounting: Backend<AccountingServiceClient<Channel>>,
+    pub order: Backend<OrderServiceClient<Channel>>,
+    pub orchestrator: Backend<SagaServiceClient<Channel>>,
+}
+
+impl Backends {
+    /// Prepares a lazily connected channel per service: nothing is dialled until the first call,
+    /// and a service that is down only fails the calls that need it.
+    pub fn connect(addresses: &BackendsConfig, resilience: &ResilienceConfig) -> Result<Self> {
+        fn backend<C>(
+            name: &'static str,
+            url: &str,
+            resilience: &ResilienceConfig,
+            client: fn(Channel) -> C,
+        ) -> Result<Backend<C>> {
+            let channel = Endpoint::from_shared(url.to_owned())
+                .with_context(|| format!("backends.{name}: {url:?} is not a valid URL"))?
+                .connect_timeout(resilience.connect_timeout)
+                .connect_lazy();
+            let policy = CallPolicy {
+                backend: name,
+                timeout: resilience.call_timeout,
+                breaker: CircuitBreaker::new(resilience.breaker_failures, resilience.breaker_open_for),
+            };
+            Ok(Backend { client: client(channel), policy: Arc::new(policy) })
+        }
+        Ok(Self {
+            consumer: backend("consumer", &addresses.consumer, resilience, ConsumerServiceClient::new)?,
+            kitchen: backend("kitchen", &addresses.kitchen, resilience, KitchenServiceClient::new)?,
+            accounting: backend("accounting", &addresses.accounting, resilience, AccountingServiceClient::new)?,
+            order: backend("order", &addresses.order, resilience, OrderServiceClient::new)?,
+            orchestrator: backend("orchestrator", &addresses.orchestrator, resilience, SagaServiceClient::new)?,
+        })
+    }
+}

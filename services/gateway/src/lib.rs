@@ -1,0 +1,116 @@
+//! The API gateway: FTGO's public HTTP/JSON API (`shared/API.md`) in front of the gRPC services.
+//!
+//! Each request is translated into calls on the owning service. Every call has a deadline, only
+//! idempotent calls are retried, and every backend sits behind its own circuit breaker
+//! ([`resilience`]), so one slow or dead service costs its callers a fast error, not a pile-up.
+//! The gateway keeps no state of its own: it can be restarted, or run in many copies, at will.
+
+pub mod api;
+pub mod backends;
+pub mod error;
+pub mod openapi;
+pub mod resilience;
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, Result};
+use ftgo_platform::{config::ConsulConfig, runtime::Running};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use backends::Backends;
+
+/// The name the gateway's configuration is found under (`config/api-gateway.toml`, Consul KV).
+pub const SERVICE: &str = "api-gateway";
+
+/// The gateway's settings. It has no database and no NATS connection: it only calls services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// `local` runs without Consul KV; any other value reads it.
+    pub environment: String,
+    /// A `tracing` filter: `info`, `ftgo_api_gateway=debug`, ...
+    pub log_level: String,
+    pub http: HttpConfig,
+    pub backends: BackendsConfig,
+    pub resilience: ResilienceConfig,
+    pub consul: ConsulConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where the gateway listens. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Larger request bodies are refused with 413 before they are read.
+    pub max_body_bytes: usize,
+}
+
+/// Where each service's gRPC server is, as `http://host:port`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsConfig {
+    pub consumer: String,
+    pub kitchen: String,
+    pub accounting: String,
+    pub order: String,
+    pub orchestrator: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResilienceConfig {
+    /// The deadline of one gRPC call, sent to the server as `grpc-timeout` too.
+    #[serde(with = "ftgo_platform::config::seconds")]
+    pub call_timeout: Duration,
+    /// How long a connection attempt to a backend may take.
+    #[serde(with = "ftgo_platform::config::seconds")]
+    pub connect_timeout: Duration,
+    /// Consecutive failures (unavailable, deadline exceeded) that open a backend's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one trial call is let through.
+    #[serde(with = "ftgo_platform::config::seconds")]
+    pub breaker_open_for: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            environment: "local".to_owned(),
+            log_level: "info".to_owned(),
+            http: HttpConfig { listen: "127.0.0.1:8080".parse().expect("static address"), max_body_bytes: 64 * 1024 },
+            backends: BackendsConfig {
+                consumer: "http://127.0.0.1:7101".to_owned(),
+                kitchen: "http://127.0.0.1:7102".to_owned(),
+                accounting: "http://127.0.0.1:7103".to_owned(),
+                order: "http://127.0.0.1:7104".to_owned(),
+                orchestrator: "http://127.0.0.1:7105".to_owned(),
+            },
+            resilience: ResilienceConfig {
+                call_timeout: Duration::from_secs(3),
+                connect_timeout: Duration::from_secs(1),
+                breaker_failures: 5,
+                breaker_open_for: Duration::from_secs(10),
+            },
+            consul: ConsulConfig { addr: String::new() },
+        }
+    }
+}
+
+/// Binds the HTTP listener and serves the API until `shutdown`; returns once it is listening.
+/// Backends are connected lazily, so the gateway starts (and answers `/healthz`) while the
+/// services are still coming up.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let backends = Backends::connect(&config.backends, &config.resilience)?;
+    let router = api::router(backends, config.http.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    let mut running = Running::new(addr, shutdown.clone());
+    running.spawn("http server", async move {
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+        Ok(())
+    });
+    tracing::info!(%addr, "{SERVICE} serving");
+    Ok(running)
+}

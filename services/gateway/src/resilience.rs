@@ -1,0 +1,277 @@
+//! How the gateway calls a backend: with a deadline, with a retry only when the call is
+//! idempotent, and through a circuit breaker (the seed's hystrix role).
+//!
+//! The breaker is written here rather than taken from a generic tower layer because it must
+//! judge gRPC outcomes: a `NOT_FOUND` or `INVALID_ARGUMENT` is a healthy backend answering, while
+//! `UNAVAILABLE` or a missed deadline is a sick one. Those codes only exist after tonic has decoded
+//! the response trailers, above the HTTP `Service` that a tower layer around a `Channel` sees.
+//!
+//! States: **closed** (calls flow; consecutive failures are counted), **open** (calls fail at once
+//! with `UNAVAILABLE` until `open_for` has passed), **half-open** (one trial call; success closes
+//! the circuit, failure opens it again).
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tonic::{Code, Status};
+
+/// Whether a call may be repeated without changing its effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Reads: retried once after `UNAVAILABLE`.
+    Idempotent,
+    /// Commands: never retried by the gateway; a client that retries sees the service's answer.
+    NotIdempotent,
+}
+
+/// What the breaker reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed { consecutive_failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trial_in_flight: bool },
+}
+
+/// One backend's circuit breaker. Cheap to share behind an `Arc`; the lock is held only to read
+/// or update the state, never across a call.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    failures_to_open: u32,
+    open_for: Duration,
+    state: Mutex<State>,
+}
+
+/// Permission to make one call; report its outcome with [`CircuitBreaker::record`].
+#[must_use]
+#[derive(Debug)]
+pub struct Permit(());
+
+impl CircuitBreaker {
+    pub fn new(failures_to_open: u32, open_for: Duration) -> Self {
+        Self {
+            failures_to_open: failures_to_open.max(1),
+            open_for,
+            state: Mutex::new(State::Closed { consecutive_failures: 0 }),
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match *self.lock() {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { until } if Instant::now() < until => BreakerState::Open,
+            State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// `None` while the circuit is open, or while the half-open trial call is in flight.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let mut state = self.lock();
+        match *state {
+            State::Closed { .. } => Some(Permit(())),
+            State::Open { until } if Instant::now() < until => None,
+            State::Open { .. } | State::HalfOpen { trial_in_flight: false } => {
+                *state = State::HalfOpen { trial_in_flight: true };
+                Some(Permit(()))
+            }
+            State::HalfOpen { trial_in_flight: true } => None,
+        }
+    }
+
+    /// Records the outcome of the call `permit` allowed.
+    pub fn record(&self, permit: Permit, healthy: bool) {
+        let Permit(()) = permit;
+        let mut state = self.lock();
+        *state = match (&*state, healthy) {
+            (_, true) => State::Closed { consecutive_failures: 0 },
+            (State::Closed { consecutive_failures }, false) if consecutive_failures + 1 < self.failures_to_open => {
+                State::Closed { consecutive_failures: consecutive_failures + 1 }
+            }
+            (_, false) => {
+                tracing::warn!(open_for = ?self.open_for, "circuit opened");
+                State::Open { until: Instant::now() + self.open_for }
+            }
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is always valid, even if a holder panicked.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Whether `status` says the backend is unwell (as opposed to answering a bad or refused request).
+pub fn is_backend_failure(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::ResourceExhausted)
+}
+
+/// The calling policy for one backend.
+#[derive(Debug)]
+pub struct CallPolicy {
+    pub backend: &'static str,
+    pub timeout: Duration,
+    pub breaker: CircuitBreaker,
+}
+
+impl CallPolicy {
+    /// Runs `call` with a deadline, through the breaker, retrying once after `UNAVAILABLE` when
+    /// `idempotency` allows it. `call` is given the deadline to forward as `grpc-timeout`.
+    pub async fn run<T, F, Fut>(&self, idempotency: Idempotency, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let attempts = match idempotency {
+            Idempotency::Idempotent => 2,
+            Idempotency::NotIdempotent => 1,
+        };
+        let mut last = None;
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let Some(permit) = self.breaker.try_acquire() else {
+                return Err(Status::unavailable(format!("{} is unavailable (circuit open)", self.backend)));
+            };
+            let outcome = match tokio::time::timeout(self.timeout, call(self.timeout)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    Err(Status::deadline_exceeded(format!("{} did not answer within {:?}", self.backend, self.timeout)))
+                }
+            };
+            let failed = outcome.as_ref().err().is_some_and(is_backend_failure);
+            self.breaker.record(permit, !failed);
+            match outcome {
+                Err(status) if status.code() == Code::Unavailable => {
+                    tracing::debug!(backend = self.backend, attempt, %status, "backend unavailable");
+                    last = Some(Status::unavailable(format!("{} is unavailable: {}", self.backend, status.message())));
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable(format!("{} is unavailable", self.backend))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn policy(failures: u32, open_for: Duration) -> CallPolicy {
+        CallPolicy {
+            backend: "kitchen",
+            timeout: Duration::from_millis(200),
+            breaker: CircuitBreaker::new(failures, open_for),
+        }
+    }
+
+    #[tokio::test]
+    async fn opens_after_consecutive_failures_and_fails_fast() {
+        let policy = policy(3, Duration::from_secs(60));
+        let calls = AtomicU32::new(0);
+        for _ in 0..3 {
+            let result: Result<(), _> = policy
+                .run(Idempotency::NotIdempotent, |_| async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err(Status::unavailable("connection refused"))
+                })
+                .await;
+            assert_eq!(result.unwrap_err().code(), Code::Unavailable);
+        }
+        assert_eq!(policy.breaker.state(), BreakerState::Open);
+        let result: Result<(), _> = policy
+            .run(Idempotency::NotIdempotent, |_| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        let status = result.unwrap_err();
+        assert!(status.message().contains("circuit open"), "{status:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "an open circuit does not call the backend");
+    }
+
+    #[tokio::test]
+    async fn answers_that_refuse_a_request_do_not_count_as_failures() {
+        let policy = policy(2, Duration::from_secs(60));
+        for _ in 0..5 {
+            let _: Result<(), _> =
+                policy.run(Idempotency::Idempotent, |_| async { Err(Status::not_found("no such order")) }).await;
+        }
+        assert_eq!(policy.breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_success_resets_the_failure_count() {
+        let policy = policy(2, Duration::from_secs(60));
+        let fail = || async { Err::<(), _>(Status::unavailable("down")) };
+        let _ = policy.run(Idempotency::NotIdempotent, |_| fail()).await;
+        let _ = policy.run(Idempotency::NotIdempotent, |_| async { Ok(()) }).await;
+        let _ = policy.run(Idempotency::NotIdempotent, |_| fail()).await;
+        assert_eq!(policy.breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn half_open_lets_one_trial_through_and_closes_on_success() {
+        let policy = policy(1, Duration::from_millis(50));
+        let _ = policy.run(Idempotency::NotIdempotent, |_| async { Err::<(), _>(Status::unavailable("down")) }).await;
+        assert_eq!(policy.breaker.state(), BreakerState::Open);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(policy.breaker.state(), BreakerState::HalfOpen);
+        let permit = policy.breaker.try_acquire().expect("the trial call");
+        assert!(policy.breaker.try_acquire().is_none(), "only one trial at a time");
+        policy.breaker.record(permit, true);
+        assert_eq!(policy.breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_failed_trial_opens_the_circuit_again() {
+        let policy = policy(1, Duration::from_millis(50));
+        let permit = policy.breaker.try_acquire().unwrap();
+        policy.breaker.record(permit, false);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let permit = policy.breaker.try_acquire().expect("the trial call");
+        policy.breaker.record(permit, false);
+        assert_eq!(policy.breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test]
+    async fn idempotent_calls_are_retried_once_after_unavailable_and_commands_never() {
+        let policy = policy(10, Duration::from_secs(60));
+        let calls = AtomicU32::new(0);
+        let flaky = |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n == 0 { Err(Status::unavailable("reset")) } else { Ok(n) } }
+        };
+        assert_eq!(policy.run(Idempotency::Idempotent, flaky).await.unwrap(), 1);
+
+        calls.store(0, Ordering::SeqCst);
+        let flaky = |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n == 0 { Err(Status::unavailable("reset")) } else { Ok(n) } }
+        };
+        assert_eq!(policy.run(Idempotency::NotIdempotent, flaky).await.unwrap_err().code(), Code::Unavailable);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_cut_off() {
+        let policy = policy(10, Duration::from_secs(60));
+        let result: Result<(), _> = policy
+            .run(Idempotency::NotIdempotent, |_| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            })
+            .await;
+        assert_eq!(result.unwrap_err().code(), Code::DeadlineExceeded);
+    }
+}

@@ -1,0 +1,321 @@
+//! The public HTTP contract (`shared/API.md`) against the real back end: every service with its
+//! own database, real NATS JetStream, the real gateway.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{Stack, restaurant_body};
+
+fn vindaloos(quantity: i64) -> Value {
+    json!([{"menuItemId": "1", "quantity": quantity}])
+}
+
+#[tokio::test]
+async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelled_over_http() {
+    let stack = Stack::start().await;
+    let consumer_id = stack.consumer().await;
+    let restaurant_id = stack.restaurant().await;
+
+    let consumer = stack.get(&format!("/api/consumers/{consumer_id}")).await;
+    assert_eq!(consumer.status, StatusCode::OK);
+    assert_eq!(consumer.body, json!({"consumerId": consumer_id, "name": {"firstName": "Ada", "lastName": "Lovelace"}}));
+    let restaurant = stack.get(&format!("/api/restaurants/{restaurant_id}")).await;
+    assert_eq!(restaurant.body["menu"]["menuItems"][0], json!({"id": "1", "name": "Vindaloo", "price": "12.50"}));
+
+    let placed = stack.place_order(&consumer_id, &restaurant_id, vindaloos(2)).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:#}", placed.body);
+    assert_eq!(placed.body["state"], "APPROVAL_PENDING");
+    assert_eq!(placed.body["orderTotal"], "25.00");
+    let order_id = placed.body["orderId"].as_str().unwrap().to_owned();
+
+    let approved = stack.order_in_state(&order_id, "APPROVED").await;
+    assert_eq!(approved["ticket"]["state"], "AWAITING_ACCEPTANCE");
+    assert_eq!(approved["payment"], json!({"state": "AUTHORIZED", "amount": "25.00"}));
+    assert_eq!(
+        approved["lineItems"],
+        json!([{"menuItemId": "1", "name": "Vindaloo", "price": "12.50", "quantity": 2}])
+    );
+    assert!(approved.get("rejectionReason").is_none());
+    let account = stack.get(&format!("/api/accounts/{consumer_id}")).await;
+    assert_eq!(
+        account.body,
+        json!({"consumerId": consumer_id, "creditLimit": "500.00", "reserved": "25.00", "enabled": true})
+    );
+
+    let revised =
+        stack.post(&format!("/api/orders/{order_id}/revise"), json!({"revisedLineItems": vindaloos(3)})).await;
+    assert_eq!(revised.status, StatusCode::ACCEPTED, "{:#}", revised.body);
+    assert_eq!(revised.body, json!({"orderId": order_id, "state": "REVISION_PENDING"}));
+    let revised = stack
+        .eventually("the revision", async || {
+            let order = stack.order_in_state(&order_id, "APPROVED").await;
+            (order["orderTotal"] == "37.50").then_some(order)
+        })
+        .await;
+    assert_eq!(revised["payment"]["amount"], "37.50");
+
+    let cancelled = stack.post(&format!("/api/orders/{order_id}/cancel"), json!({})).await;
+    assert_eq!(cancelled.status, StatusCode::ACCEPTED, "{:#}", cancelled.body);
+    assert_eq!(cancelled.body, json!({"orderId": order_id, "state": "CANCEL_PENDING"}));
+    let cancelled = stack.order_in_state(&order_id, "CANCELLED").await;
+    assert_eq!(cancelled["ticket"]["state"], "CANCELLED");
+    assert_eq!(cancelled["payment"]["state"], "REVERSED");
+    let account = stack.get(&format!("/api/accounts/{consumer_id}")).await;
+    assert_eq!(account.body["reserved"], "0.00");
+
+    let again = stack.post(&format!("/api/orders/{order_id}/cancel"), json!({})).await;
+    again.error(StatusCode::CONFLICT, "conflict");
+
+    let sagas = stack
+        .eventually("every saga to finish", async || {
+            let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await.body;
+            let all_done = sagas["sagas"].as_array()?.iter().all(|s| s["state"] == "SUCCEEDED");
+            (all_done && sagas["sagas"].as_array()?.len() == 3).then_some(sagas)
+        })
+        .await;
+    let types: Vec<_> = sagas["sagas"].as_array().unwrap().iter().map(|s| s["sagaType"].clone()).collect();
+    assert_eq!(types, [json!("CreateOrderSaga"), json!("ReviseOrderSaga"), json!("CancelOrderSaga")]);
+    let create_saga = &sagas["sagas"][0];
+    let saga = stack.get(&format!("/api/sagas/{}", create_saga["sagaId"].as_str().unwrap())).await;
+    assert_eq!(saga.status, StatusCode::OK);
+    assert_eq!(saga.body["compensating"], false);
+    assert!(saga.body["steps"].as_array().unwrap().len() >= 5, "{:#}", saga.body);
+    assert!(saga.body["createdAt"].is_string());
+}
+
+#[tokio::test]
+async fn a_declined_card_rejects_the_order_with_a_reason_and_compensates_the_ticket() {
+    let stack = Stack::start().await;
+    let consumer_id = stack.consumer().await;
+    let restaurant_id = stack.restaurant().await;
+
+    // 41 x 12.50 = 512.50, over the 500.00 credit limit.
+    let placed = stack.place_order(&consumer_id, &restaurant_id, vindaloos(41)).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:#}", placed.body);
+    let order_id = placed.body["orderId"].as_str().unwrap();
+
+    let rejected = stack.order_in_state(order_id, "REJECTED").await;
+    let reason = rejected["rejectionReason"].as_str().expect("a rejection reason");
+    assert!(reason.contains("credit limit"), "{reason}");
+    assert_eq!(rejected["ticket"]["state"], "CANCELLED", "the ticket is compensated");
+    assert!(rejected.get("payment").is_none(), "nothing was authorized: {rejected:#}");
+    assert_eq!(stack.get(&format!("/api/accounts/{consumer_id}")).await.body["reserved"], "0.00");
+    let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await.body;
+    assert_eq!(sagas["sagas"][0]["state"], "COMPENSATED");
+    assert!(sagas["sagas"][0]["failureReason"].as_str().unwrap().contains("credit limit"));
+}
+
+#[tokio::test]
+async fn the_kitchen_moves_a_ticket_along_and_a_cancel_after_preparing_is_refused() {
+    let stack = Stack::start().await;
+    let consumer_id = stack.consumer().await;
+    let restaurant_id = stack.restaurant().await;
+    let placed = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
+    let order_id = placed.body["orderId"].as_str().unwrap();
+    let order = stack.order_in_state(order_id, "APPROVED").await;
+    let ticket_id = order["ticket"]["ticketId"].as_str().unwrap();
+
+    let past =
+        stack.post(&format!("/api/tickets/{ticket_id}/accept"), json!({"readyBy": "2001-01-01T12:00:00Z"})).await;
+    past.error(StatusCode::BAD_REQUEST, "invalid_argument");
+    let too_early = stack.post(&format!("/api/tickets/{ticket_id}/ready"), json!({})).await;
+    too_early.error(StatusCode::CONFLICT, "conflict");
+
+    let ready_by = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
+    let accepted = stack.post(&format!("/api/tickets/{ticket_id}/accept"), json!({"readyBy": ready_by})).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{:#}", accepted.body);
+    assert_eq!(accepted.body["state"], "ACCEPTED");
+    assert!(accepted.body["readyBy"].is_string());
+    let preparing = stack.call(Method::POST, &format!("/api/tickets/{ticket_id}/preparing"), None).await;
+    assert_eq!(preparing.body["state"], "PREPARING", "{:#}", preparing.body);
+
+    // The cancel saga starts, the kitchen refuses, the saga compensates: the order stays APPROVED.
+    let cancel = stack.post(&format!("/api/orders/{order_id}/cancel"), json!({})).await;
+    assert_eq!(cancel.status, StatusCode::ACCEPTED);
+    let sagas = stack
+        .eventually("the cancel saga to be compensated", async || {
+            let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await.body;
+            (sagas["sagas"][1]["state"] == "COMPENSATED").then_some(sagas)
+        })
+        .await;
+    assert_eq!(sagas["sagas"][1]["sagaType"], "CancelOrderSaga");
+    let order = stack.order_in_state(order_id, "APPROVED").await;
+    assert_eq!(order["payment"]["state"], "AUTHORIZED");
+
+    let ready = stack.post(&format!("/api/tickets/{ticket_id}/ready"), json!({})).await;
+    assert_eq!(ready.body["state"], "READY_FOR_PICKUP");
+    let picked_up = stack.post(&format!("/api/tickets/{ticket_id}/pickedup"), json!({})).await;
+    assert_eq!(picked_up.body["state"], "PICKED_UP");
+    let ticket = stack.get(&format!("/api/tickets/{ticket_id}")).await;
+    assert_eq!(ticket.body["state"], "PICKED_UP");
+    stack.post(&format!("/api/tickets/{ticket_id}/preparing"), json!({})).await.error(StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test]
+async fn bad_input_is_answered_with_a_json_error_and_changes_nothing() {
+    let stack = Stack::start().await;
+    let consumer_id = stack.consumer().await;
+    let restaurant_id = stack.restaurant().await;
+    let unknown = uuid::Uuid::new_v4();
+
+    // Bodies that are not the JSON asked for.
+    let raw = |body: &'static str, content_type: &'static str| {
+        let request = stack.http.post(format!("{}/api/consumers", stack.base)).header("content-type", content_type);
+        async move {
+            let response = request.body(body).send().await.unwrap();
+            assert_eq!(response.headers()["content-type"], "application/json");
+            support::Answer { status: response.status(), body: response.json().await.unwrap() }
+        }
+    };
+    raw("{\"name\": ", "application/json").await.error(StatusCode::BAD_REQUEST, "malformed_json");
+    raw("[1, 2]", "application/json").await.error(StatusCode::BAD_REQUEST, "invalid_body");
+    raw("{}", "text/plain").await.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let huge = format!("{{\"name\": {{\"firstName\": \"{}\", \"lastName\": \"x\"}}}}", "a".repeat(100_000));
+    let response = stack
+        .http
+        .post(format!("{}/api/consumers", stack.base))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    let answer = support::Answer { status: response.status(), body: response.json().await.unwrap() };
+    answer.error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    // Wrong types, missing and unknown fields: the message names the field.
+    let wrong_type = stack.post("/api/consumers", json!({"name": {"firstName": 7, "lastName": "x"}})).await;
+    assert!(wrong_type.error(StatusCode::BAD_REQUEST, "invalid_body").contains("name.firstName"));
+    let missing = stack.post("/api/consumers", json!({"name": {"firstName": "Ada"}})).await;
+    assert!(missing.error(StatusCode::BAD_REQUEST, "invalid_body").contains("lastName"));
+    let typo = stack.post("/api/consumers", json!({"name": {"firstName": "A", "lastName": "B"}, "nmae": 1})).await;
+    assert!(typo.error(StatusCode::BAD_REQUEST, "invalid_body").contains("nmae"));
+    stack
+        .post("/api/consumers", json!({"name": {"firstName": " ", "lastName": ""}}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_argument");
+
+    // Money is a decimal string with at most two places, never a float or a negative amount.
+    for price in [json!(12.5), json!("-1.00"), json!("1.234"), json!("1e3"), json!("")] {
+        let mut body = restaurant_body();
+        body["menu"]["menuItems"][0]["price"] = price.clone();
+        let answer = stack.post("/api/restaurants", body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "price {price}: {:#}", answer.body);
+    }
+    let limit =
+        stack.call(Method::PUT, &format!("/api/accounts/{consumer_id}"), Some(json!({"creditLimit": "lots"}))).await;
+    assert!(limit.error(StatusCode::BAD_REQUEST, "invalid_argument").contains("creditLimit"));
+
+    // Quantities: zero, negative, huge, fractional, textual.
+    for quantity in [json!(0), json!(-3), json!(1_000_000_000_000_i64), json!(1.5), json!("2")] {
+        let body = json!([{"menuItemId": "1", "quantity": quantity}]);
+        let answer = stack.place_order(&consumer_id, &restaurant_id, body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "quantity {quantity}: {:#}", answer.body);
+    }
+    let no_items = stack.place_order(&consumer_id, &restaurant_id, json!([])).await;
+    no_items.error(StatusCode::BAD_REQUEST, "invalid_argument");
+    let unknown_item =
+        stack.place_order(&consumer_id, &restaurant_id, json!([{"menuItemId": "99", "quantity": 1}])).await;
+    unknown_item.error(StatusCode::NOT_FOUND, "not_found");
+    let unknown_restaurant = stack
+        .post(
+            "/api/orders",
+            json!({"consumerId": consumer_id, "restaurantId": unknown, "lineItems": vindaloos(1),
+                   "deliveryAddress": {"street1": "1 Main St", "city": "Oakland", "state": "CA", "zip": "94612"}}),
+        )
+        .await;
+    unknown_restaurant.error(StatusCode::NOT_FOUND, "not_found");
+    let ready_by = stack.post(&format!("/api/tickets/{unknown}/accept"), json!({"readyBy": "tomorrow"})).await;
+    assert!(ready_by.error(StatusCode::BAD_REQUEST, "invalid_body").contains("readyBy"));
+
+    // Unknown ids, ids that cannot be ids, paths and methods that do not exist.
+    for path in [
+        format!("/api/consumers/{unknown}"),
+        format!("/api/accounts/{unknown}"),
+        format!("/api/restaurants/{unknown}"),
+        format!("/api/orders/{unknown}"),
+        format!("/api/orders/{unknown}/sagas"),
+        format!("/api/sagas/{unknown}"),
+        format!("/api/tickets/{unknown}"),
+        "/api/orders/not-an-id".to_owned(),
+        "/api/orders/%27%3B%20DROP%20TABLE%20orders".to_owned(),
+        "/api/nothing-here".to_owned(),
+    ] {
+        stack.get(&path).await.error(StatusCode::NOT_FOUND, "not_found");
+    }
+    stack.post(&format!("/api/orders/{unknown}/cancel"), json!({})).await.error(StatusCode::NOT_FOUND, "not_found");
+    stack.post(&format!("/api/tickets/{unknown}/preparing"), json!({})).await.error(StatusCode::NOT_FOUND, "not_found");
+    stack.call(Method::DELETE, "/api/orders", None).await.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+
+    // None of it left a trace: the consumer's account is untouched and a good order still works.
+    let account = stack.get(&format!("/api/accounts/{consumer_id}")).await;
+    assert_eq!(account.body["reserved"], "0.00");
+    assert_eq!(account.body["creditLimit"], "500.00");
+    let good = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
+    assert_eq!(good.status, StatusCode::CREATED, "{:#}", good.body);
+    stack.order_in_state(good.body["orderId"].as_str().unwrap(), "APPROVED").await;
+}
+
+#[tokio::test]
+async fn the_order_view_leaves_out_the_parts_whose_service_is_down() {
+    let mut stack = Stack::start().await;
+    let consumer_id = stack.consumer().await;
+    let restaurant_id = stack.restaurant().await;
+    let placed = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
+    let order_id = placed.body["orderId"].as_str().unwrap().to_owned();
+    let approved = stack.order_in_state(&order_id, "APPROVED").await;
+    assert!(approved.get("ticket").is_some() && approved.get("payment").is_some());
+
+    stack.kitchen.take().unwrap().stop().await.unwrap();
+    stack.accounting.take().unwrap().stop().await.unwrap();
+    for _ in 0..4 {
+        let order = stack.get(&format!("/api/orders/{order_id}")).await;
+        assert_eq!(order.status, StatusCode::OK, "{:#}", order.body);
+        assert_eq!(order.body["state"], "APPROVED");
+        assert!(order.body.get("ticket").is_none(), "{:#}", order.body);
+        assert!(order.body.get("payment").is_none(), "{:#}", order.body);
+    }
+    // After repeated failures the circuits are open: calls fail fast, and /healthz shows it.
+    let health = stack.get("/healthz").await;
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(health.body["circuits"]["kitchen"], "open", "{:#}", health.body);
+    assert_eq!(health.body["circuits"]["order"], "closed");
+    let message = stack
+        .get(&format!("/api/restaurants/{restaurant_id}"))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(message.contains("circuit open"), "{message}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_path() {
+    let stack = Stack::start().await;
+    let document = stack.get("/api/openapi.json").await;
+    assert_eq!(document.status, StatusCode::OK);
+    assert!(document.body["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document.body["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/consumers", "post"),
+        ("/api/consumers/{consumerId}", "get"),
+        ("/api/accounts/{consumerId}", "get"),
+        ("/api/accounts/{consumerId}", "put"),
+        ("/api/restaurants", "post"),
+        ("/api/restaurants/{restaurantId}", "get"),
+        ("/api/orders", "post"),
+        ("/api/orders/{orderId}", "get"),
+        ("/api/orders/{orderId}/cancel", "post"),
+        ("/api/orders/{orderId}/revise", "post"),
+        ("/api/orders/{orderId}/sagas", "get"),
+        ("/api/sagas/{sagaId}", "get"),
+        ("/api/tickets/{ticketId}/accept", "post"),
+        ("/api/tickets/{ticketId}/preparing", "post"),
+        ("/api/tickets/{ticketId}/ready", "post"),
+        ("/api/tickets/{ticketId}/pickedup", "post"),
+        ("/healthz", "get"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
+    }
+    let schemas = &document.body["components"]["schemas"];
+    assert_eq!(schemas["OrderView"]["properties"]["orderTotal"]["type"], "string");
+    assert!(schemas["ErrorBody"].is_object());
+}
