@@ -22,9 +22,16 @@ test: infra
 build:
     cargo build --workspace --locked
 
-# Run the local stack in the foreground (Ctrl-C or `just down` stops it).
+# Build and run FTGO locally in the foreground: infrastructure, every service, the gateway on
+# http://127.0.0.1:8080 (Ctrl-C, or `just down` from another terminal, stops it all).
 up: infra
-    cargo run --locked --quiet -p ftgo-local -- up
+    @echo "building the services (the first build takes a few minutes) ..."
+    cargo build --locked --bins
+    target/debug/ftgo-local up
+
+# Walk orders through the running system (`just up` in another terminal first).
+demo:
+    cargo run --locked --quiet -p ftgo-local -- demo
 
 # Stop what `just up` started, from another terminal.
 down:

@@ -1,11 +1,16 @@
 //! `ftgo-local`: runs FTGO on one machine, in the foreground.
 //!
 //! `up` starts the infrastructure (Postgres, NATS JetStream, Consul, Fabio) as private processes
-//! on free loopback ports, prints where everything is, and runs until Ctrl-C, SIGTERM or `down`.
-//! Everything it started stops with it, in reverse order. `down`, from another terminal, asks the
-//! running `up` to stop and waits until it has.
+//! on free loopback ports, then every FTGO service (each with its own fresh database, migrated by
+//! the service itself) and the API gateway on `127.0.0.1:8080`, waiting for each one's health
+//! check. It prints where everything is and runs until Ctrl-C, SIGTERM or `down`. Everything it
+//! started stops with it, in reverse order. `down`, from another terminal, asks the running `up`
+//! to stop and waits until it has. `demo` walks a few orders through the running system.
 //!
-//! The FTGO services themselves are not part of the stack yet (issue 3 adds them here).
+//! The data lives in temporary directories: each `up` starts from empty databases.
+
+mod demo;
+mod services;
 
 use std::{
     path::PathBuf,
@@ -24,14 +29,30 @@ async fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("up") => up().await,
         Some("down") => down(),
-        _ => bail!("usage: ftgo-local up|down"),
+        Some("demo") => demo::run(&gateway_url()).await,
+        _ => bail!("usage: ftgo-local up|down|demo"),
     }
+}
+
+/// Where `up` serves the API gateway: `FTGO_GATEWAY_LISTEN`, by default 127.0.0.1:8080.
+fn gateway_listen() -> Result<std::net::SocketAddr> {
+    let listen = std::env::var("FTGO_GATEWAY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    listen.parse().with_context(|| format!("FTGO_GATEWAY_LISTEN={listen:?} is not an address such as 127.0.0.1:8080"))
+}
+
+fn gateway_url() -> String {
+    std::env::var("FTGO_GATEWAY_URL").unwrap_or_else(|_| {
+        gateway_listen().map_or_else(|_| "http://127.0.0.1:8080".to_owned(), |addr| format!("http://{addr}"))
+    })
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from)
 }
 
 /// Where `up` records its pid so that `down` can find it.
 fn pid_file() -> PathBuf {
-    let dir = std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from);
-    dir.join("local.pid")
+    state_dir().join("local.pid")
 }
 
 fn running_pid() -> Option<libc::pid_t> {
@@ -55,6 +76,17 @@ async fn up() -> Result<()> {
 
 async fn run_until_stopped() -> Result<()> {
     let started = Instant::now();
+    let gateway_listen = gateway_listen()?;
+    // Fail before starting anything when the gateway's port is taken.
+    drop(
+        std::net::TcpListener::bind(gateway_listen)
+            .with_context(|| format!("{gateway_listen} is in use; set FTGO_GATEWAY_LISTEN to another address"))?,
+    );
+    let bin_dir = services::binary_dir()?;
+    let logs = state_dir().join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+
     println!("starting Postgres, NATS JetStream and Consul ...");
     let (postgres, nats, consul) = tokio::try_join!(
         step("postgres", Postgres::start()),
@@ -64,14 +96,26 @@ async fn run_until_stopped() -> Result<()> {
     println!("starting Fabio ...");
     let fabio = step("fabio", Fabio::start(&consul)).await?;
 
-    println!("\nFTGO infrastructure is up ({:.1}s):", started.elapsed().as_secs_f32());
+    println!("starting the FTGO services (each migrates its own database) ...");
+    let mut back_end = Vec::new();
+    for spec in &services::BACK_END {
+        let service = step(spec.binary, services::start(spec, &bin_dir, &logs, &postgres, &nats)).await?;
+        back_end.push(service);
+    }
+    println!("starting the API gateway ...");
+    let gateway = step("api-gateway", services::start_gateway(&bin_dir, &logs, gateway_listen, &back_end)).await?;
+
+    println!("\nFTGO is up ({:.1}s):", started.elapsed().as_secs_f32());
+    println!("  API gateway   http://{gateway_listen}   (OpenAPI: http://{gateway_listen}/api/openapi.json)");
+    for service in &back_end {
+        println!("  {:<21} grpc://{}", service.binary, service.addr);
+    }
     println!("  postgres      {}", postgres.url("postgres"));
     println!("  nats          {}  (monitoring {})", nats.url(), nats.monitor_url());
     println!("  consul        {}/ui", consul.http_url());
-    println!("  fabio http    {}", fabio.http_url());
-    println!("  fabio grpc    {}", fabio.grpc_addr());
-    println!("  fabio admin   {}", fabio.admin_url());
-    println!("\nThe FTGO services are not part of the local stack yet.");
+    println!("  fabio http    {}   (admin {})", fabio.http_url(), fabio.admin_url());
+    println!("  service logs  {}", logs.display());
+    println!("\nPlace an order: `just demo` (or see README.md for curl commands).");
     println!("Ctrl-C here, or `just down` from another terminal, stops everything.");
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -80,7 +124,9 @@ async fn run_until_stopped() -> Result<()> {
         _ = terminate.recv() => {}
     }
     println!("\nstopping ...");
-    // Reverse order of start: Fabio reads Consul, so it goes first.
+    // Reverse order of start: callers before what they call, Fabio before the Consul it reads.
+    drop(gateway);
+    drop(back_end);
     drop(fabio);
     drop((consul, nats, postgres));
     println!("stopped");

@@ -142,7 +142,9 @@ impl Stack {
         self.eventually("the menu to be replicated", async || {
             let answer = self.post("/api/orders", body.clone()).await;
             let unreplicated = answer.status == StatusCode::NOT_FOUND
-                && answer.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("restaurant") && m.ends_with("does not exist"));
+                && answer.body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("restaurant") && m.ends_with("does not exist"));
             (!unreplicated).then_some(answer)
         })
         .await

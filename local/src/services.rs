@@ -1,0 +1,113 @@
+//! The FTGO services as child processes of `ftgo-local up`: each binary started with its
+//! configuration in `FTGO_*` variables (the same keys a deployment uses), its log in
+//! `.ftgo/logs/`, and a health check before the next step.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use ftgo_testenv::{Nats, Postgres, process::ServerProcess};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// A gRPC service of the back end: its binary and the database it owns.
+pub struct Spec {
+    pub binary: &'static str,
+    pub database: &'static str,
+}
+
+pub const BACK_END: [Spec; 5] = [
+    Spec { binary: "consumer-service", database: "consumer" },
+    Spec { binary: "kitchen-service", database: "kitchen" },
+    Spec { binary: "accounting-service", database: "accounting" },
+    Spec { binary: "order-service", database: "order" },
+    Spec { binary: "orchestrator-service", database: "orchestrator" },
+];
+
+/// A running service process and where it answers.
+pub struct RunningService {
+    pub binary: &'static str,
+    pub addr: SocketAddr,
+    /// Stopped (SIGTERM, then a clean shutdown) when dropped.
+    _process: ServerProcess,
+}
+
+/// The directory holding the service binaries: the one `ftgo-local` itself was built into.
+pub fn binary_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding ftgo-local's own path")?;
+    Ok(exe.parent().context("ftgo-local has no parent directory")?.to_owned())
+}
+
+fn command(bin_dir: &Path, binary: &str) -> Result<Command> {
+    let path = bin_dir.join(binary);
+    if !path.exists() {
+        bail!("{} is missing: build the services first (`cargo build --bins`, which `just up` does)", path.display());
+    }
+    let mut cmd = Command::new(path);
+    // The services' own defaults decide their log level; a RUST_LOG meant for ftgo-local must
+    // not leak into them.
+    cmd.env_remove("RUST_LOG").env("FTGO_ENVIRONMENT", "local");
+    Ok(cmd)
+}
+
+/// Creates the service's database, starts it on a free port and waits until its gRPC health
+/// check answers `SERVING` (it migrates its database before it serves).
+pub async fn start(
+    spec: &Spec,
+    bin_dir: &Path,
+    logs: &Path,
+    postgres: &Postgres,
+    nats: &Nats,
+) -> Result<RunningService> {
+    let database = postgres.create_database(spec.database).await?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], ftgo_testenv::process::free_port()?));
+    let mut cmd = command(bin_dir, spec.binary)?;
+    cmd.env("FTGO_GRPC__LISTEN", addr.to_string())
+        .env("FTGO_DATABASE__URL", &database.url)
+        .env("FTGO_NATS__URL", nats.url());
+    let log = logs.join(format!("{}.log", spec.binary));
+    let mut process = ServerProcess::spawn(spec.binary, cmd, &log, libc::SIGTERM)?;
+    let url = format!("http://{addr}");
+    process.wait_ready(Duration::from_secs(60), || serving(url.clone())).await?;
+    Ok(RunningService { binary: spec.binary, addr, _process: process })
+}
+
+async fn serving(url: String) -> bool {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(url) else {
+        return false;
+    };
+    let Ok(channel) = channel.connect().await else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
+/// Starts the API gateway on `listen`, pointed at the back end, and waits for `/healthz`.
+pub async fn start_gateway(
+    bin_dir: &Path,
+    logs: &Path,
+    listen: SocketAddr,
+    back_end: &[RunningService],
+) -> Result<ServerProcess> {
+    let mut cmd = command(bin_dir, "api-gateway")?;
+    cmd.env("FTGO_HTTP__LISTEN", listen.to_string());
+    for service in back_end {
+        let key = service.binary.trim_end_matches("-service").to_uppercase();
+        cmd.env(format!("FTGO_BACKENDS__{key}"), format!("http://{}", service.addr));
+    }
+    let mut process = ServerProcess::spawn("api-gateway", cmd, &logs.join("api-gateway.log"), libc::SIGTERM)?;
+    let health = format!("http://{listen}/healthz");
+    let http = reqwest::Client::new();
+    process
+        .wait_ready(Duration::from_secs(30), || async {
+            http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await?;
+    Ok(process)
+}

@@ -1,0 +1,76 @@
+//! `just up`, `just demo`, `just down` as a user runs them: the real binaries, the real
+//! infrastructure, the demo's orders over HTTP, and nothing left listening afterwards.
+//!
+//! The service binaries must have been built next to `ftgo-local` (`cargo test --workspace`
+//! builds every binary before it runs any test).
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpStream,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+const FTGO_LOCAL: &str = env!("CARGO_BIN_EXE_ftgo-local");
+
+#[test]
+fn up_serves_the_demo_and_down_stops_everything() {
+    let state = tempfile::tempdir().unwrap();
+    let port = ftgo_testenv::process::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let command = |verb: &str| {
+        let mut cmd = Command::new(FTGO_LOCAL);
+        cmd.arg(verb).env("FTGO_STATE_DIR", state.path()).env("FTGO_GATEWAY_LISTEN", &listen);
+        cmd
+    };
+
+    let mut up = command("up").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(up.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            println!("up: {line}");
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) if line.starts_with("FTGO is up") => break,
+            Ok(line) => printed.push(line),
+            Err(e) => {
+                let _ = up.kill();
+                panic!("`ftgo-local up` did not come up ({e}); it printed:\n{}", printed.join("\n"));
+            }
+        }
+    }
+    // The lines after "FTGO is up" say where each service listens.
+    let mut service_ports = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+        if let Some(addr) = line.split("grpc://").nth(1) {
+            service_ports.push(addr.trim().to_owned());
+        }
+    }
+    assert_eq!(service_ports.len(), 5, "five back-end services are listed");
+
+    let demo = command("demo").env("FTGO_GATEWAY_URL", format!("http://{listen}")).output().unwrap();
+    let demo_out = String::from_utf8_lossy(&demo.stdout);
+    println!("{demo_out}{}", String::from_utf8_lossy(&demo.stderr));
+    assert!(demo.status.success(), "the demo failed");
+    for expected in
+        ["order is APPROVED", "order is REJECTED", "credit limit exceeded", "order is CANCELLED", "payment REVERSED"]
+    {
+        assert!(demo_out.contains(expected), "the demo did not show {expected:?}");
+    }
+
+    let down = command("down").output().unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let status = up.wait().unwrap();
+    assert!(status.success(), "`up` exited with {status}");
+    for addr in std::iter::once(listen.as_str()).chain(service_ports.iter().map(String::as_str)) {
+        assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts connections after `down`");
+    }
+}
