@@ -239,6 +239,54 @@ async fn an_unknown_consumer_gets_the_order_rejected_without_a_ticket() {
 }
 
 #[tokio::test]
+async fn a_kitchen_refusal_rejects_the_order_before_any_card_is_authorized() {
+    let mut s = system().await;
+    let consumer_id = s.consumer().await;
+    let before = s.reserved(&consumer_id).await;
+    // A restaurant the Order Service has heard of (its event, as if from the Kitchen) but the
+    // Kitchen has not: the Kitchen refuses the ticket, step 3 of the saga.
+    let restaurant_id = uuid::Uuid::new_v4().to_string();
+    let event = kitchen::RestaurantCreated {
+        restaurant: Some(kitchen::Restaurant {
+            restaurant_id: restaurant_id.clone(),
+            name: "Phantom".into(),
+            address: None,
+            menu_items: vec![MenuItem { id: "1".into(), name: "Vindaloo".into(), price: money(1250) }],
+        }),
+    };
+    let message =
+        ftgo_platform::messaging::OutgoingMessage::protobuf("ftgo.event.restaurant.RestaurantCreated", &event);
+    s.world.publish(&message).await.unwrap();
+    let mut orders = s.orders.clone();
+    let request = order::CreateOrderRequest {
+        consumer_id: consumer_id.clone(),
+        restaurant_id: restaurant_id.clone(),
+        delivery_address: None,
+        line_items: vec![LineItemRequest { menu_item_id: "1".into(), quantity: 1 }],
+    };
+    let created =
+        eventually("the menu to be replicated", async || orders.create_order(request.clone()).await.ok()).await;
+    let order_id = created.into_inner().order_id;
+
+    let order = s.outcome(&order_id).await;
+    assert_eq!(order.state(), OrderState::Rejected);
+    assert_eq!(order.rejection_reason, format!("create ticket refused: restaurant {restaurant_id} does not exist"));
+    assert!(s.ticket(&order_id).await.is_none());
+    assert_eq!(s.reserved(&consumer_id).await, before, "no card was authorized");
+    let sagas = s.sagas(&order_id).await;
+    let steps: Vec<_> = sagas[0].steps.iter().map(|st| (st.name.as_str(), st.status.as_str())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("create order", "done"),
+            ("verify consumer", "done"),
+            ("create ticket", "refused"),
+            ("create order", "compensated"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn exceeding_the_credit_limit_rejects_the_order_cancels_its_ticket_and_reserves_nothing() {
     let mut s = system().await;
     let consumer_id = s.consumer().await;
