@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::{
     ApiJson, ApiPath, path_id,
-    shapes::{Address, LineItemRequest, money, timestamp},
+    shapes::{Address, LineItemRequest, enum_name, money, timestamp},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
 
@@ -99,7 +99,7 @@ pub struct OrderView {
 }
 
 fn state_name(state: i32) -> String {
-    OrderState::try_from(state).map_or_else(|_| format!("UNKNOWN({state})"), |s| s.as_str_name().to_owned())
+    enum_name(state, OrderState::as_str_name)
 }
 
 fn accepted(o: order::Order, with_total: bool) -> OrderAccepted {
@@ -160,15 +160,12 @@ pub async fn get(
         ),
     );
     let ticket = optional_part("ticket", ticket).map(|t| TicketSummary {
-        state: TicketState::try_from(t.state).map_or_else(|_| t.state.to_string(), |s| s.as_str_name().to_owned()),
+        state: enum_name(t.state, TicketState::as_str_name),
         ready_by: timestamp(t.ready_by),
         ticket_id: t.ticket_id,
     });
-    let payment = optional_part("payment", payment).map(|a| Payment {
-        state: AuthorizationState::try_from(a.state)
-            .map_or_else(|_| a.state.to_string(), |s| s.as_str_name().to_owned()),
-        amount: money(a.amount),
-    });
+    let payment = optional_part("payment", payment)
+        .map(|a| Payment { state: enum_name(a.state, AuthorizationState::as_str_name), amount: money(a.amount) });
 
     Ok(Json(OrderView {
         state: state_name(found.state),

@@ -9,7 +9,10 @@ use ftgo_proto::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiPath, path_id, shapes::timestamp};
+use super::{
+    ApiPath, path_id,
+    shapes::{enum_name, timestamp},
+};
 use crate::{Backends, error::ApiError, resilience::Idempotency};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -54,7 +57,7 @@ pub struct OrderSagas {
 
 fn saga(s: orchestrator::Saga) -> Saga {
     Saga {
-        state: SagaState::try_from(s.state).map_or_else(|_| s.state.to_string(), |s| s.as_str_name().to_owned()),
+        state: enum_name(s.state, SagaState::as_str_name),
         steps: s
             .steps
             .into_iter()

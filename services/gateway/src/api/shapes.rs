@@ -25,6 +25,11 @@ pub fn money(value: Option<common::Money>) -> String {
     Money::from_minor_units(minor_units).map_or_else(|_| format!("{minor_units} (minor units)"), |m| m.to_string())
 }
 
+/// The name of a protobuf enum value (`APPROVED`), or the number when this gateway does not know it.
+pub fn enum_name<E: TryFrom<i32>>(value: i32, name: fn(&E) -> &'static str) -> String {
+    E::try_from(value).map_or_else(|_| value.to_string(), |e| name(&e).to_owned())
+}
+
 pub fn timestamp(value: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     value.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
 }

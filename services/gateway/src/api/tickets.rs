@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::{
     ApiJson, ApiPath, path_id,
-    shapes::{timestamp, to_timestamp},
+    shapes::{enum_name, timestamp, to_timestamp},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
 
@@ -42,7 +42,7 @@ pub struct AcceptTicket {
 
 fn ticket(t: kitchen::Ticket) -> Ticket {
     Ticket {
-        state: TicketState::try_from(t.state).map_or_else(|_| t.state.to_string(), |s| s.as_str_name().to_owned()),
+        state: enum_name(t.state, TicketState::as_str_name),
         line_items: t
             .line_items
             .into_iter()
