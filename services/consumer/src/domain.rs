@@ -1,5 +1,6 @@
 //! The consumer domain: pure rules, no I/O.
 
+use ftgo_platform::text;
 use uuid::Uuid;
 
 /// The longest first or last name accepted.
@@ -39,18 +40,7 @@ impl PersonName {
 }
 
 fn name_part(field: &'static str, value: &str) -> Result<String, ConsumerError> {
-    let value = value.trim();
-    let invalid = |problem: String| ConsumerError::InvalidName { field, problem };
-    if value.is_empty() {
-        return Err(invalid("is required".to_owned()));
-    }
-    if value.chars().count() > MAX_NAME_LENGTH {
-        return Err(invalid(format!("is longer than {MAX_NAME_LENGTH} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid("contains control characters".to_owned()));
-    }
-    Ok(value.to_owned())
+    text::required(field, value, MAX_NAME_LENGTH).map_err(|e| ConsumerError::InvalidName { field, problem: e.problem })
 }
 
 impl Consumer {

@@ -319,3 +319,71 @@ async fn the_openapi_document_describes_every_path() {
     assert_eq!(schemas["OrderView"]["properties"]["orderTotal"]["type"], "string");
     assert!(schemas["ErrorBody"].is_object());
 }
+
+/// Every string field of every creating call, filled with something a hostile or careless client
+/// might send: the answer is a success or a 4xx with the API's error body, never a 5xx.
+#[tokio::test]
+async fn hostile_strings_in_any_field_never_cause_a_server_error() {
+    let stack = Stack::start().await;
+    let consumer_id = stack.consumer().await;
+    let restaurant_id = stack.restaurant().await;
+    // Make sure the menu has reached the Order Service, so orders reach their validation.
+    let first = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    let address = json!({"street1": "1 Main St", "street2": "", "city": "Oakland", "state": "CA", "zip": "94612"});
+    let calls: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "/api/consumers",
+            json!({"name": {"firstName": "Ada", "lastName": "Lovelace"}}),
+            vec!["/name/firstName", "/name/lastName"],
+        ),
+        (
+            "/api/restaurants",
+            restaurant_body(),
+            vec![
+                "/name",
+                "/address/street1",
+                "/address/city",
+                "/address/zip",
+                "/menu/menuItems/0/id",
+                "/menu/menuItems/0/name",
+                "/menu/menuItems/0/price",
+            ],
+        ),
+        (
+            "/api/orders",
+            json!({"consumerId": consumer_id, "restaurantId": restaurant_id, "deliveryAddress": address,
+                   "lineItems": [{"menuItemId": "1", "quantity": 1}]}),
+            vec![
+                "/consumerId",
+                "/restaurantId",
+                "/deliveryAddress/street1",
+                "/deliveryAddress/street2",
+                "/deliveryAddress/state",
+                "/lineItems/0/menuItemId",
+            ],
+        ),
+    ];
+    let hostile =
+        ["\u{0}", "a\u{0}b", "x".repeat(5000).leak() as &str, "'; DROP TABLE orders; --", "🍛\u{202e}", " ", "\u{7f}"];
+    for (path, body, fields) in &calls {
+        for field in fields {
+            for value in hostile {
+                let mut body = body.clone();
+                *body.pointer_mut(field).unwrap() = json!(value);
+                let answer = stack.post(path, body).await;
+                assert!(
+                    answer.status.is_success() || answer.status.is_client_error(),
+                    "{path} with {field} = {:?}: {} {:#}",
+                    value.chars().take(30).collect::<String>(),
+                    answer.status,
+                    answer.body
+                );
+                if answer.status.is_client_error() {
+                    assert!(answer.body["error"]["message"].is_string(), "{:#}", answer.body);
+                }
+            }
+        }
+    }
+}

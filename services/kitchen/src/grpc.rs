@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        restaurant::{Address, InvalidRestaurant, Restaurant},
+        restaurant::{Address, Restaurant},
         ticket::{Ticket, TicketError, TicketState},
     },
     store,
@@ -37,12 +37,6 @@ impl From<TicketError> for Status {
     }
 }
 
-impl From<InvalidRestaurant> for Status {
-    fn from(e: InvalidRestaurant) -> Self {
-        Status::invalid_argument(e.to_string())
-    }
-}
-
 fn uuid(what: &str, id: &str) -> Result<Uuid, Status> {
     id.trim().parse().map_err(|_| Status::invalid_argument(format!("{what} {id:?} is not a UUID")))
 }
@@ -52,13 +46,7 @@ pub fn restaurant_to_proto(r: &Restaurant) -> api::Restaurant {
     api::Restaurant {
         restaurant_id: r.id.to_string(),
         name: r.name.clone(),
-        address: Some(common::Address {
-            street1: a.street1.clone(),
-            street2: a.street2.clone(),
-            city: a.city.clone(),
-            state: a.state.clone(),
-            zip: a.zip.clone(),
-        }),
+        address: Some(a.into()),
         menu_items: r
             .menu
             .iter()
@@ -132,8 +120,7 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         request: Request<api::CreateRestaurantRequest>,
     ) -> Result<Response<api::CreateRestaurantResponse>, Status> {
         let request = request.into_inner();
-        let a = request.address.unwrap_or_default();
-        let address = Address { street1: a.street1, street2: a.street2, city: a.city, state: a.state, zip: a.zip };
+        let address = Address::from_proto("address", request.address)?;
         let menu =
             request.menu_items.into_iter().map(|i| (i.id, i.name, i.price.map_or(0, |p| p.minor_units))).collect();
         let restaurant = Restaurant::create(&request.name, address, menu)?;

@@ -9,7 +9,7 @@ use ftgo_platform::{
     testing::{ReceivedMessage, ServiceWorld},
 };
 use ftgo_proto::{
-    common::v1::{Address, MenuItem, Money},
+    common::v1::{MenuItem, Money},
     kitchen::v1::{self as api, TicketState, kitchen_service_client::KitchenServiceClient},
 };
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ impl App {
     async fn restaurant(&mut self) -> String {
         let request = api::CreateRestaurantRequest {
             name: "Ajanta".into(),
-            address: Some(Address { street1: "1 Main St".into(), city: "Oakland".into(), ..Default::default() }),
+            address: ftgo_platform::testing::address(),
             menu_items: vec![menu_item("1", "Chicken Vindaloo", 1250), menu_item("2", "Dal", 500)],
         };
         self.client.create_restaurant(request).await.unwrap().into_inner().restaurant_id
@@ -85,7 +85,7 @@ async fn a_restaurant_is_stored_with_its_menu_and_announced_by_an_event() {
         app.client.get_restaurant(api::GetRestaurantRequest { restaurant_id: id.clone() }).await.unwrap().into_inner();
     assert_eq!(restaurant.name, "Ajanta");
     assert_eq!(restaurant.menu_items, [menu_item("1", "Chicken Vindaloo", 1250), menu_item("2", "Dal", 500)]);
-    assert_eq!(restaurant.address.as_ref().unwrap().city, "Oakland");
+    assert_eq!(restaurant.address.as_ref().unwrap().city, "Berkeley");
 
     let events = app.world.messages("ftgo.event.restaurant.>", 1, Duration::from_secs(10)).await.unwrap();
     let event: api::RestaurantCreated = events[0].decode();
@@ -103,7 +103,8 @@ async fn an_invalid_restaurant_is_refused_field_by_field() {
         (vec![menu_item("1", "a", -100)], "menu.menuItems[0].price must not be negative"),
     ];
     for (menu_items, message) in cases {
-        let request = api::CreateRestaurantRequest { name: "X".into(), address: None, menu_items };
+        let request =
+            api::CreateRestaurantRequest { name: "X".into(), address: ftgo_platform::testing::address(), menu_items };
         let status = app.client.create_restaurant(request).await.unwrap_err();
         assert_eq!((status.code(), status.message()), (Code::InvalidArgument, message));
     }

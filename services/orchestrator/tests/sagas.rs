@@ -116,7 +116,7 @@ impl System {
     async fn restaurant(&mut self, consumer_id: &str) -> String {
         let request = kitchen::CreateRestaurantRequest {
             name: "Ajanta".into(),
-            address: None,
+            address: ftgo_platform::testing::address(),
             menu_items: vec![
                 MenuItem { id: "1".into(), name: "Vindaloo".into(), price: money(1250) },
                 MenuItem { id: "2".into(), name: "Dal".into(), price: money(500) },
@@ -129,7 +129,7 @@ impl System {
         let probe = order::CreateOrderRequest {
             consumer_id: consumer_id.into(),
             restaurant_id: id.clone(),
-            delivery_address: None,
+            delivery_address: ftgo_platform::testing::address(),
             line_items: vec![LineItemRequest { menu_item_id: "2".into(), quantity: 1 }],
         };
         let probe =
@@ -142,7 +142,7 @@ impl System {
         let request = order::CreateOrderRequest {
             consumer_id: consumer_id.into(),
             restaurant_id: restaurant_id.into(),
-            delivery_address: None,
+            delivery_address: ftgo_platform::testing::address(),
             line_items: vec![LineItemRequest { menu_item_id: "1".into(), quantity: vindaloos }],
         };
         let created = self.orders.create_order(request).await.unwrap().into_inner();
@@ -250,7 +250,7 @@ async fn a_kitchen_refusal_rejects_the_order_before_any_card_is_authorized() {
         restaurant: Some(kitchen::Restaurant {
             restaurant_id: restaurant_id.clone(),
             name: "Phantom".into(),
-            address: None,
+            address: ftgo_platform::testing::address(),
             menu_items: vec![MenuItem { id: "1".into(), name: "Vindaloo".into(), price: money(1250) }],
         }),
     };
@@ -261,7 +261,7 @@ async fn a_kitchen_refusal_rejects_the_order_before_any_card_is_authorized() {
     let request = order::CreateOrderRequest {
         consumer_id: consumer_id.clone(),
         restaurant_id: restaurant_id.clone(),
-        delivery_address: None,
+        delivery_address: ftgo_platform::testing::address(),
         line_items: vec![LineItemRequest { menu_item_id: "1".into(), quantity: 1 }],
     };
     let created =

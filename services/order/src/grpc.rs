@@ -64,7 +64,6 @@ pub fn line_items_to_proto(items: &[OrderLineItem]) -> Vec<api::OrderLineItem> {
 }
 
 pub fn to_proto(order: &Order) -> api::Order {
-    let a = &order.delivery_address;
     api::Order {
         order_id: order.id.to_string(),
         consumer_id: order.consumer_id.clone(),
@@ -72,13 +71,7 @@ pub fn to_proto(order: &Order) -> api::Order {
         state: state_to_proto(order.state).into(),
         line_items: line_items_to_proto(&order.pricing.line_items),
         order_total: Some(order.pricing.total.into()),
-        delivery_address: Some(common::Address {
-            street1: a.street1.clone(),
-            street2: a.street2.clone(),
-            city: a.city.clone(),
-            state: a.state.clone(),
-            zip: a.zip.clone(),
-        }),
+        delivery_address: Some((&order.delivery_address).into()),
         rejection_reason: order.rejection_reason.clone().unwrap_or_default(),
         created_at: None,
     }
@@ -127,8 +120,7 @@ impl api::order_service_server::OrderService for OrderApi {
     async fn create_order(&self, request: Request<api::CreateOrderRequest>) -> Result<Response<api::Order>, Status> {
         let request = request.into_inner();
         let restaurant_id = uuid("restaurantId", &request.restaurant_id)?;
-        let a = request.delivery_address.unwrap_or_default();
-        let address = Address { street1: a.street1, street2: a.street2, city: a.city, state: a.state, zip: a.zip };
+        let address = Address::from_proto("deliveryAddress", request.delivery_address)?;
         let mut tx = self.db.begin().await.map_err(database_error)?;
         let menu = menu(&mut tx, restaurant_id).await?;
         let order = Order::create(&request.consumer_id, &menu, address, &requested(request.line_items))?;

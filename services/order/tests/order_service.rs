@@ -39,7 +39,7 @@ async fn spawn_app() -> App {
         restaurant: Some(kitchen::Restaurant {
             restaurant_id: restaurant_id.clone(),
             name: "Ajanta".into(),
-            address: None,
+            address: ftgo_platform::testing::address(),
             menu_items: vec![
                 MenuItem { id: "1".into(), name: "Vindaloo".into(), price: money(1250) },
                 MenuItem { id: "2".into(), name: "Dal".into(), price: money(500) },
@@ -63,7 +63,7 @@ impl App {
         let request = api::CreateOrderRequest {
             consumer_id: "c-1".into(),
             restaurant_id: self.restaurant_id.clone(),
-            delivery_address: None,
+            delivery_address: ftgo_platform::testing::address(),
             line_items,
         };
         self.client.create_order(request).await.map(|r| r.into_inner())

@@ -1,8 +1,10 @@
 //! What every FTGO service needs, written once so that no service carries a copy:
 //! configuration ([`config`]), its database and migrations ([`db`]), reliable asynchronous
 //! messaging ([`messaging`]), its gRPC server ([`grpc`]), the lifecycle of its tasks
-//! ([`runtime`]) and the start-up that ties them together ([`service`]).
+//! ([`runtime`]) and the start-up that ties them together ([`service`]); and the value types
+//! several services share: [`money`], [`address`], checked client [`text`].
 
+pub mod address;
 pub mod config;
 pub mod db;
 pub mod grpc;
@@ -12,3 +14,4 @@ pub mod runtime;
 pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;

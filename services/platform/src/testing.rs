@@ -141,3 +141,14 @@ impl ServiceWorld {
         Ok(found)
     }
 }
+
+/// A valid address, for requests that need one.
+pub fn address() -> Option<ftgo_proto::common::v1::Address> {
+    Some(ftgo_proto::common::v1::Address {
+        street1: "1 Shattuck Ave".into(),
+        street2: String::new(),
+        city: "Berkeley".into(),
+        state: "CA".into(),
+        zip: "94704".into(),
+    })
+}

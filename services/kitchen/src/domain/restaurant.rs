@@ -2,20 +2,15 @@
 
 use std::collections::HashSet;
 
-use ftgo_platform::money::Money;
+pub use ftgo_platform::address::Address;
+use ftgo_platform::{
+    money::Money,
+    text::{InvalidField, required as text},
+};
 use uuid::Uuid;
 
 pub const MAX_NAME_LENGTH: usize = 200;
 pub const MAX_MENU_ITEMS: usize = 500;
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Address {
-    pub street1: String,
-    pub street2: String,
-    pub city: String,
-    pub state: String,
-    pub zip: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MenuItem {
@@ -32,35 +27,13 @@ pub struct Restaurant {
     pub menu: Vec<MenuItem>,
 }
 
-/// What is wrong with a restaurant a client described; `field` uses the API's names.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} {problem}")]
-pub struct InvalidRestaurant {
-    pub field: String,
-    pub problem: String,
-}
-
-fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidRestaurant {
-    InvalidRestaurant { field: field.into(), problem: problem.into() }
-}
-
-fn text(field: &str, value: &str, max: usize) -> Result<String, InvalidRestaurant> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(invalid(field, "is required"));
-    }
-    if value.chars().count() > max {
-        return Err(invalid(field, format!("is longer than {max} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid(field, "contains control characters"));
-    }
-    Ok(value.to_owned())
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidField {
+    InvalidField::new(field, problem)
 }
 
 impl Restaurant {
     /// A new restaurant: a name, at least one menu item, unique item ids, positive prices.
-    pub fn create(name: &str, address: Address, menu: Vec<(String, String, i64)>) -> Result<Self, InvalidRestaurant> {
+    pub fn create(name: &str, address: Address, menu: Vec<(String, String, i64)>) -> Result<Self, InvalidField> {
         let name = text("name", name, MAX_NAME_LENGTH)?;
         if menu.is_empty() {
             return Err(invalid("menu.menuItems", "must have at least one item"));

@@ -9,6 +9,7 @@
 //!     REJECTED                   REVISION_PENDING
 //! ```
 
+pub use ftgo_platform::address::Address;
 use ftgo_platform::money::Money;
 use uuid::Uuid;
 
@@ -74,15 +75,6 @@ pub struct OrderLineItem {
     pub name: String,
     pub price: Money,
     pub quantity: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Address {
-    pub street1: String,
-    pub street2: String,
-    pub city: String,
-    pub state: String,
-    pub zip: String,
 }
 
 /// Line items and their total: what an order is, or what a revision would make it.
