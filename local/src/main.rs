@@ -99,11 +99,14 @@ async fn run_until_stopped() -> Result<()> {
     println!("starting the FTGO services (each migrates its own database) ...");
     let mut back_end = Vec::new();
     for spec in &services::BACK_END {
-        let service = step(spec.binary, services::start(spec, &bin_dir, &logs, &postgres, &nats)).await?;
+        let service = step(spec.binary, services::start(spec, &bin_dir, &logs, &postgres, &nats, &consul)).await?;
         back_end.push(service);
     }
     println!("starting the API gateway ...");
-    let gateway = step("api-gateway", services::start_gateway(&bin_dir, &logs, gateway_listen, &back_end)).await?;
+    let gateway =
+        step("api-gateway", services::start_gateway(&bin_dir, &logs, gateway_listen, &consul, &fabio)).await?;
+    println!("waiting for Fabio to route to every service ...");
+    step("fabio routes", services::wait_for_routes(&fabio)).await?;
 
     println!("\nFTGO is up ({:.1}s):", started.elapsed().as_secs_f32());
     println!("  API gateway   http://{gateway_listen}   (OpenAPI: http://{gateway_listen}/api/openapi.json)");
@@ -113,7 +116,9 @@ async fn run_until_stopped() -> Result<()> {
     println!("  postgres      {}", postgres.url("postgres"));
     println!("  nats          {}  (monitoring {})", nats.url(), nats.monitor_url());
     println!("  consul        {}/ui", consul.http_url());
-    println!("  fabio http    {}   (admin {})", fabio.http_url(), fabio.admin_url());
+    println!("  fabio http    {}   (the same API, through the load balancer)", fabio.http_url());
+    println!("  fabio grpc    {}   (how the gateway reaches every service)", fabio.grpc_addr());
+    println!("  fabio admin   {}   (the routing table)", fabio.admin_url());
     println!("  service logs  {}", logs.display());
     println!("\nPlace an order: `just demo` (or see README.md for curl commands).");
     println!("Ctrl-C here, or `just down` from another terminal, stops everything.");

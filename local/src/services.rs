@@ -1,6 +1,10 @@
 //! The FTGO services as child processes of `ftgo-local up`: each binary started with its
 //! configuration in `FTGO_*` variables (the same keys a deployment uses), its log in
 //! `.ftgo/logs/`, and a health check before the next step.
+//!
+//! Every service registers itself in Consul; the gateway calls them all through Fabio's gRPC
+//! listener, which routes each call by its gRPC service name to a healthy instance (server-side
+//! discovery), and Fabio's HTTP listener serves the public API through the gateway.
 
 use std::{
     net::SocketAddr,
@@ -10,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use ftgo_testenv::{Nats, Postgres, process::ServerProcess};
+use ftgo_testenv::{Consul, Fabio, Nats, Postgres, process::ServerProcess};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 /// A gRPC service of the back end: its binary and the database it owns.
@@ -61,13 +65,16 @@ pub async fn start(
     logs: &Path,
     postgres: &Postgres,
     nats: &Nats,
+    consul: &Consul,
 ) -> Result<RunningService> {
     let database = postgres.create_database(spec.database).await?;
     let addr = SocketAddr::from(([127, 0, 0, 1], ftgo_testenv::process::free_port()?));
     let mut cmd = command(bin_dir, spec.binary)?;
     cmd.env("FTGO_GRPC__LISTEN", addr.to_string())
         .env("FTGO_DATABASE__URL", &database.url)
-        .env("FTGO_NATS__URL", nats.url());
+        .env("FTGO_NATS__URL", nats.url())
+        .env("FTGO_CONSUL__ADDR", consul.http_url())
+        .env("FTGO_CONSUL__REGISTER", "true");
     let log = logs.join(format!("{}.log", spec.binary));
     let mut process = ServerProcess::spawn(spec.binary, cmd, &log, libc::SIGTERM)?;
     let url = format!("http://{addr}");
@@ -88,18 +95,22 @@ async fn serving(url: String) -> bool {
         .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
 }
 
-/// Starts the API gateway on `listen`, pointed at the back end, and waits for `/healthz`.
+/// Starts the API gateway on `listen`, calling every back-end service through Fabio, and waits
+/// for `/healthz`.
 pub async fn start_gateway(
     bin_dir: &Path,
     logs: &Path,
     listen: SocketAddr,
-    back_end: &[RunningService],
+    consul: &Consul,
+    fabio: &Fabio,
 ) -> Result<ServerProcess> {
     let mut cmd = command(bin_dir, "api-gateway")?;
-    cmd.env("FTGO_HTTP__LISTEN", listen.to_string());
-    for service in back_end {
-        let key = service.binary.trim_end_matches("-service").to_uppercase();
-        cmd.env(format!("FTGO_BACKENDS__{key}"), format!("http://{}", service.addr));
+    cmd.env("FTGO_HTTP__LISTEN", listen.to_string())
+        .env("FTGO_CONSUL__ADDR", consul.http_url())
+        .env("FTGO_CONSUL__REGISTER", "true");
+    for spec in &BACK_END {
+        let key = spec.binary.trim_end_matches("-service").to_uppercase();
+        cmd.env(format!("FTGO_BACKENDS__{key}"), format!("http://{}", fabio.grpc_addr()));
     }
     let mut process = ServerProcess::spawn("api-gateway", cmd, &logs.join("api-gateway.log"), libc::SIGTERM)?;
     let health = format!("http://{listen}/healthz");
@@ -110,4 +121,31 @@ pub async fn start_gateway(
         })
         .await?;
     Ok(process)
+}
+
+/// The path prefixes Fabio must route before the system answers: each back-end service's gRPC
+/// service and the gateway's API.
+pub const ROUTES: [&str; 6] = [
+    "/ftgo.consumer.v1.ConsumerService",
+    "/ftgo.kitchen.v1.KitchenService",
+    "/ftgo.accounting.v1.AccountingService",
+    "/ftgo.order.v1.OrderService",
+    "/ftgo.orchestrator.v1.SagaService",
+    "/api",
+];
+
+/// Waits (up to 30 s) until Fabio has learnt every route from Consul's passing health checks.
+pub async fn wait_for_routes(fabio: &Fabio) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let routes = fabio.routes().await.unwrap_or_default();
+        let missing: Vec<_> = ROUTES.iter().filter(|path| !routes.iter().any(|r| r["path"] == **path)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("Fabio has no route for {missing:?} after 30s: see the services' logs and Consul's UI");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

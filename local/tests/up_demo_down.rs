@@ -47,23 +47,35 @@ fn up_serves_the_demo_and_down_stops_everything() {
             }
         }
     }
-    // The lines after "FTGO is up" say where each service listens.
+    // The lines after "FTGO is up" say where each service listens, and where Fabio does.
     let mut service_ports = Vec::new();
+    let mut fabio_http = None;
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
         if let Some(addr) = line.split("grpc://").nth(1) {
             service_ports.push(addr.trim().to_owned());
         }
+        if let Some(rest) = line.trim().strip_prefix("fabio http") {
+            fabio_http = rest.split_whitespace().next().map(str::to_owned);
+        }
     }
     assert_eq!(service_ports.len(), 5, "five back-end services are listed");
+    let fabio_http = fabio_http.expect("Fabio's HTTP address is printed");
 
-    let demo = command("demo").env("FTGO_GATEWAY_URL", format!("http://{listen}")).output().unwrap();
-    let demo_out = String::from_utf8_lossy(&demo.stdout);
-    println!("{demo_out}{}", String::from_utf8_lossy(&demo.stderr));
-    assert!(demo.status.success(), "the demo failed");
-    for expected in
-        ["order is APPROVED", "order is REJECTED", "credit limit exceeded", "order is CANCELLED", "payment REVERSED"]
-    {
-        assert!(demo_out.contains(expected), "the demo did not show {expected:?}");
+    // The demo straight at the gateway, then through Fabio: the same API either way.
+    for gateway in [format!("http://{listen}"), fabio_http] {
+        let demo = command("demo").env("FTGO_GATEWAY_URL", &gateway).output().unwrap();
+        let demo_out = String::from_utf8_lossy(&demo.stdout);
+        println!("{demo_out}{}", String::from_utf8_lossy(&demo.stderr));
+        assert!(demo.status.success(), "the demo against {gateway} failed");
+        for expected in [
+            "order is APPROVED",
+            "order is REJECTED",
+            "credit limit exceeded",
+            "order is CANCELLED",
+            "payment REVERSED",
+        ] {
+            assert!(demo_out.contains(expected), "the demo against {gateway} did not show {expected:?}");
+        }
     }
 
     let down = command("down").output().unwrap();

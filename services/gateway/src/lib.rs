@@ -14,7 +14,11 @@ pub mod resilience;
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
-use ftgo_platform::{config::ConsulConfig, runtime::Running};
+use ftgo_platform::{
+    config::ConsulConfig,
+    registry::{self, HealthCheck, Registration},
+    runtime::Running,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -91,7 +95,7 @@ impl Default for Config {
                 breaker_failures: 5,
                 breaker_open_for: Duration::from_secs(10),
             },
-            consul: ConsulConfig { addr: String::new() },
+            consul: ConsulConfig { addr: String::new(), register: false },
         }
     }
 }
@@ -111,6 +115,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
         Ok(())
     });
+    if config.consul.register {
+        // Fabio sends every public path to the gateway: the API and its health check.
+        let registration = Registration {
+            name: SERVICE.to_owned(),
+            addr,
+            tags: vec!["urlprefix-/api".to_owned(), "urlprefix-/healthz".to_owned()],
+            check: HealthCheck::Http("/healthz"),
+        };
+        registry::register_while_running(&mut running, &config.consul.addr, registration).await?;
+    }
     tracing::info!(%addr, "{SERVICE} serving");
     Ok(running)
 }

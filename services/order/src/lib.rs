@@ -38,7 +38,7 @@ impl Default for Config {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
     let routes = tonic::service::Routes::new(OrderServiceServer::new(grpc::OrderApi::new(infra.db.clone())));
-    let mut running = infra.serve(&config.common, routes, &[SERVICE_NAME], shutdown).await?;
+    let mut running = infra.serve(SERVICE, &config.common, routes, &[SERVICE_NAME], shutdown).await?;
     let events =
         ConsumerConfig::new(format!("{SERVICE}-restaurant-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
     infra.consume(&mut running, events, messaging::RestaurantEvents);

@@ -60,6 +60,10 @@ pub struct NatsConfig {
 pub struct ConsulConfig {
     /// The Consul agent's HTTP address, e.g. `http://127.0.0.1:8500`. Empty: no Consul.
     pub addr: String,
+    /// Whether the service registers itself in Consul (locally: yes; on Kubernetes the operator
+    /// registers endpoints, so no).
+    #[serde(default)]
+    pub register: bool,
 }
 
 impl CommonConfig {
@@ -75,7 +79,7 @@ impl CommonConfig {
                 connect_timeout: Duration::from_secs(5),
             },
             nats: NatsConfig { url: "nats://127.0.0.1:4222".to_owned() },
-            consul: ConsulConfig { addr: String::new() },
+            consul: ConsulConfig { addr: String::new(), register: false },
         }
     }
 }

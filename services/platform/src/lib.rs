@@ -10,6 +10,7 @@ pub mod db;
 pub mod grpc;
 pub mod messaging;
 pub mod money;
+pub mod registry;
 pub mod runtime;
 pub mod service;
 #[cfg(feature = "testing")]

@@ -17,6 +17,7 @@ use crate::{
         relay::{OutboxRelay, RelayConfig},
         streams,
     },
+    registry::{self, Registration},
     runtime::Running,
 };
 
@@ -45,19 +46,27 @@ impl Infrastructure {
         Ok(Self { db, js, stream })
     }
 
-    /// Starts the gRPC server with `routes` (plus health and reflection) and the outbox relay.
+    /// Starts the gRPC server with `routes` (plus health and reflection) and the outbox relay,
+    /// and registers `service` in Consul when configured to. `grpc_services` are the fully
+    /// qualified gRPC services in `routes`.
     pub async fn serve(
         &self,
+        service: &str,
         config: &CommonConfig,
         routes: Routes,
-        service_names: &[&str],
+        grpc_services: &[&str],
         shutdown: CancellationToken,
     ) -> Result<Running> {
-        let server = GrpcServer::bind(config.grpc.listen, routes, service_names).await?;
-        let mut running = Running::new(server.local_addr()?, shutdown.clone());
+        let server = GrpcServer::bind(config.grpc.listen, routes, grpc_services).await?;
+        let addr = server.local_addr()?;
+        let mut running = Running::new(addr, shutdown.clone());
         running.spawn("grpc server", server.serve(shutdown.clone()));
         let relay = OutboxRelay::new(self.db.clone(), self.js.clone(), RelayConfig::default());
         running.spawn("outbox relay", async move { relay.run(shutdown).await });
+        if config.consul.register {
+            let registration = Registration::grpc(service, addr, grpc_services);
+            registry::register_while_running(&mut running, &config.consul.addr, registration).await?;
+        }
         Ok(running)
     }
 

@@ -1,0 +1,161 @@
+//! Service registration in Consul (the seed's "service registry"): a service that is told to
+//! (`consul.register = true`, as `just up` does) registers itself when it starts serving, with a
+//! health check Consul runs against it and the `urlprefix-` tags from which Fabio builds its
+//! routes; it deregisters when it stops. On Kubernetes the operator registers the endpoints
+//! instead, and services leave `consul.register` off.
+//!
+//! Consul's agent API is a handful of JSON calls, so they are made with the HTTP client the
+//! platform already has rather than a Consul client crate.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Running;
+
+/// How Consul decides whether an instance is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// `grpc.health.v1.Health/Check` on the instance's address.
+    Grpc,
+    /// An HTTP GET on this path answering 2xx.
+    Http(&'static str),
+}
+
+/// One instance of a service, as Consul and Fabio should know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The service's name in Consul: its binary's name (`order-service`).
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Fabio route tags, e.g. `urlprefix-/ftgo.order.v1.OrderService proto=grpc`.
+    pub tags: Vec<String>,
+    pub check: HealthCheck,
+}
+
+impl Registration {
+    /// A gRPC service reached through Fabio's gRPC listener by its fully qualified gRPC service
+    /// names (every call's path starts with `/<package>.<Service>/`).
+    pub fn grpc(name: &str, addr: SocketAddr, grpc_services: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            addr,
+            tags: grpc_services.iter().map(|s| format!("urlprefix-/{s} proto=grpc")).collect(),
+            check: HealthCheck::Grpc,
+        }
+    }
+
+    /// Unique per instance, stable across restarts on the same address, so a restarted instance
+    /// replaces its own stale registration instead of adding a second one.
+    pub fn id(&self) -> String {
+        format!("{}-{}-{}", self.name, self.addr.ip(), self.addr.port())
+    }
+
+    fn body(&self) -> Value {
+        let check = match &self.check {
+            HealthCheck::Grpc => json!({"GRPC": self.addr.to_string(), "GRPCUseTLS": false}),
+            HealthCheck::Http(path) => json!({"HTTP": format!("http://{}{path}", self.addr)}),
+        };
+        let mut check = check;
+        check["Interval"] = json!("1s");
+        check["Timeout"] = json!("1s");
+        // An instance that died without deregistering is removed after a minute of failing.
+        check["DeregisterCriticalServiceAfter"] = json!("1m");
+        json!({
+            "ID": self.id(),
+            "Name": self.name,
+            "Address": self.addr.ip().to_string(),
+            "Port": self.addr.port(),
+            "Tags": self.tags,
+            "Check": check,
+        })
+    }
+}
+
+/// A Consul agent's HTTP API.
+#[derive(Debug, Clone)]
+pub struct ConsulAgent {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ConsulAgent {
+    pub fn new(addr: &str) -> Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        Ok(Self { base: addr.trim_end_matches('/').to_owned(), http })
+    }
+
+    pub async fn register(&self, registration: &Registration) -> Result<()> {
+        let url = format!("{}/v1/agent/service/register", self.base);
+        self.http
+            .put(&url)
+            .json(&registration.body())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("registering {} in Consul at {}", registration.id(), self.base))?;
+        Ok(())
+    }
+
+    /// Whether the agent still has the instance (a restarted dev agent forgets everything).
+    pub async fn is_registered(&self, id: &str) -> Result<bool> {
+        let response = self.http.get(format!("{}/v1/agent/service/{id}", self.base)).send().await?;
+        Ok(response.status().is_success())
+    }
+
+    pub async fn deregister(&self, id: &str) -> Result<()> {
+        let url = format!("{}/v1/agent/service/deregister/{id}", self.base);
+        self.http
+            .put(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("deregistering {id} from Consul at {}", self.base))?;
+        Ok(())
+    }
+}
+
+/// Registers `registration` now (failing the start-up if Consul refuses), keeps it registered
+/// while the service runs (re-registering if the agent forgot it), and deregisters it on
+/// shutdown, as one of the service's tasks.
+pub async fn register_while_running(
+    running: &mut Running,
+    consul_addr: &str,
+    registration: Registration,
+) -> Result<()> {
+    let agent = ConsulAgent::new(consul_addr)?;
+    agent.register(&registration).await?;
+    tracing::info!(id = %registration.id(), consul = consul_addr, "registered in Consul");
+    let shutdown: CancellationToken = running.shutdown_token();
+    running.spawn("consul registration", async move {
+        let id = registration.id();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                    match agent.is_registered(&id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(%id, "Consul forgot this instance; registering again");
+                            if let Err(e) = agent.register(&registration).await {
+                                tracing::warn!(error = %format!("{e:#}"), "re-registration failed; will retry");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "Consul is unreachable; will retry"),
+                    }
+                }
+            }
+        }
+        // Consul being gone at shutdown is no reason to fail the shutdown: its health check
+        // would drop the instance anyway.
+        if let Err(e) = agent.deregister(&id).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not deregister");
+        } else {
+            tracing::info!(%id, "deregistered from Consul");
+        }
+        Ok(())
+    });
+    Ok(())
+}
