@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use ftgo_platform::telemetry;
 use ftgo_proto::{
     accounting::v1::accounting_service_client::AccountingServiceClient,
     consumer::v1::consumer_service_client::ConsumerServiceClient,
@@ -11,6 +12,7 @@ use ftgo_proto::{
 };
 use tonic::{
     Request, Response, Status,
+    metadata::{Ascii, MetadataKey},
     transport::{Channel, Endpoint},
 };
 
@@ -46,6 +48,12 @@ impl<C: Clone> Backend<C> {
                 let mut request = Request::new(message.clone());
                 // Tells the server when the gateway stops waiting, so it can stop working too.
                 request.set_timeout(deadline);
+                // Carries the trace along, so the service's span joins the request's trace.
+                for (name, value) in telemetry::current_context_headers() {
+                    if let (Ok(name), Ok(value)) = (name.parse::<MetadataKey<Ascii>>(), value.parse()) {
+                        request.metadata_mut().insert(name, value);
+                    }
+                }
                 rpc(self.client.clone(), request)
             })
             .await

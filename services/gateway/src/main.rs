@@ -1,12 +1,12 @@
 //! The API gateway binary: configuration, logging, signals; everything else is `start`.
 
 use ftgo_api_gateway::{Config, SERVICE, start};
-use ftgo_platform::{config, runtime};
+use ftgo_platform::{config, runtime, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = config::load(SERVICE, Config::default()).await?;
-    runtime::init_logging(&config.log_level);
+    let _telemetry = telemetry::init(SERVICE, &config.log_level);
     let shutdown = runtime::shutdown_on_signals()?;
     start(config, shutdown).await?.wait().await
 }

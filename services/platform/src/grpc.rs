@@ -51,6 +51,12 @@ impl GrpcServer {
             health.set_service_status("", ServingStatus::NotServing).await;
         };
         tonic::transport::Server::builder()
+            // Each call gets a span, a child of the caller's trace when it sent one.
+            .trace_fn(|request| {
+                let span = tracing::info_span!("grpc request", otel.name = %request.uri().path(), otel.kind = "server");
+                crate::telemetry::set_parent_from(&span, &crate::telemetry::HttpHeaders(request.headers()));
+                span
+            })
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), stopping)
             .await

@@ -13,6 +13,7 @@ pub mod money;
 pub mod registry;
 pub mod runtime;
 pub mod service;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod text;

@@ -76,11 +76,3 @@ pub fn shutdown_on_signals() -> Result<CancellationToken> {
     });
     Ok(token)
 }
-
-/// Structured logs for a service binary; `filter` is the configured `log_level`, overridden by
-/// `RUST_LOG`.
-pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-}

@@ -15,11 +15,15 @@ pub mod tickets;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State, rejection::PathRejection},
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State, rejection::PathRejection},
     http::{StatusCode, Uri},
+    middleware::{self, Next},
+    response::Response,
     routing::{get, post},
 };
+use ftgo_platform::telemetry;
 use serde::Serialize;
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::{Backends, error::ApiError, openapi};
@@ -79,7 +83,24 @@ pub fn router(backends: Backends, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(trace_request))
         .with_state(backends)
+}
+
+/// A span per request, named by its route (`POST /api/orders/{order_id}/cancel`), continuing the
+/// client's trace when it sent a `traceparent`.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unknown route", MatchedPath::as_str).to_owned();
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.status_code = tracing::field::Empty,
+    );
+    telemetry::set_parent_from(&span, &telemetry::HttpHeaders(request.headers()));
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.status_code", response.status().as_u16());
+    response
 }
 
 async fn unknown_path(uri: Uri) -> ApiError {

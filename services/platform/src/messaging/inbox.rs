@@ -30,6 +30,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, types::Json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{MESSAGE_TYPE_HEADER, MSG_ID_HEADER};
@@ -238,7 +239,15 @@ impl<H: MessageHandler> InboxConsumer<H> {
             let reason = format!("gave up after {} deliveries without an outcome", delivery - 1);
             return self.dead_letter(message, Some(incoming.id), delivery, &reason).await;
         }
-        let outcome = match self.apply_once(&incoming).await {
+        let span = tracing::info_span!(
+            "handle message",
+            otel.name = %format!("handle {}", incoming.message_type),
+            consumer = %self.config.name,
+            subject = %incoming.subject,
+            delivery,
+        );
+        crate::telemetry::set_parent_from(&span, &crate::telemetry::NatsHeaders(&incoming.headers));
+        let outcome = match self.apply_once(&incoming).instrument(span).await {
             Ok(true) => Outcome::Processed,
             Ok(false) => Outcome::Duplicate,
             Err(HandlerError::Rejected(e)) => {

@@ -1,0 +1,77 @@
+//! One trace follows an order from the client's HTTP request through the gateway, gRPC, every
+//! outbox and NATS hop and every saga participant, to the saga's last step. (Its own test binary:
+//! it installs the process's tracing subscriber, with an in-memory span exporter.)
+
+mod support;
+
+use std::time::Duration;
+
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use reqwest::StatusCode;
+use serde_json::json;
+use support::Stack;
+
+#[tokio::test]
+async fn one_trace_follows_an_order_from_the_http_request_to_the_last_saga_step() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    ftgo_platform::telemetry::install(&provider, "warn");
+
+    let stack = Stack::start().await;
+    let consumer_id = stack.consumer().await;
+    let restaurant_id = stack.restaurant().await;
+    // A first order waits for the menu to reach the Order Service, so the traced one goes through.
+    let first = stack.place_order(&consumer_id, &restaurant_id, json!([{"menuItemId": "1", "quantity": 1}])).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = stack
+        .http
+        .post(format!("{}/api/orders", stack.base))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({
+            "consumerId": consumer_id,
+            "restaurantId": restaurant_id,
+            "deliveryAddress": {"street1": "1 Main St", "city": "Oakland", "state": "CA", "zip": "94612"},
+            "lineItems": [{"menuItemId": "2", "quantity": 1}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: serde_json::Value = response.json().await.unwrap();
+    stack.order_in_state(order["orderId"].as_str().unwrap(), "APPROVED").await;
+
+    let expected = [
+        "POST /api/orders",
+        "/ftgo.order.v1.OrderService/CreateOrder",
+        "handle ftgo.order.v1.OrderCreated",
+        "handle ftgo.consumer.v1.VerifyConsumer",
+        "handle ftgo.kitchen.v1.CreateTicket",
+        "handle ftgo.accounting.v1.AuthorizeCard",
+        "handle ftgo.kitchen.v1.ConfirmCreateTicket",
+        "handle ftgo.order.v1.ApproveOrder",
+        "handle ftgo.order.v1.OrderCommandSucceeded",
+    ];
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        let _ = provider.force_flush();
+        names = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|span| span.span_context.trace_id().to_string() == trace_id)
+            .map(|span| span.name.to_string())
+            .collect();
+        if expected.iter().all(|e| names.iter().any(|n| n == e)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for span in expected {
+        assert!(names.iter().any(|n| n == span), "no {span:?} in the order's trace; it has {names:#?}");
+    }
+    // Nothing from the first order leaked into this trace.
+    let other_orders = names.iter().filter(|n| n.as_str() == "POST /api/orders").count();
+    assert_eq!(other_orders, 1);
+}
