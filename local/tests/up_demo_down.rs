@@ -19,9 +19,12 @@ fn up_serves_the_demo_and_down_stops_everything() {
     let state = tempfile::tempdir().unwrap();
     let port = ftgo_testenv::process::free_port().unwrap();
     let listen = format!("127.0.0.1:{port}");
+    let no_collector = ftgo_testenv::process::free_port().unwrap();
     let command = |verb: &str| {
         let mut cmd = Command::new(FTGO_LOCAL);
         cmd.arg(verb).env("FTGO_STATE_DIR", state.path()).env("FTGO_GATEWAY_LISTEN", &listen);
+        // Traces are exported to a collector that is not there: nothing may break because of it.
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{no_collector}"));
         cmd
     };
 
@@ -82,6 +85,12 @@ fn up_serves_the_demo_and_down_stops_everything() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let status = up.wait().unwrap();
     assert!(status.success(), "`up` exited with {status}");
+    // Every service stopped cleanly: a process that exits with an error prints `Error: ...`.
+    for log in std::fs::read_dir(state.path().join("logs")).unwrap() {
+        let log = log.unwrap().path();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("Error: "), "{} shows a failure:\n{text}", log.display());
+    }
     for addr in std::iter::once(listen.as_str()).chain(service_ports.iter().map(String::as_str)) {
         assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts connections after `down`");
     }

@@ -35,13 +35,16 @@ impl Running {
     pub async fn wait(mut self) -> Result<()> {
         let mut first_error = None;
         tokio::select! {
+            biased;
             _ = self.shutdown.cancelled() => {}
             Some(joined) = self.tasks.join_next() => {
-                first_error = Some(match joined {
-                    Ok((name, Ok(()))) => anyhow!("{name} stopped unexpectedly"),
-                    Ok((name, Err(e))) => e.context(format!("{name} failed")),
-                    Err(e) => anyhow!("a task panicked: {e}"),
-                });
+                first_error = match joined {
+                    // A task that returns because shutdown was requested a moment ago did its job.
+                    Ok((_, Ok(()))) if self.shutdown.is_cancelled() => None,
+                    Ok((name, Ok(()))) => Some(anyhow!("{name} stopped unexpectedly")),
+                    Ok((name, Err(e))) => Some(e.context(format!("{name} failed"))),
+                    Err(e) => Some(anyhow!("a task panicked: {e}")),
+                };
                 self.shutdown.cancel();
             }
         }

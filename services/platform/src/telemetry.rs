@@ -6,7 +6,7 @@
 //! handles the message. So the span of the Kitchen handling `CreateTicket` is a descendant of the
 //! gateway's `POST /api/orders`, though the saga ran through three services and the outbox between.
 //!
-//! Spans are exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
+//! Spans are exported over OTLP (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
 //! variable), in batches, off the request path; when it is not set, or the collector is down,
 //! nothing is exported and nothing else changes.
 
@@ -40,7 +40,7 @@ pub fn init(service: &str, log_level: &str) -> Telemetry {
     let mut builder =
         SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(service.to_owned()).build());
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
             Err(e) => eprintln!("{service}: OTLP export disabled: {e}"),
         }
