@@ -63,6 +63,11 @@ impl<C: Clone> Backend<C> {
     pub fn breaker_state(&self) -> BreakerState {
         self.policy.breaker.state()
     }
+
+    fn configure(&self, resilience: &ResilienceConfig) {
+        self.policy.set_timeout(resilience.call_timeout);
+        self.policy.breaker.configure(resilience.breaker_failures, resilience.breaker_open_for);
+    }
 }
 
 /// Every service the gateway talks to.
@@ -89,11 +94,8 @@ impl Backends {
                 .with_context(|| format!("backends.{name}: {url:?} is not a valid URL"))?
                 .connect_timeout(resilience.connect_timeout)
                 .connect_lazy();
-            let policy = CallPolicy {
-                backend: name,
-                timeout: resilience.call_timeout,
-                breaker: CircuitBreaker::new(resilience.breaker_failures, resilience.breaker_open_for),
-            };
+            let breaker = CircuitBreaker::new(resilience.breaker_failures, resilience.breaker_open_for);
+            let policy = CallPolicy::new(name, resilience.call_timeout, breaker);
             Ok(Backend { client: client(channel), policy: Arc::new(policy) })
         }
         Ok(Self {
@@ -103,5 +105,14 @@ impl Backends {
             order: backend("order", &addresses.order, resilience, OrderServiceClient::new)?,
             orchestrator: backend("orchestrator", &addresses.orchestrator, resilience, SagaServiceClient::new)?,
         })
+    }
+
+    /// Applies new deadlines and breaker thresholds to every backend (live configuration).
+    pub fn configure(&self, resilience: &ResilienceConfig) {
+        self.consumer.configure(resilience);
+        self.kitchen.configure(resilience);
+        self.accounting.configure(resilience);
+        self.order.configure(resilience);
+        self.orchestrator.configure(resilience);
     }
 }

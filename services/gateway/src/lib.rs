@@ -15,9 +15,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
 use ftgo_platform::{
-    config::ConsulConfig,
+    config::{self, ConsulConfig},
     registry::{self, HealthCheck, Registration},
     runtime::Running,
+    telemetry,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -105,7 +106,7 @@ impl Default for Config {
 /// services are still coming up.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let backends = Backends::connect(&config.backends, &config.resilience)?;
-    let router = api::router(backends, config.http.max_body_bytes);
+    let router = api::router(backends.clone(), config.http.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
@@ -115,6 +116,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
         Ok(())
     });
+    if config::uses_consul(&config.environment, &config.consul.addr) {
+        // Live: deadlines and breaker thresholds, and the log level.
+        config::watch_consul(&mut running, SERVICE, &config.consul.addr, Config::default(), move |live: Config| {
+            backends.configure(&live.resilience);
+            if let Err(e) = telemetry::set_log_level(&live.log_level) {
+                tracing::warn!(error = %e, "ignoring the new log level");
+            }
+            tracing::info!(resilience = ?live.resilience, "live configuration applied");
+        });
+    }
     if config.consul.register {
         // Fabio sends every public path to the gateway: the API and its health check.
         let registration = Registration {

@@ -11,7 +11,10 @@
 //! the circuit, failure opens it again).
 
 use std::{
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -45,9 +48,16 @@ enum State {
 /// or update the state, never across a call.
 #[derive(Debug)]
 pub struct CircuitBreaker {
+    inner: Mutex<Inner>,
+}
+
+/// The state and the thresholds under one lock: thresholds can change while the gateway runs
+/// (live configuration), and a transition must see one consistent set.
+#[derive(Debug)]
+struct Inner {
     failures_to_open: u32,
     open_for: Duration,
-    state: Mutex<State>,
+    state: State,
 }
 
 /// Permission to make one call; report its outcome with [`CircuitBreaker::record`].
@@ -58,14 +68,23 @@ pub struct Permit(());
 impl CircuitBreaker {
     pub fn new(failures_to_open: u32, open_for: Duration) -> Self {
         Self {
-            failures_to_open: failures_to_open.max(1),
-            open_for,
-            state: Mutex::new(State::Closed { consecutive_failures: 0 }),
+            inner: Mutex::new(Inner {
+                failures_to_open: failures_to_open.max(1),
+                open_for,
+                state: State::Closed { consecutive_failures: 0 },
+            }),
         }
     }
 
+    /// New thresholds; they apply from the next failure (an open circuit keeps its deadline).
+    pub fn configure(&self, failures_to_open: u32, open_for: Duration) {
+        let mut inner = self.lock();
+        inner.failures_to_open = failures_to_open.max(1);
+        inner.open_for = open_for;
+    }
+
     pub fn state(&self) -> BreakerState {
-        match *self.lock() {
+        match self.lock().state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if Instant::now() < until => BreakerState::Open,
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
@@ -74,7 +93,8 @@ impl CircuitBreaker {
 
     /// `None` while the circuit is open, or while the half-open trial call is in flight.
     pub fn try_acquire(&self) -> Option<Permit> {
-        let mut state = self.lock();
+        let mut inner = self.lock();
+        let state = &mut inner.state;
         match *state {
             State::Closed { .. } => Some(Permit(())),
             State::Open { until } if Instant::now() < until => None,
@@ -89,22 +109,22 @@ impl CircuitBreaker {
     /// Records the outcome of the call `permit` allowed.
     pub fn record(&self, permit: Permit, healthy: bool) {
         let Permit(()) = permit;
-        let mut state = self.lock();
-        *state = match (&*state, healthy) {
+        let mut inner = self.lock();
+        inner.state = match (&inner.state, healthy) {
             (_, true) => State::Closed { consecutive_failures: 0 },
-            (State::Closed { consecutive_failures }, false) if consecutive_failures + 1 < self.failures_to_open => {
+            (State::Closed { consecutive_failures }, false) if consecutive_failures + 1 < inner.failures_to_open => {
                 State::Closed { consecutive_failures: consecutive_failures + 1 }
             }
             (_, false) => {
-                tracing::warn!(open_for = ?self.open_for, "circuit opened");
-                State::Open { until: Instant::now() + self.open_for }
+                tracing::warn!(open_for = ?inner.open_for, "circuit opened");
+                State::Open { until: Instant::now() + inner.open_for }
             }
         };
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The state is always valid, even if a holder panicked.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -117,11 +137,24 @@ pub fn is_backend_failure(status: &Status) -> bool {
 #[derive(Debug)]
 pub struct CallPolicy {
     pub backend: &'static str,
-    pub timeout: Duration,
+    /// The deadline of one call, in milliseconds (changeable while running).
+    timeout_ms: AtomicU64,
     pub breaker: CircuitBreaker,
 }
 
 impl CallPolicy {
+    pub fn new(backend: &'static str, timeout: Duration, breaker: CircuitBreaker) -> Self {
+        Self { backend, timeout_ms: AtomicU64::new(timeout.as_millis() as u64), breaker }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms.store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Runs `call` with a deadline, through the breaker, retrying once after `UNAVAILABLE` when
     /// `idempotency` allows it. `call` is given the deadline to forward as `grpc-timeout`.
     pub async fn run<T, F, Fut>(&self, idempotency: Idempotency, mut call: F) -> Result<T, Status>
@@ -141,11 +174,10 @@ impl CallPolicy {
             let Some(permit) = self.breaker.try_acquire() else {
                 return Err(Status::unavailable(format!("{} is unavailable (circuit open)", self.backend)));
             };
-            let outcome = match tokio::time::timeout(self.timeout, call(self.timeout)).await {
+            let timeout = self.timeout();
+            let outcome = match tokio::time::timeout(timeout, call(timeout)).await {
                 Ok(outcome) => outcome,
-                Err(_) => {
-                    Err(Status::deadline_exceeded(format!("{} did not answer within {:?}", self.backend, self.timeout)))
-                }
+                Err(_) => Err(Status::deadline_exceeded(format!("{} did not answer within {timeout:?}", self.backend))),
             };
             let failed = outcome.as_ref().err().is_some_and(is_backend_failure);
             self.breaker.record(permit, !failed);
@@ -168,11 +200,7 @@ mod tests {
     use super::*;
 
     fn policy(failures: u32, open_for: Duration) -> CallPolicy {
-        CallPolicy {
-            backend: "kitchen",
-            timeout: Duration::from_millis(200),
-            breaker: CircuitBreaker::new(failures, open_for),
-        }
+        CallPolicy::new("kitchen", Duration::from_millis(200), CircuitBreaker::new(failures, open_for))
     }
 
     #[tokio::test]

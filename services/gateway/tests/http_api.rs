@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Stack, restaurant_body};
@@ -386,4 +388,40 @@ async fn hostile_strings_in_any_field_never_cause_a_server_error() {
             }
         }
     }
+}
+
+/// The gateway's breaker thresholds come from Consul KV and change while it runs (the design's
+/// live configuration); a document that does not parse is ignored.
+#[tokio::test]
+async fn breaker_thresholds_change_live_from_consul() {
+    let consul = ftgo_testenv::Consul::start().await.unwrap();
+    let consul_url = consul.http_url();
+    let mut stack = Stack::start_with(|config| {
+        config.environment = "test".to_owned();
+        config.consul.addr = consul_url.clone();
+        // So high that no circuit opens in this test unless the threshold changes.
+        config.resilience.breaker_failures = 1000;
+    })
+    .await;
+    let restaurant_id = stack.restaurant().await;
+    stack.kitchen.take().unwrap().stop().await.unwrap();
+
+    let put = |document: &'static str| {
+        let url = format!("{consul_url}/v1/kv/ftgo/config/api-gateway");
+        async move { reqwest::Client::new().put(url).body(document).send().await.unwrap().error_for_status().unwrap() }
+    };
+    put("[resilience]\nbreaker_failures = \"not a number\"\n").await;
+    put("[resilience]\nbreaker_failures = 1\n").await;
+
+    let mut opened = false;
+    for _ in 0..20 {
+        let answer = stack.get(&format!("/api/restaurants/{restaurant_id}")).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{:#}", answer.body);
+        if stack.get("/healthz").await.body["circuits"]["kitchen"] == "open" {
+            opened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(opened, "the new threshold (1 failure) was not applied");
 }

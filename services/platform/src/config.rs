@@ -10,6 +10,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::runtime::Running;
+
 use anyhow::{Context, Result};
 use figment::{
     Figment,
@@ -106,20 +108,103 @@ pub async fn load<T>(service: &str, defaults: T) -> Result<T>
 where
     T: Serialize + DeserializeOwned,
 {
-    let file = std::env::var_os("FTGO_CONFIG_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(format!("config/{service}.toml")));
-    let mut figment = Figment::from(Serialized::defaults(defaults)).merge(Toml::file(&file));
+    let mut figment = defaults_and_file(service, defaults);
 
     // Consul KV sits between the file and the environment, and only outside `local`.
     let so_far: CommonConfigView = figment.clone().merge(env()).extract().context("reading the configuration")?;
-    if so_far.environment != "local"
-        && !so_far.consul.addr.is_empty()
+    if uses_consul(&so_far.environment, &so_far.consul.addr)
         && let Some(document) = consul_document(&so_far.consul.addr, service).await?
     {
         figment = figment.merge(Toml::string(&document));
     }
     figment.merge(env()).extract().with_context(|| format!("invalid configuration for {service}"))
+}
+
+/// The two bottom layers: the defaults in code and the service's file.
+fn defaults_and_file<T: Serialize>(service: &str, defaults: T) -> Figment {
+    let file = std::env::var_os("FTGO_CONFIG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("config/{service}.toml")));
+    Figment::from(Serialized::defaults(defaults)).merge(Toml::file(&file))
+}
+
+/// The configuration with `document` as its Consul layer: what [`load`] would give if Consul
+/// held `document`.
+pub fn with_consul_document<T>(service: &str, defaults: T, document: &str) -> Result<T>
+where
+    T: Serialize + DeserializeOwned,
+{
+    defaults_and_file(service, defaults)
+        .merge(Toml::string(document))
+        .merge(env())
+        .extract()
+        .with_context(|| format!("invalid configuration for {service} in Consul"))
+}
+
+/// Whether this configuration reads (and so watches) Consul KV.
+pub fn uses_consul(environment: &str, consul_addr: &str) -> bool {
+    environment != "local" && !consul_addr.is_empty()
+}
+
+/// Live configuration: watches the service's document in Consul KV with blocking queries and
+/// calls `apply` with the whole configuration each time the document changes (the keys that
+/// can change at run time, such as `log_level`, are the caller's to pick from it). A document
+/// that does not parse is logged and ignored: the running configuration stays. Runs as one of
+/// the service's tasks, until shutdown.
+pub fn watch_consul<T, F>(running: &mut Running, service: &'static str, consul_addr: &str, defaults: T, mut apply: F)
+where
+    T: Serialize + DeserializeOwned + Clone + Send + 'static,
+    F: FnMut(T) + Send + 'static,
+{
+    let url = format!("{}/v1/kv/ftgo/config/{service}", consul_addr.trim_end_matches('/'));
+    let shutdown = running.shutdown_token();
+    running.spawn("live configuration", async move {
+        // Longer than the 30 s a blocking query may wait.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(40)).build()?;
+        let (mut index, mut last) = (0_u64, None::<String>);
+        loop {
+            let request = http.get(format!("{url}?raw&index={index}&wait=30s")).send();
+            let response = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                response = request => response,
+            };
+            let document = match response {
+                Ok(response)
+                    if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND =>
+                {
+                    let new_index = response
+                        .headers()
+                        .get("X-Consul-Index")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .unwrap_or(0);
+                    // Consul's index only goes backwards when its state was reset: start over.
+                    index = if new_index < index { 0 } else { new_index };
+                    if response.status().is_success() { response.text().await.ok() } else { None }
+                }
+                Ok(response) => {
+                    tracing::warn!(status = %response.status(), "reading live configuration from Consul failed");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Consul is unreachable; the configuration stays as it is");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            };
+            if let Some(document) = document
+                && last.as_ref() != Some(&document)
+            {
+                match with_consul_document(service, defaults.clone(), &document) {
+                    Ok(config) => apply(config),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "ignoring a configuration that does not parse"),
+                }
+                last = Some(document);
+            }
+        }
+    });
 }
 
 fn env() -> Env {

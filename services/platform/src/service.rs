@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::{
-    config::CommonConfig,
+    config::{self, CommonConfig},
     db,
     grpc::GrpcServer,
     messaging::{
@@ -19,6 +19,7 @@ use crate::{
     },
     registry::{self, Registration},
     runtime::Running,
+    telemetry,
 };
 
 /// What a service is connected to.
@@ -51,7 +52,7 @@ impl Infrastructure {
     /// qualified gRPC services in `routes`.
     pub async fn serve(
         &self,
-        service: &str,
+        service: &'static str,
         config: &CommonConfig,
         routes: Routes,
         grpc_services: &[&str],
@@ -63,6 +64,14 @@ impl Infrastructure {
         running.spawn("grpc server", server.serve(shutdown.clone()));
         let relay = OutboxRelay::new(self.db.clone(), self.js.clone(), RelayConfig::default());
         running.spawn("outbox relay", async move { relay.run(shutdown).await });
+        if config::uses_consul(&config.environment, &config.consul.addr) {
+            // Live: the log level. (Everything else is read at start.)
+            config::watch_consul(&mut running, service, &config.consul.addr, config.clone(), |c: CommonConfig| {
+                if let Err(e) = telemetry::set_log_level(&c.log_level) {
+                    tracing::warn!(error = %e, "ignoring the new log level");
+                }
+            });
+        }
         if config.consul.register {
             let registration = Registration::grpc(service, addr, grpc_services);
             registry::register_while_running(&mut running, &config.consul.addr, registration).await?;

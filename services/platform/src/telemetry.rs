@@ -10,7 +10,7 @@
 //! variable), in batches, off the request path; when it is not set, or the collector is down,
 //! nothing is exported and nothing else changes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use opentelemetry::{
     Context, global,
@@ -19,7 +19,12 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, filter::LevelFilter, layer::SubscriberExt, reload, util::SubscriberInitExt,
+};
+
+/// Changes the log filter of the running process (live configuration). Set once, by [`install`].
+static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// Keeps the tracer provider alive; dropping it flushes the spans not yet exported.
 #[must_use = "dropping the guard stops exporting spans"]
@@ -56,11 +61,31 @@ pub fn install(provider: &SdkTracerProvider, log_level: &str) {
     global::set_text_map_propagator(TraceContextPropagator::new());
     global::set_tracer_provider(provider.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log_level));
+    let (filter, handle) = reload::Layer::new(filter);
     let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer("ftgo")).with_filter(LevelFilter::INFO);
-    let _ = tracing_subscriber::registry()
+    // The log filter applies to the log lines only; spans reach the tracer at `info` whatever
+    // the log level, so a quiet service still carries every trace along.
+    let installed = tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(filter))
         .with(traces)
         .try_init();
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Replaces the log filter, e.g. from `info` to `ftgo_order_service=debug,info`. `RUST_LOG`, when
+/// set, is the operator's explicit choice and wins over configuration.
+pub fn set_log_level(log_level: &str) -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(());
+    }
+    let filter = EnvFilter::try_new(log_level).map_err(|e| anyhow::anyhow!("log_level {log_level:?}: {e}"))?;
+    if let Some(handle) = LOG_FILTER.get() {
+        handle.reload(filter)?;
+        tracing::info!(log_level, "log level changed");
+    }
+    Ok(())
 }
 
 /// The trace context of the current span, as headers to send along (`traceparent`, ...).

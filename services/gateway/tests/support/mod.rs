@@ -42,6 +42,11 @@ impl Answer {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Self::start_with(|_| {}).await
+    }
+
+    /// The stack, with `adjust` applied to the gateway's configuration last.
+    pub async fn start_with(adjust: impl FnOnce(&mut GatewayConfig)) -> Stack {
         let world = ServiceWorld::start().await.expect("Postgres and NATS");
         let common = |db| {
             let world = &world;
@@ -78,6 +83,7 @@ impl Stack {
         config.resilience.call_timeout = Duration::from_secs(2);
         config.resilience.breaker_failures = 3;
         config.resilience.breaker_open_for = Duration::from_secs(60);
+        adjust(&mut config);
         let gateway = ftgo_api_gateway::start(config, shutdown()).await.expect("the gateway starts");
 
         Stack {
