@@ -10,6 +10,7 @@ use ftgo_proto::{
     kitchen::v1::kitchen_service_client::KitchenServiceClient,
     orchestrator::v1::saga_service_client::SagaServiceClient, order::v1::order_service_client::OrderServiceClient,
 };
+use opentelemetry::{KeyValue, metrics::ObservableGauge};
 use tonic::{
     Request, Response, Status,
     metadata::{Ascii, MetadataKey},
@@ -114,5 +115,35 @@ impl Backends {
         self.accounting.configure(resilience);
         self.order.configure(resilience);
         self.orchestrator.configure(resilience);
+    }
+
+    /// Each backend's name and the state of its circuit.
+    pub fn circuits(&self) -> [(&'static str, BreakerState); 5] {
+        [
+            ("consumer", self.consumer.breaker_state()),
+            ("kitchen", self.kitchen.breaker_state()),
+            ("accounting", self.accounting.breaker_state()),
+            ("order", self.order.breaker_state()),
+            ("orchestrator", self.orchestrator.breaker_state()),
+        ]
+    }
+
+    /// A gauge of every backend's circuit: 0 closed, 1 half-open, 2 open. Reported while the
+    /// returned instrument is alive.
+    pub fn observe_circuits(self) -> ObservableGauge<u64> {
+        telemetry::meter()
+            .u64_observable_gauge("ftgo.gateway.circuit_state")
+            .with_description("Circuit breaker state per backend: 0 closed, 1 half-open, 2 open")
+            .with_callback(move |observer| {
+                for (backend, state) in self.circuits() {
+                    let value = match state {
+                        BreakerState::Closed => 0,
+                        BreakerState::HalfOpen => 1,
+                        BreakerState::Open => 2,
+                    };
+                    observer.observe(value, &[KeyValue::new("backend", backend)]);
+                }
+            })
+            .build()
     }
 }

@@ -107,12 +107,15 @@ impl Default for Config {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let backends = Backends::connect(&config.backends, &config.resilience)?;
     let router = api::router(backends.clone(), config.http.max_body_bytes);
+    let circuits = backends.clone().observe_circuits();
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
     let addr = listener.local_addr()?;
     let mut running = Running::new(addr, shutdown.clone());
     running.spawn("http server", async move {
+        // The circuit gauge reports for as long as the server runs.
+        let _circuits = circuits;
         axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
         Ok(())
     });

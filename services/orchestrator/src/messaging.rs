@@ -3,13 +3,22 @@
 //! one transaction that also records it as processed and writes the next command to the outbox,
 //! so a crash at any point loses nothing and repeats nothing.
 
+use std::sync::OnceLock;
+
 use chrono::Utc;
-use ftgo_platform::messaging::{
-    inbox::{HandlerError, IncomingMessage, MessageHandler},
-    outbox,
-    saga::SAGA_STEP_HEADER,
+use ftgo_platform::{
+    messaging::{
+        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        outbox,
+        saga::SAGA_STEP_HEADER,
+    },
+    telemetry,
 };
 use ftgo_proto::order::v1 as order;
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram},
+};
 use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -100,6 +109,21 @@ impl MessageHandler for SagaReplies {
     }
 }
 
+/// Finished sagas, and how long they took, by type and outcome (`SUCCEEDED`, `COMPENSATED`).
+fn saga_metrics() -> &'static (Counter<u64>, Histogram<f64>) {
+    static METRICS: OnceLock<(Counter<u64>, Histogram<f64>)> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let meter = telemetry::meter();
+        let finished = meter.u64_counter("ftgo.sagas.finished").with_description("Sagas finished, by outcome").build();
+        let duration = meter
+            .f64_histogram("ftgo.saga.duration")
+            .with_unit("s")
+            .with_description("Time from a saga's first step to its end")
+            .build();
+        (finished, duration)
+    })
+}
+
 async fn advance<D: SagaDefinition>(
     tx: &mut PgConnection,
     row: &SagaRow,
@@ -115,6 +139,13 @@ async fn advance<D: SagaDefinition>(
             }
             if saga.state.is_finished() {
                 tracing::info!(saga_id = %saga.id, saga_type = D::TYPE, state = saga.state.as_str(), reason = ?saga.failure_reason, "saga finished");
+                // Recorded before the transaction commits: in the rare case that the commit
+                // fails, the redelivered reply finishes the saga again and counts it twice.
+                let started = saga.history.first().map_or_else(Utc::now, |step| step.at);
+                let seconds = (Utc::now() - started).to_std().unwrap_or_default().as_secs_f64();
+                let labels = [KeyValue::new("saga_type", D::TYPE), KeyValue::new("outcome", saga.state.as_str())];
+                saga_metrics().0.add(1, &labels);
+                saga_metrics().1.record(seconds, &labels);
             }
             Ok(())
         }

@@ -6,7 +6,10 @@
 //! handles the message. So the span of the Kitchen handling `CreateTicket` is a descendant of the
 //! gateway's `POST /api/orders`, though the saga ran through three services and the outbox between.
 //!
-//! Spans are exported over OTLP (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
+//! Metrics (requests, saga outcomes and durations, breaker states, message outcomes, outbox lag)
+//! are OpenTelemetry instruments from [`meter`], exported the same way.
+//!
+//! Spans and metrics are exported over OTLP (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
 //! variable), in batches, off the request path; when it is not set, or the collector is down,
 //! nothing is exported and nothing else changes.
 
@@ -17,7 +20,12 @@ use opentelemetry::{
     propagation::{Extractor, Injector},
     trace::TracerProvider as _,
 };
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::{PeriodicReader, SdkMeterProvider},
+    propagation::TraceContextPropagator,
+    trace::SdkTracerProvider,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry, filter::LevelFilter, layer::SubscriberExt, reload, util::SubscriberInitExt,
@@ -30,29 +38,57 @@ static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new
 #[must_use = "dropping the guard stops exporting spans"]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
         let _ = self.provider.shutdown();
+        if let Some(meters) = &self.meters {
+            let _ = meters.shutdown();
+        }
     }
+}
+
+/// The meter every FTGO instrument comes from. Until a meter provider is installed (no OTLP
+/// endpoint), instruments are no-ops.
+pub fn meter() -> opentelemetry::metrics::Meter {
+    global::meter("ftgo")
+}
+
+/// Makes `provider` the source of every instrument created after this call (tests pass one with
+/// an in-memory exporter).
+pub fn install_meter_provider(provider: &SdkMeterProvider) {
+    global::set_meter_provider(provider.clone());
 }
 
 /// Installs logging and tracing for the binary `service`. `log_level` filters the logs (a
 /// `tracing` filter, overridden by `RUST_LOG`); spans are recorded at `info` and above whatever
 /// the log level, so a quiet service still carries the trace along.
 pub fn init(service: &str, log_level: &str) -> Telemetry {
-    let mut builder =
-        SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(service.to_owned()).build());
+    let resource = Resource::builder().with_service_name(service.to_owned()).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut meters = None;
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(e) => eprintln!("{service}: OTLP export disabled: {e}"),
+            Err(e) => eprintln!("{service}: OTLP span export disabled: {e}"),
+        }
+        match opentelemetry_otlp::MetricExporter::builder().with_http().build() {
+            Ok(exporter) => {
+                let provider = SdkMeterProvider::builder()
+                    .with_resource(resource)
+                    .with_reader(PeriodicReader::builder(exporter).build())
+                    .build();
+                install_meter_provider(&provider);
+                meters = Some(provider);
+            }
+            Err(e) => eprintln!("{service}: OTLP metric export disabled: {e}"),
         }
     }
     let provider = builder.build();
     install(&provider, log_level);
-    Telemetry { provider }
+    Telemetry { provider, meters }
 }
 
 /// Installs the subscriber with `provider` as the tracer (tests pass one with an in-memory

@@ -21,7 +21,10 @@ use axum::{
     response::Response,
     routing::{get, post},
 };
+use std::sync::OnceLock;
+
 use ftgo_platform::telemetry;
+use opentelemetry::{KeyValue, metrics::Histogram};
 use serde::Serialize;
 use tracing::Instrument;
 use utoipa::ToSchema;
@@ -98,9 +101,29 @@ async fn trace_request(request: Request, next: Next) -> Response {
         http.status_code = tracing::field::Empty,
     );
     telemetry::set_parent_from(&span, &telemetry::HttpHeaders(request.headers()));
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.status_code", response.status().as_u16());
+    let labels = [
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.route", route),
+        KeyValue::new("http.response.status_code", i64::from(response.status().as_u16())),
+    ];
+    request_duration().record(started.elapsed().as_secs_f64(), &labels);
     response
+}
+
+/// Requests by method, route and status, with their durations.
+fn request_duration() -> &'static Histogram<f64> {
+    static HISTOGRAM: OnceLock<Histogram<f64>> = OnceLock::new();
+    HISTOGRAM.get_or_init(|| {
+        telemetry::meter()
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .with_description("Duration of HTTP requests the gateway served")
+            .build()
+    })
 }
 
 async fn unknown_path(uri: Uri) -> ApiError {
@@ -125,15 +148,6 @@ pub async fn healthz(State(backends): State<Backends>) -> Json<Health> {
         BreakerState::Open => "open",
         BreakerState::HalfOpen => "halfOpen",
     };
-    let circuits = [
-        ("consumer", backends.consumer.breaker_state()),
-        ("kitchen", backends.kitchen.breaker_state()),
-        ("accounting", backends.accounting.breaker_state()),
-        ("order", backends.order.breaker_state()),
-        ("orchestrator", backends.orchestrator.breaker_state()),
-    ]
-    .into_iter()
-    .map(|(backend, state)| (backend, name(state)))
-    .collect();
+    let circuits = backends.circuits().into_iter().map(|(backend, state)| (backend, name(state))).collect();
     Json(Health { status: "ok", circuits })
 }

@@ -14,7 +14,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -27,6 +27,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures::StreamExt;
+use opentelemetry::{KeyValue, metrics::Counter};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, types::Json};
 use tokio_util::sync::CancellationToken;
@@ -217,6 +218,14 @@ impl<H: MessageHandler> InboxConsumer<H> {
     async fn deliver(&self, message: jetstream::Message) {
         let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
         let outcome = self.process(&message.message, delivery).await;
+        let name = match outcome {
+            Outcome::Processed => "processed",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Retry(_) => "retried",
+        };
+        messages_handled()
+            .add(1, &[KeyValue::new("consumer", self.config.name.clone()), KeyValue::new("outcome", name)]);
         let ack = match outcome {
             Outcome::Processed | Outcome::Duplicate | Outcome::DeadLettered => AckKind::Ack,
             Outcome::Retry(delay) => AckKind::Nak(Some(delay)),
@@ -371,6 +380,17 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     pub error: String,
     pub deliveries: i64,
+}
+
+/// Deliveries by consumer and outcome: `processed`, `duplicate`, `retried`, `dead_lettered`.
+fn messages_handled() -> &'static Counter<u64> {
+    static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+    COUNTER.get_or_init(|| {
+        crate::telemetry::meter()
+            .u64_counter("ftgo.messages.handled")
+            .with_description("Message deliveries handled by a consumer, by outcome")
+            .build()
+    })
 }
 
 /// The dead letters of one consumer, oldest first.

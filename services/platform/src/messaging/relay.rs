@@ -9,10 +9,11 @@
 //! Rows are claimed with `FOR UPDATE SKIP LOCKED`, so several replicas of a service can relay at
 //! once without publishing the same row concurrently.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use anyhow::{Context, Result};
 use async_nats::{HeaderMap, jetstream};
+use opentelemetry::metrics::Histogram;
 use sqlx::{PgPool, postgres::PgListener, types::Json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -42,7 +43,8 @@ pub struct OutboxRelay {
     config: RelayConfig,
 }
 
-type OutboxRow = (Uuid, String, String, Json<BTreeMap<String, String>>, Vec<u8>);
+/// id, subject, type, headers, payload, and seconds since the row was inserted.
+type OutboxRow = (Uuid, String, String, Json<BTreeMap<String, String>>, Vec<u8>, f64);
 
 impl OutboxRelay {
     pub fn new(db: PgPool, js: jetstream::Context, config: RelayConfig) -> Self {
@@ -96,7 +98,8 @@ impl OutboxRelay {
     pub async fn relay_batch(&self) -> Result<usize> {
         let mut tx = self.db.begin().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT id, subject, message_type, headers, payload FROM messaging.outbox
+            "SELECT id, subject, message_type, headers, payload,
+                    EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 FROM messaging.outbox
              WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config.batch_size)
@@ -108,7 +111,7 @@ impl OutboxRelay {
 
         // Send the whole batch, then collect the acknowledgements: one round trip, not one per row.
         let mut pending = Vec::with_capacity(rows.len());
-        for (id, subject, message_type, Json(extra), payload) in rows {
+        for (id, subject, message_type, Json(extra), payload, age) in rows {
             let mut headers = HeaderMap::new();
             for (name, value) in &extra {
                 headers.insert(name.as_str(), value.as_str());
@@ -116,19 +119,22 @@ impl OutboxRelay {
             headers.insert(MSG_ID_HEADER, id.to_string().as_str());
             headers.insert(MESSAGE_TYPE_HEADER, message_type.as_str());
             let sent = self.js.publish_with_headers(subject, headers, payload.into()).await;
-            pending.push((id, sent));
+            pending.push((id, sent, age));
         }
         // Mark the acknowledged prefix only: after the first failure, later rows may or may not
         // have been stored, and publishing them again is harmless (same Nats-Msg-Id).
         let mut published = Vec::new();
         let mut failure = None;
-        for (id, sent) in pending {
+        for (id, sent, age) in pending {
             let acked = match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(anyhow::Error::from),
                 Err(e) => Err(e.into()),
             };
             match acked {
-                Ok(()) => published.push(id),
+                Ok(()) => {
+                    published.push(id);
+                    outbox_lag().record(age.max(0.0), &[]);
+                }
                 Err(e) => {
                     failure = Some(e.context(format!("publishing outbox message {id}")));
                     break;
@@ -154,4 +160,16 @@ impl OutboxRelay {
             .await?;
         Ok(())
     }
+}
+
+/// The outbox lag: seconds from a message's insert to JetStream's acknowledgement of it.
+fn outbox_lag() -> &'static Histogram<f64> {
+    static HISTOGRAM: OnceLock<Histogram<f64>> = OnceLock::new();
+    HISTOGRAM.get_or_init(|| {
+        crate::telemetry::meter()
+            .f64_histogram("ftgo.outbox.lag")
+            .with_unit("s")
+            .with_description("Time from an outbox insert to its publication on JetStream")
+            .build()
+    })
 }
