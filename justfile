@@ -38,3 +38,7 @@ fmt:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Regenerate the CRD YAML in crds/ from the operator's Rust types.
+crds:
+    cargo run --locked --quiet -p ftgo-operator --bin crdgen > crds/ftgosystem.yaml

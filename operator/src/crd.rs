@@ -1,0 +1,306 @@
+//! The `FtgoSystem` custom resource: one whole FTGO deployment, described in one object.
+//!
+//! The CRD YAML in `crds/` is generated from these types (`cargo run -p ftgo-operator --bin
+//! crdgen`), so the doc comments below are what `kubectl explain ftgosystem.spec` prints, the
+//! `#[serde(default)]`s are the defaults the API server fills in, and the schemars ranges and
+//! patterns plus the CEL rules (`x_kube(validation)`) are what the API server refuses a bad
+//! manifest with. The operator never has to re-check what the schema already guarantees.
+
+use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::apis::meta::v1::Condition};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::ServiceName;
+
+/// One FTGO deployment: its services, where its infrastructure is, and what happens to its data
+/// when it is deleted. The operator turns it into databases, ConfigMaps, Deployments, Services,
+/// Consul registrations and Fabio routes, and reports progress in `status`.
+// Each `printcolumn(...)` repeats `type_ = "string"`, which clippy mistakes for a copy-paste slip.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ftgo.dev",
+    version = "v1alpha1",
+    kind = "FtgoSystem",
+    plural = "ftgosystems",
+    shortname = "ftgo",
+    namespaced,
+    status = "FtgoSystemStatus",
+    derive = "PartialEq",
+    doc = "One FTGO deployment: its services, where its infrastructure is, and what happens to its data on delete.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every service is available, registered and routed"
+    ),
+    printcolumn(
+        name = "Services",
+        type_ = "string",
+        json_path = ".status.summary",
+        description = "Available services out of those the spec names"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the system is or is not ready"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FtgoSystemSpec {
+    /// The image tag every service runs, e.g. `0.1.0`. A service's `image` overrides it.
+    #[serde(default = "default_version")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
+    pub version: String,
+
+    /// The registry and path the images are pulled from; a service's image is
+    /// `<imageRegistry>/<binary>:<version>`, e.g. `ghcr.io/ftgo-rs/order-service:0.1.0`.
+    #[serde(default = "default_image_registry")]
+    #[schemars(length(min = 1, max = 200))]
+    pub image_registry: String,
+
+    /// The `tracing` filter every service starts with (`info`, `debug`, `ftgo=debug,sqlx=warn`).
+    /// Consul KV (`ftgo/config/<service>`) can change it live.
+    #[serde(default = "default_log_level")]
+    #[schemars(length(min = 1, max = 200))]
+    pub log_level: String,
+
+    /// The services to run, at most one entry per service name. A service left out is not run,
+    /// and whatever the operator had created for it is deleted (its database follows
+    /// `databaseReclaimPolicy`). Defaults to all six services with one replica each.
+    #[serde(default = "default_services")]
+    #[schemars(length(max = 6))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub services: Vec<ServiceSpec>,
+
+    /// Where Postgres, NATS and Consul are.
+    pub infrastructure: Infrastructure,
+
+    /// What happens to the service databases and roles when this FtgoSystem is deleted or a
+    /// service is removed from it: `Retain` (default) keeps them, with their data; `Delete`
+    /// drops them.
+    #[serde(default)]
+    pub database_reclaim_policy: DatabaseReclaimPolicy,
+}
+
+/// One FTGO service to run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Which service: `consumer`, `kitchen`, `accounting`, `order`, `orchestrator` or `gateway`.
+    pub name: ServiceName,
+
+    /// How many pods run the service, 0 to 20. Zero keeps the service's database, Service and
+    /// configuration while running nothing.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 20))]
+    pub replicas: i32,
+
+    /// A full image reference that replaces `<imageRegistry>/<binary>:<version>` for this
+    /// service only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 400))]
+    pub image: Option<String>,
+
+    /// CPU and memory requests and limits of the service's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Where the infrastructure the services share is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "self.mode != 'External' || (has(self.postgres) && has(self.nats) && has(self.consul))"
+).message("infrastructure.mode External needs infrastructure.postgres, infrastructure.nats and infrastructure.consul"))]
+#[serde(rename_all = "camelCase")]
+pub struct Infrastructure {
+    /// `External`: the services use the Postgres, NATS and Consul named below, which must be
+    /// reachable both from the pods and from the operator (it creates the databases and the
+    /// Consul registrations itself).
+    #[serde(default)]
+    pub mode: InfrastructureMode,
+
+    /// The Postgres server that holds one database per service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConnection>,
+
+    /// The NATS JetStream server the services exchange saga messages and events over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsConnection>,
+
+    /// The Consul agent the services read configuration from and are registered in, and that
+    /// Fabio learns its routes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul: Option<ConsulConnection>,
+}
+
+/// How the infrastructure is provided. Only `External` exists so far.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InfrastructureMode {
+    #[default]
+    External,
+}
+
+/// A Postgres server and the administrator the operator creates databases and roles with.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresConnection {
+    /// Host name or IP address of the Postgres server.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+
+    /// TCP port of the Postgres server.
+    #[serde(default = "default_postgres_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// The name of a Secret in this namespace with keys `username` and `password` of a Postgres
+    /// role allowed to create roles and databases (`CREATEROLE` and `CREATEDB`, or a superuser).
+    #[schemars(length(min = 1, max = 253))]
+    pub admin_secret_name: String,
+
+    /// Prepended to each database and role name (`<prefix>order`), so several FtgoSystems can
+    /// share one Postgres server. Lowercase letters, digits and `_`.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z0-9_]{0,30}$"))]
+    pub database_prefix: String,
+}
+
+/// A NATS server with JetStream enabled.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsConnection {
+    /// Its URL, `nats://host:port`.
+    #[schemars(regex(pattern = r"^nats://[^/\s]+$"))]
+    pub url: String,
+}
+
+/// A Consul agent's HTTP API.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsulConnection {
+    /// Its HTTP address, `http://host:port`.
+    #[schemars(regex(pattern = r"^https?://[^/\s]+/?$"))]
+    pub url: String,
+}
+
+/// What deleting an FtgoSystem (or removing a service from it) does to the service databases.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DatabaseReclaimPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// What the operator last observed and did.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FtgoSystemStatus {
+    /// The `metadata.generation` this status describes; older means the operator has not
+    /// caught up with the latest spec yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, and the conditions that explain it: `DatabasesReady`, `WorkloadsAvailable`
+    /// and `Degraded`. Each carries the generation it was computed for.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+
+    /// One entry per service the spec names.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+
+    /// `<available>/<named> available`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+/// The observed state of one service.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// The service.
+    pub name: ServiceName,
+    /// `Available` (every desired replica is up to date and available), `Progressing` (a
+    /// rollout or scale-up is under way) or `Stopped` (zero replicas requested).
+    pub state: ServiceState,
+    /// Replicas the spec asks for.
+    pub replicas: i32,
+    /// Replicas available according to the Deployment.
+    pub available_replicas: i32,
+    /// The service's database, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// The state of one service, as reported in `status.services[].state`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    Available,
+    Progressing,
+    Stopped,
+}
+
+fn default_version() -> String {
+    "0.1.0".to_owned()
+}
+
+fn default_image_registry() -> String {
+    "ghcr.io/ftgo-rs".to_owned()
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_postgres_port() -> i32 {
+    5432
+}
+
+fn default_services() -> Vec<ServiceSpec> {
+    ServiceName::ALL
+        .into_iter()
+        .map(|name| ServiceSpec { name, replicas: default_replicas(), image: None, resources: None })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn a_minimal_spec_gets_every_service_with_one_replica_and_retained_databases() {
+        let spec: FtgoSystemSpec = serde_yaml::from_str(
+            r#"
+            infrastructure:
+              postgres: {host: db, adminSecretName: pg-admin}
+              nats: {url: "nats://nats:4222"}
+              consul: {url: "http://consul:8500"}
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.services.len(), 6);
+        assert!(spec.services.iter().all(|s| s.replicas == 1));
+        assert_eq!(spec.database_reclaim_policy, DatabaseReclaimPolicy::Retain);
+        assert_eq!(spec.infrastructure.mode, InfrastructureMode::External);
+        assert_eq!(spec.infrastructure.postgres.unwrap().port, 5432);
+    }
+
+    #[test]
+    fn the_schema_carries_the_rules_the_api_server_enforces() {
+        let crd = serde_json::to_string(&FtgoSystem::crd()).unwrap();
+        assert!(crd.contains(r#""x-kubernetes-list-type":"map""#), "services keyed by name");
+        assert!(crd.contains("infrastructure.mode External needs"), "the External rule");
+        assert!(crd.contains(r#""maximum":20"#), "replicas capped");
+        assert!(crd.contains(r#""shortNames":["ftgo"]"#));
+    }
+}

@@ -1,0 +1,98 @@
+use ftgo_operator::crd::FtgoSystem;
+use ftgo_testenv::KubeControlPlane;
+use kube::{
+    Api, CustomResourceExt,
+    api::{ApiResource, DynamicObject, PostParams},
+};
+use serde_json::json;
+
+use crate::support::install_crd;
+
+/// CI runs this: the checked-in YAML must be exactly what the Rust types generate.
+#[test]
+fn the_checked_in_crd_matches_the_rust_types() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/ftgosystem.yaml");
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    let generated = serde_yaml::to_string(&FtgoSystem::crd()).unwrap();
+    assert!(checked_in == generated, "crds/ftgosystem.yaml is stale: run `just crds` and commit the result");
+}
+
+fn manifest(name: &str, spec: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "ftgo.dev/v1alpha1",
+        "kind": "FtgoSystem",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn external() -> serde_json::Value {
+    json!({
+        "postgres": {"host": "db.example", "adminSecretName": "pg-admin"},
+        "nats": {"url": "nats://nats.example:4222"},
+        "consul": {"url": "http://consul.example:8500"},
+    })
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
+    ftgo_testenv::init_test_tracing();
+    let control_plane = KubeControlPlane::start().await.unwrap();
+    let client = control_plane.client().await.unwrap();
+    install_crd(&client).await;
+    let namespace = control_plane.create_namespace("crd").await.unwrap();
+    let systems: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &namespace, &ApiResource::erase::<FtgoSystem>(&()));
+
+    let refused = [
+        (
+            "too-many-replicas",
+            json!({"infrastructure": external(), "services": [{"name": "order", "replicas": 21}]}),
+            vec!["spec.services[0].replicas", "less than or equal to 20"],
+        ),
+        (
+            "unknown-service",
+            json!({"infrastructure": external(), "services": [{"name": "payments"}]}),
+            vec!["spec.services[0].name", "Unsupported value: \"payments\""],
+        ),
+        (
+            "duplicate-service",
+            json!({"infrastructure": external(), "services": [{"name": "order"}, {"name": "order"}]}),
+            vec!["spec.services[1]", "Duplicate value"],
+        ),
+        (
+            "external-without-consul",
+            json!({"infrastructure": {
+                "mode": "External",
+                "postgres": {"host": "db.example", "adminSecretName": "pg-admin"},
+                "nats": {"url": "nats://nats.example:4222"},
+            }}),
+            vec![
+                "spec.infrastructure",
+                "infrastructure.mode External needs infrastructure.postgres, infrastructure.nats and infrastructure.consul",
+            ],
+        ),
+        ("no-infrastructure", json!({"services": [{"name": "order"}]}), vec!["spec.infrastructure", "Required value"]),
+    ];
+    for (name, spec, expected) in refused {
+        let err = systems.create(&PostParams::default(), &manifest(name, spec)).await.expect_err(name);
+        let kube::Error::Api(status) = err else { panic!("{name}: expected an API refusal, got {err:?}") };
+        assert_eq!(status.code, 422, "{name}: {status:?}");
+        for fragment in expected {
+            assert!(status.message.contains(fragment), "{name}: {:?} lacks {fragment:?}", status.message);
+        }
+    }
+
+    // A minimal manifest is accepted and the API server fills in the defaults.
+    let created = systems
+        .create(&PostParams::default(), &manifest("minimal", json!({"infrastructure": external()})))
+        .await
+        .unwrap();
+    let spec = &created.data["spec"];
+    assert_eq!(spec["services"].as_array().unwrap().len(), 6, "{spec}");
+    assert_eq!(spec["services"][0]["replicas"], 1);
+    assert_eq!(spec["databaseReclaimPolicy"], "Retain");
+    assert_eq!(spec["version"], "0.1.0");
+    assert_eq!(spec["infrastructure"]["postgres"]["port"], 5432);
+}
