@@ -7,3 +7,5 @@
 
 pub mod catalog;
 pub mod crd;
+pub mod desired;
+pub mod validate;
