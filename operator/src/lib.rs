@@ -7,5 +7,8 @@
 
 pub mod catalog;
 pub mod crd;
+pub mod database;
 pub mod desired;
+pub mod reconcile;
+pub mod status;
 pub mod validate;

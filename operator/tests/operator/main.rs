@@ -4,4 +4,5 @@
 //! Deployment controller would.
 
 mod crd;
+mod lifecycle;
 mod support;

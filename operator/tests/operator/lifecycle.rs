@@ -1,0 +1,241 @@
+use std::{collections::BTreeMap, time::Duration};
+
+use ftgo_operator::{crd::FtgoSystem, reconcile::FINALIZER, status};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret, Service},
+    events::v1::Event,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams},
+};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+
+use crate::support::{Env, RunningOperator, eventually};
+
+const SERVICES_WITH_DATABASES: [&str; 5] = ["consumer", "kitchen", "accounting", "order", "orchestrator"];
+
+fn secret_text(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+async fn database_exists(env: &Env, name: &str) -> bool {
+    let mut admin = PgConnection::connect(&env.postgres.url("postgres")).await.unwrap();
+    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap();
+    found.is_some()
+}
+
+async fn role_exists(env: &Env, name: &str) -> bool {
+    let mut admin = PgConnection::connect(&env.postgres.url("postgres")).await.unwrap();
+    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(name)
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap();
+    found.is_some()
+}
+
+/// Every object the operator made for `system`, by kind and name, with its resourceVersion.
+async fn children(env: &Env, system: &str) -> BTreeMap<String, String> {
+    let params = ListParams::default().labels(&format!("app.kubernetes.io/instance={system}"));
+    let mut found = BTreeMap::new();
+    for o in env.api::<Secret>().list(&params).await.unwrap() {
+        found.insert(format!("Secret/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    for o in env.api::<ConfigMap>().list(&params).await.unwrap() {
+        found.insert(format!("ConfigMap/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    for o in env.api::<Deployment>().list(&params).await.unwrap() {
+        found.insert(format!("Deployment/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    for o in env.api::<Service>().list(&params).await.unwrap() {
+        found.insert(format!("Service/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    found
+}
+
+#[tokio::test]
+async fn an_applied_system_gets_databases_and_owned_children_and_is_ready_once_deployments_are_available() {
+    let env = Env::start("apply").await;
+    let operator = RunningOperator::start(&env.client, "operator-0");
+    let system = env.apply(&env.manifest("shop", json!({}))).await;
+
+    // Not ready while no kubelet runs the pods; the condition says why.
+    let pending = env.wait_ready("shop", "False").await;
+    let ready = status::ready(pending.status.as_ref()).unwrap();
+    assert_eq!(ready.reason, "DeploymentsProgressing", "{ready:?}");
+    assert!(pending.finalizers().contains(&FINALIZER.to_owned()));
+
+    // Databases and roles exist, and the generated credentials log in (Postgres checks passwords).
+    let secrets: Api<Secret> = env.api();
+    for service in SERVICES_WITH_DATABASES {
+        let secret = secrets.get(&format!("shop-{service}-database")).await.unwrap();
+        assert_eq!(secret_text(&secret, "database"), service);
+        assert!(database_exists(&env, service).await, "{service} database");
+        let url = secret_text(&secret, "url");
+        let mut session = PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("{service} logs in: {e}"));
+        let (user, db): (String, String) = sqlx::query_as("SELECT current_user::text, current_database()::text")
+            .fetch_one(&mut session)
+            .await
+            .unwrap();
+        assert_eq!((user.as_str(), db.as_str()), (service, service));
+        sqlx::query("CREATE TABLE owned_by_the_service (id int)").execute(&mut session).await.unwrap();
+        let wrong = url.replace(&secret_text(&secret, "password"), "wrong");
+        assert!(PgConnection::connect(&wrong).await.is_err(), "a wrong password is refused");
+    }
+
+    // Every child is owned by the system and labelled.
+    let uid = system.uid().unwrap();
+    let deployments: Api<Deployment> = env.api();
+    for service in ["consumer", "kitchen", "accounting", "order", "orchestrator", "gateway"] {
+        let name = format!("shop-{service}");
+        let deployment = deployments.get(&name).await.unwrap();
+        let config_map = env.api::<ConfigMap>().get(&name).await.unwrap();
+        let kube_service = env.api::<Service>().get(&name).await.unwrap();
+        for meta in [&deployment.metadata, &config_map.metadata, &kube_service.metadata] {
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("FtgoSystem", uid.as_str()));
+            assert_eq!(meta.labels.as_ref().unwrap()["app.kubernetes.io/component"], service);
+            let managers: Vec<_> = meta.managed_fields.iter().flatten().filter_map(|m| m.manager.as_deref()).collect();
+            assert!(managers.contains(&"ftgo-operator"), "{name}: {managers:?}");
+        }
+        assert!(kube_service.spec.unwrap().cluster_ip.is_some());
+    }
+
+    // The kubelet's part: the Deployments become available, and so does the system.
+    env.roll_out("shop").await;
+    let ready_system = env.wait_ready("shop", "True").await;
+    let status = ready_system.status.unwrap();
+    assert_eq!(status.observed_generation, ready_system.metadata.generation);
+    assert_eq!(status.summary.as_deref(), Some("6/6 available"));
+    for condition in &status.conditions {
+        assert_eq!(condition.observed_generation, ready_system.metadata.generation, "{condition:?}");
+    }
+    let degraded = status.conditions.iter().find(|c| c.type_ == status::DEGRADED).unwrap();
+    assert_eq!(degraded.status, "False");
+
+    // Events tell the story.
+    let events: Vec<String> =
+        env.api::<Event>().list(&ListParams::default()).await.unwrap().into_iter().filter_map(|e| e.reason).collect();
+    for reason in ["DatabasesProvisioned", "Applied", "Ready"] {
+        assert!(events.iter().any(|r| r == reason), "{reason} in {events:?}");
+    }
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_spec_change_scales_and_deletes_what_the_spec_no_longer_names() {
+    let env = Env::start("change").await;
+    let operator = RunningOperator::start(&env.client, "operator-0");
+    env.apply(&env.manifest("shop", json!({"databaseReclaimPolicy": "Delete"}))).await;
+    env.wait_ready("shop", "False").await;
+    env.roll_out("shop").await;
+    env.wait_ready("shop", "True").await;
+
+    // Five services, order scaled to 3, gateway gone.
+    let services = json!([
+        {"name": "consumer"}, {"name": "kitchen"}, {"name": "accounting"},
+        {"name": "order", "replicas": 3}, {"name": "orchestrator"},
+    ]);
+    let changed =
+        env.apply(&env.manifest("shop", json!({"services": services, "databaseReclaimPolicy": "Delete"}))).await;
+    let deployments: Api<Deployment> = env.api();
+    eventually("the gateway's children to go", Duration::from_secs(30), || async {
+        let gone = deployments.get_opt("shop-gateway").await.ok()?.is_none()
+            && env.api::<Service>().get_opt("shop-gateway").await.ok()?.is_none()
+            && env.api::<ConfigMap>().get_opt("shop-gateway").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    let order = deployments.get("shop-order").await.unwrap();
+    assert_eq!(order.spec.unwrap().replicas, Some(3));
+
+    // Order has one of three replicas: the system is not ready at the new generation.
+    let pending = env.wait_ready("shop", "False").await;
+    assert_eq!(pending.metadata.generation, changed.metadata.generation);
+    let reason = status::ready(pending.status.as_ref()).unwrap().message.clone();
+    assert!(reason.contains("order (1/3 available)"), "{reason}");
+    env.roll_out("shop").await;
+    let ready = env.wait_ready("shop", "True").await;
+    assert_eq!(ready.status.unwrap().summary.as_deref(), Some("5/5 available"));
+
+    // Removing a service with a database under Delete drops it and its Secret.
+    let four = json!([{"name": "consumer"}, {"name": "kitchen"}, {"name": "order"}, {"name": "orchestrator"}]);
+    env.apply(&env.manifest("shop", json!({"services": four, "databaseReclaimPolicy": "Delete"}))).await;
+    let secrets: Api<Secret> = env.api();
+    eventually("accounting's database and Secret to go", Duration::from_secs(30), || async {
+        let gone = secrets.get_opt("shop-accounting-database").await.ok()?.is_none()
+            && !database_exists(&env, "accounting").await
+            && !role_exists(&env, "accounting").await;
+        gone.then_some(())
+    })
+    .await;
+    assert!(database_exists(&env, "order").await);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_restart_writes_nothing() {
+    let env = Env::start("restart").await;
+    let operator = RunningOperator::start(&env.client, "operator-0");
+    env.apply(&env.manifest("shop", json!({}))).await;
+    env.wait_ready("shop", "False").await;
+    env.roll_out("shop").await;
+    let before = env.wait_ready("shop", "True").await;
+    // Let the reconciles that the roll-out and status write trigger settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    operator.stop().await;
+    let system_version = env.systems().get("shop").await.unwrap().resource_version();
+    let children_versions = children(&env, "shop").await;
+    let events = env.api::<Event>().list(&ListParams::default()).await.unwrap().items.len();
+    assert_eq!(children_versions.len(), 5 + 6 * 3, "{children_versions:?}");
+
+    let restarted = RunningOperator::start(&env.client, "operator-1");
+    // The new operator reconciles everything on start; give it time to (not) write.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = env.systems().get("shop").await.unwrap();
+    assert_eq!(after.resource_version(), system_version, "the FtgoSystem was not written");
+    assert_eq!(children(&env, "shop").await, children_versions, "no child was written");
+    assert_eq!(env.api::<Event>().list(&ListParams::default()).await.unwrap().items.len(), events, "no Event");
+    let (was, is) = (status::ready(before.status.as_ref()).unwrap(), status::ready(after.status.as_ref()).unwrap());
+    assert_eq!(was.last_transition_time, is.last_transition_time, "Ready did not flap");
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_systems_drops_databases_only_under_delete_and_releases_the_finalizer() {
+    let env = Env::start("delete").await;
+    let operator = RunningOperator::start(&env.client, "operator-0");
+    let keep = json!({"databaseReclaimPolicy": "Retain", "services": [{"name": "order"}],
+        "infrastructure": {"postgres": {"databasePrefix": "kept_"}}});
+    let drop = json!({"databaseReclaimPolicy": "Delete", "services": [{"name": "order"}],
+        "infrastructure": {"postgres": {"databasePrefix": "dropped_"}}});
+    env.apply(&env.manifest("kept", keep)).await;
+    env.apply(&env.manifest("dropped", drop)).await;
+    for name in ["kept", "dropped"] {
+        env.wait_ready(name, "False").await;
+    }
+    assert!(database_exists(&env, "kept_order").await && database_exists(&env, "dropped_order").await);
+
+    let systems = env.systems();
+    for name in ["kept", "dropped"] {
+        systems.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("both systems to be gone", Duration::from_secs(30), || async {
+        let kept: Option<FtgoSystem> = systems.get_opt("kept").await.ok()?;
+        let dropped: Option<FtgoSystem> = systems.get_opt("dropped").await.ok()?;
+        (kept.is_none() && dropped.is_none()).then_some(())
+    })
+    .await;
+    assert!(database_exists(&env, "kept_order").await, "Retain keeps the database");
+    assert!(role_exists(&env, "kept_order").await, "Retain keeps the role");
+    assert!(!database_exists(&env, "dropped_order").await, "Delete drops the database");
+    assert!(!role_exists(&env, "dropped_order").await, "Delete drops the role");
+    operator.stop().await;
+}
