@@ -204,8 +204,9 @@ pub struct FtgoSystemStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, and the conditions that explain it: `DatabasesReady`, `WorkloadsAvailable`
-    /// and `Degraded`. Each carries the generation it was computed for.
+    /// `Ready`, and the conditions that explain it: `DatabasesReady`, `WorkloadsAvailable`,
+    /// `ServicesRegistered` (Consul), `RoutesConfigured` (Fabio) and `Degraded`. Each carries
+    /// the generation it was computed for.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 

@@ -6,9 +6,11 @@
 //! interesting decisions are unit-tested without a cluster.
 
 pub mod catalog;
+pub mod consul;
 pub mod crd;
 pub mod database;
 pub mod desired;
+pub mod discovery;
 pub mod reconcile;
 pub mod status;
 pub mod validate;

@@ -1,6 +1,6 @@
 //! The controller: one reconcile per FtgoSystem change (or change of anything it owns), as a
 //! pipeline of read → validate → build → apply → status, and a finalizer for what Kubernetes'
-//! garbage collector cannot clean up: databases.
+//! garbage collector cannot clean up: Consul registrations, Fabio routes and databases.
 //!
 //! Every step is idempotent, and a reconcile that finds everything as it should be writes
 //! nothing: children are applied with server-side apply (which the API server turns into a
@@ -14,6 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret, Service},
+    discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -23,6 +24,7 @@ use kube::{
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -32,17 +34,20 @@ use tracing::{info, warn};
 
 use crate::{
     catalog::ServiceName,
+    consul::Consul,
     crd::{DatabaseReclaimPolicy, FtgoSystem},
     database::{Admin, AdminLogin, generate_password},
     desired::{
-        self, DatabaseCredentials, Desired, FIELD_MANAGER, LABEL_COMPONENT, LABEL_MANAGED_BY, credentials_secret_name,
-        database_name, instance_selector,
+        self, DatabaseCredentials, Desired, FIELD_MANAGER, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY,
+        credentials_secret_name, database_name, instance_selector,
     },
+    discovery,
     status::{self, Observations},
     validate::{System, validate},
 };
 
-/// Held on every FtgoSystem until its databases (under `Delete`) are dropped.
+/// Held on every FtgoSystem until it is deregistered from Consul and its databases (under
+/// `Delete`) are dropped.
 pub const FINALIZER: &str = "ftgo.dev/cleanup";
 
 /// How often a healthy system is looked at again even when nothing changed, to repair drift
@@ -134,7 +139,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns(Api::<Deployment>::all(client.clone()), children.clone())
         .owns(Api::<Service>::all(client.clone()), children.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
-        .owns(Api::<Secret>::all(client), children)
+        .owns(Api::<Secret>::all(client.clone()), children.clone())
+        // Readiness changes reach Consul through EndpointSlices, which inherit the Service's
+        // labels (and so the system's) from the EndpointSlice controller.
+        .watches(Api::<EndpointSlice>::all(client), children, |slice| {
+            let system = slice.labels().get(LABEL_INSTANCE)?.clone();
+            Some(ObjectRef::new(&system).within(&slice.namespace()?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -208,11 +219,11 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     let desired = desired::build(&system, &credentials);
     let mut changed = Vec::new();
     let mut failure = None;
-    let deployments = match apply_desired(&ctx.client, &desired, &children, &mut changed).await {
-        Ok(deployments) => deployments,
+    let (deployments, services) = match apply_desired(&ctx.client, &desired, &children, &mut changed).await {
+        Ok(applied) => applied,
         Err(err) => {
             failure = Some(("ApplyFailed".to_owned(), err.to_string()));
-            children.deployments.clone()
+            (children.deployments.clone(), children.services.clone())
         }
     };
     let mut deleted = Vec::new();
@@ -231,7 +242,7 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
         ctx.event(object, EventType::Warning, reason, message.clone()).await;
     }
 
-    let services = system
+    let service_states: Vec<_> = system
         .services
         .iter()
         .map(|spec| {
@@ -241,7 +252,17 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
             status::service_status(spec, deployment, database)
         })
         .collect();
-    let observations = Observations { generation: system.generation, services, databases, failure };
+    let consul = Consul::new(&system.consul.url);
+    let registrations = register(&system, &consul, &services, &service_states, ctx, object).await;
+    let routes = configure_routes(&system, &consul, ctx, object).await;
+    let observations = Observations {
+        generation: system.generation,
+        services: service_states,
+        databases,
+        registrations,
+        routes,
+        failure,
+    };
     let ready = write_status(object, &system, &observations, ctx).await?;
 
     match observations.failure {
@@ -365,14 +386,14 @@ async fn ensure_databases(
 }
 
 /// Applies every desired object with server-side apply; records the ones whose
-/// `resourceVersion` moved (created or really changed). Returns the applied Deployments, whose
-/// status the API server returns with them.
+/// `resourceVersion` moved (created or really changed). Returns the applied Deployments (whose
+/// status the API server returns with them) and Services (with their cluster IPs).
 async fn apply_desired(
     client: &Client,
     desired: &Desired,
     live: &Children,
     changed: &mut Vec<String>,
-) -> Result<Vec<Deployment>, kube::Error> {
+) -> Result<(Vec<Deployment>, Vec<Service>), kube::Error> {
     for secret in &desired.secrets {
         apply_one(client, secret, &live.secrets, changed).await?;
     }
@@ -383,10 +404,11 @@ async fn apply_desired(
     for deployment in &desired.deployments {
         deployments.push(apply_one(client, deployment, &live.deployments, changed).await?);
     }
+    let mut services = Vec::new();
     for service in &desired.services {
-        apply_one(client, service, &live.services, changed).await?;
+        services.push(apply_one(client, service, &live.services, changed).await?);
     }
-    Ok(deployments)
+    Ok((deployments, services))
 }
 
 async fn apply_one<K>(client: &Client, object: &K, live: &[K], changed: &mut Vec<String>) -> Result<K, kube::Error>
@@ -486,8 +508,68 @@ where
     }
 }
 
+/// Makes Consul hold exactly the system's instances, each with a check that follows its
+/// Kubernetes readiness; writes only what differs.
+async fn register(
+    system: &System,
+    consul: &Consul,
+    services: &[Service],
+    states: &[crate::crd::ServiceStatus],
+    ctx: &Context,
+    object: &FtgoSystem,
+) -> Result<(), String> {
+    let names: Vec<String> = system.services.iter().map(|s| desired::child_name(&system.name, s.name)).collect();
+    let selector = format!("kubernetes.io/service-name in ({})", names.join(","));
+    let slices: Vec<EndpointSlice> =
+        list(&ctx.client, &system.namespace, &selector).await.map_err(|e| format!("listing EndpointSlices: {e}"))?;
+    let mut instances = BTreeMap::new();
+    for (spec, state) in system.services.iter().zip(states) {
+        let name = desired::child_name(&system.name, spec.name);
+        let own: Vec<EndpointSlice> =
+            slices.iter().filter(|s| s.labels().get("kubernetes.io/service-name") == Some(&name)).cloned().collect();
+        let kube_service = services.iter().find(|s| s.name_any() == name);
+        instances.insert(spec.name, discovery::instances(spec.name, &own, kube_service, state.available_replicas));
+    }
+    let desired = discovery::registrations(system, &instances);
+    let node = discovery::node_name(system);
+    let registered = consul.node_services(&node).await.map_err(|e| e.to_string())?;
+    let checks = consul.node_checks(&node).await.map_err(|e| e.to_string())?;
+    let (write, remove) = discovery::plan(&desired, &registered, &checks);
+    let mut changed = Vec::new();
+    for registration in write {
+        consul.register(registration).await.map_err(|e| e.to_string())?;
+        changed.push(format!("{} ({})", registration.service.id, registration.checks[0].status));
+    }
+    for id in &remove {
+        consul.deregister_service(&node, id).await.map_err(|e| e.to_string())?;
+    }
+    if !changed.is_empty() {
+        ctx.event(object, EventType::Normal, "Registered", format!("registered in Consul: {}", changed.join(", ")))
+            .await;
+    }
+    if !remove.is_empty() {
+        let note = format!("deregistered from Consul: {}", remove.join(", "));
+        ctx.event(object, EventType::Normal, "Deregistered", note).await;
+    }
+    Ok(())
+}
+
+/// Writes the system's Fabio route overrides under its own KV key, if they differ.
+async fn configure_routes(system: &System, consul: &Consul, ctx: &Context, object: &FtgoSystem) -> Result<(), String> {
+    let key = discovery::routes_key(system);
+    let routes = discovery::fabio_routes(system);
+    if consul.kv_get(&key).await.map_err(|e| e.to_string())?.as_deref() == Some(routes.as_str()) {
+        return Ok(());
+    }
+    consul.kv_put(&key, &routes).await.map_err(|e| e.to_string())?;
+    ctx.event(object, EventType::Normal, "RoutesWritten", format!("wrote Fabio route overrides to Consul KV {key}"))
+        .await;
+    Ok(())
+}
+
 /// Runs while the FtgoSystem is being deleted. The children go with it by owner reference;
-/// what remains is outside Kubernetes. Until this succeeds the finalizer stays, and `status`
+/// what remains is outside Kubernetes: the Consul registrations, the Fabio routes and (under
+/// `Delete`) the databases. Until this succeeds the finalizer stays, and `status`
 /// and a Warning Event say what blocks it.
 async fn cleanup(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     let system = match validate(object) {
@@ -499,6 +581,16 @@ async fn cleanup(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     };
+    let consul = Consul::new(&system.consul.url);
+    let deregistered = async {
+        consul.deregister_node(&discovery::node_name(&system)).await?;
+        consul.kv_delete(&discovery::routes_key(&system)).await
+    };
+    if let Err(err) = deregistered.await {
+        let why = format!("cannot deregister from Consul: {err}");
+        block(object, &system, ctx, &why).await;
+        return Err(Error::CleanupBlocked(why));
+    }
     if let Err(why) = drop_databases(&system, ctx, object).await {
         block(object, &system, ctx, &why).await;
         return Err(Error::CleanupBlocked(why));

@@ -20,6 +20,8 @@ use crate::{
 pub const READY: &str = "Ready";
 pub const DATABASES_READY: &str = "DatabasesReady";
 pub const WORKLOADS_AVAILABLE: &str = "WorkloadsAvailable";
+pub const SERVICES_REGISTERED: &str = "ServicesRegistered";
+pub const ROUTES_CONFIGURED: &str = "RoutesConfigured";
 pub const DEGRADED: &str = "Degraded";
 
 /// A condition before it is stamped with a generation and a transition time.
@@ -44,6 +46,10 @@ pub struct Observations {
     pub services: Vec<ServiceStatus>,
     /// `Err` explains which databases are missing and why.
     pub databases: Result<(), String>,
+    /// `Err` explains why Consul does not hold every instance as it should.
+    pub registrations: Result<(), String>,
+    /// `Err` explains why Fabio's route overrides are not in Consul KV.
+    pub routes: Result<(), String>,
     /// A step that failed this time (reason, message): the system is `Degraded`.
     pub failure: Option<(String, String)>,
 }
@@ -91,6 +97,19 @@ pub fn checks(system: &System, observations: &Observations) -> Vec<Check> {
         Check::new(WORKLOADS_AVAILABLE, true, "DeploymentsAvailable", "every Deployment has its replicas available")
     } else {
         Check::new(WORKLOADS_AVAILABLE, false, "DeploymentsProgressing", format!("waiting for {}", waiting.join(", ")))
+    });
+    checks.push(match &observations.registrations {
+        Ok(()) => Check::new(
+            SERVICES_REGISTERED,
+            true,
+            "Registered",
+            "Consul holds every instance, checks following readiness",
+        ),
+        Err(why) => Check::new(SERVICES_REGISTERED, false, "ConsulUnavailable", why.clone()),
+    });
+    checks.push(match &observations.routes {
+        Ok(()) => Check::new(ROUTES_CONFIGURED, true, "RoutesWritten", "Fabio's route overrides are in Consul KV"),
+        Err(why) => Check::new(ROUTES_CONFIGURED, false, "ConsulUnavailable", why.clone()),
     });
     checks.push(match &observations.failure {
         Some((reason, message)) => Check::new(DEGRADED, true, reason.clone(), message.clone()),
@@ -224,6 +243,8 @@ mod tests {
                 database: Some("order".to_owned()),
             }],
             databases,
+            registrations: Ok(()),
+            routes: Ok(()),
             failure: None,
         }
     }
@@ -239,6 +260,9 @@ mod tests {
         assert_eq!(waiting.message, "waiting for order (0/2 available)");
         let no_db = ready(&observations(ServiceState::Available, Err("order: connection refused".to_owned())));
         assert_eq!(no_db.reason, "DatabaseUnavailable");
+        let mut unregistered = observations(ServiceState::Available, Ok(()));
+        unregistered.registrations = Err("Consul at http://consul:8500: connection refused".to_owned());
+        assert_eq!(ready(&unregistered).reason, "ConsulUnavailable");
         let mut failed = observations(ServiceState::Available, Ok(()));
         failed.failure = Some(("ApplyFailed".to_owned(), "boom".to_owned()));
         assert_eq!(ready(&failed).reason, "ApplyFailed");

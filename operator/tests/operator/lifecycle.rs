@@ -180,6 +180,22 @@ async fn a_spec_change_scales_and_deletes_what_the_spec_no_longer_names() {
     operator.stop().await;
 }
 
+/// Consul's modify indexes of everything the operator wrote for `system`: registrations, checks
+/// and the route overrides. Any write moves one.
+async fn consul_indexes(env: &Env, system: &str) -> Vec<u64> {
+    let node = format!("ftgo-{}-{system}", env.namespace);
+    let base = env.consul.http_url();
+    let get = |url: String| async move { reqwest::get(url).await.unwrap().json::<serde_json::Value>().await.unwrap() };
+    let services = get(format!("{base}/v1/catalog/node-services/{node}")).await;
+    let checks = get(format!("{base}/v1/health/node/{node}")).await;
+    let kv = get(format!("{base}/v1/kv/fabio/config/ftgo/{}/{system}", env.namespace)).await;
+    let mut indexes: Vec<u64> =
+        services["Services"].as_array().unwrap().iter().map(|s| s["ModifyIndex"].as_u64().unwrap()).collect();
+    indexes.extend(checks.as_array().unwrap().iter().map(|c| c["ModifyIndex"].as_u64().unwrap()));
+    indexes.extend(kv.as_array().unwrap().iter().map(|k| k["ModifyIndex"].as_u64().unwrap()));
+    indexes
+}
+
 #[tokio::test]
 async fn an_operator_restart_writes_nothing() {
     let env = Env::start("restart").await;
@@ -195,6 +211,8 @@ async fn an_operator_restart_writes_nothing() {
     let children_versions = children(&env, "shop").await;
     let events = env.api::<Event>().list(&ListParams::default()).await.unwrap().items.len();
     assert_eq!(children_versions.len(), 5 + 6 * 3, "{children_versions:?}");
+    let consul_before = consul_indexes(&env, "shop").await;
+    assert_eq!(consul_before.len(), 6 + 6 + 1, "six registrations, six checks, one KV key");
 
     let restarted = RunningOperator::start(&env.client, "operator-1");
     // The new operator reconciles everything on start; give it time to (not) write.
@@ -203,6 +221,7 @@ async fn an_operator_restart_writes_nothing() {
     assert_eq!(after.resource_version(), system_version, "the FtgoSystem was not written");
     assert_eq!(children(&env, "shop").await, children_versions, "no child was written");
     assert_eq!(env.api::<Event>().list(&ListParams::default()).await.unwrap().items.len(), events, "no Event");
+    assert_eq!(consul_indexes(&env, "shop").await, consul_before, "nothing written to Consul, no check flapped");
     let (was, is) = (status::ready(before.status.as_ref()).unwrap(), status::ready(after.status.as_ref()).unwrap());
     assert_eq!(was.last_transition_time, is.last_transition_time, "Ready did not flap");
     restarted.stop().await;

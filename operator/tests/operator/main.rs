@@ -4,5 +4,6 @@
 //! Deployment controller would.
 
 mod crd;
+mod discovery;
 mod lifecycle;
 mod support;

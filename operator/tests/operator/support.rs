@@ -8,7 +8,7 @@ use ftgo_operator::{
     reconcile::{self, Context},
     status,
 };
-use ftgo_testenv::{KubeControlPlane, Postgres};
+use ftgo_testenv::{Consul, KubeControlPlane, Postgres};
 use k8s_openapi::{
     ByteString,
     api::{apps::v1::Deployment, core::v1::Secret},
@@ -51,13 +51,14 @@ where
     }
 }
 
-/// A kube-apiserver with the CRD installed, a Postgres that checks passwords, and a namespace
-/// holding the Postgres admin Secret `pg-admin`.
+/// A kube-apiserver with the CRD installed, a Postgres that checks passwords, a Consul, and a
+/// namespace holding the Postgres admin Secret `pg-admin`.
 pub struct Env {
     /// Held so the servers live exactly as long as the test.
     #[allow(dead_code)]
     pub control_plane: KubeControlPlane,
     pub postgres: Postgres,
+    pub consul: Consul,
     pub client: Client,
     pub namespace: String,
 }
@@ -65,8 +66,9 @@ pub struct Env {
 impl Env {
     pub async fn start(prefix: &str) -> Self {
         ftgo_testenv::init_test_tracing();
-        let (control_plane, postgres) = tokio::join!(KubeControlPlane::start(), Postgres::start());
-        let (control_plane, postgres) = (control_plane.unwrap(), postgres.unwrap());
+        let (control_plane, postgres, consul) =
+            tokio::join!(KubeControlPlane::start(), Postgres::start(), Consul::start());
+        let (control_plane, postgres, consul) = (control_plane.unwrap(), postgres.unwrap(), consul.unwrap());
         require_passwords(&postgres).await;
         let client = control_plane.client().await.unwrap();
         install_crd(&client).await;
@@ -82,7 +84,7 @@ impl Env {
             ..Secret::default()
         };
         Api::<Secret>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &admin).await.unwrap();
-        Self { control_plane, postgres, client, namespace }
+        Self { control_plane, postgres, consul, client, namespace }
     }
 
     pub fn systems(&self) -> Api<FtgoSystem> {
@@ -96,14 +98,14 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// An FtgoSystem manifest pointing at this environment's Postgres; NATS and Consul are
-    /// only passed on to the pods, which never run here.
+    /// An FtgoSystem manifest pointing at this environment's Postgres and Consul; NATS is only
+    /// passed on to the pods, which never run here.
     pub fn manifest(&self, name: &str, extra: serde_json::Value) -> FtgoSystem {
         let mut spec = json!({
             "infrastructure": {
                 "postgres": {"host": "127.0.0.1", "port": self.postgres.port(), "adminSecretName": "pg-admin"},
                 "nats": {"url": "nats://127.0.0.1:4222"},
-                "consul": {"url": "http://127.0.0.1:8500"},
+                "consul": {"url": self.consul.http_url()},
             },
         });
         merge(&mut spec, extra);
