@@ -42,6 +42,7 @@ use crate::{
         credentials_secret_name, database_name, instance_selector,
     },
     discovery,
+    metrics::Metrics,
     status::{self, Observations},
     validate::{System, validate},
 };
@@ -94,13 +95,14 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// `instance` names this replica in Events (`reportingInstance`), e.g. the pod name.
-    pub fn new(client: Client, instance: Option<String>) -> Self {
+    pub fn new(client: Client, instance: Option<String>, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.to_owned(), instance };
-        Self { recorder: Recorder::new(client.clone(), reporter), client }
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics }
     }
 
     async fn event(&self, system: &FtgoSystem, type_: EventType, reason: &str, note: String) {
@@ -157,13 +159,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .await;
 }
 
+#[tracing::instrument(skip_all, fields(namespace = system.namespace(), system = %system.name_any()))]
 pub async fn reconcile(system: Arc<FtgoSystem>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_timed(system, &ctx).await;
+    ctx.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+    result
+}
+
+async fn reconcile_timed(system: Arc<FtgoSystem>, ctx: &Context) -> Result<Action, Error> {
     let namespace = system.namespace().ok_or(Error::NotNamespaced)?;
     let api: Api<FtgoSystem> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, system, |event| async {
         match event {
-            Finalizer::Apply(system) => apply(&system, &ctx).await,
-            Finalizer::Cleanup(system) => cleanup(&system, &ctx).await,
+            Finalizer::Apply(system) => apply(&system, ctx).await,
+            Finalizer::Cleanup(system) => cleanup(&system, ctx).await,
         }
     })
     .await

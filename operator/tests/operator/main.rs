@@ -3,6 +3,7 @@
 //! Deployment to become available it patches the Deployment's status the way a kubelet and the
 //! Deployment controller would.
 
+mod binary;
 mod crd;
 mod discovery;
 mod lifecycle;

@@ -54,8 +54,6 @@ where
 /// A kube-apiserver with the CRD installed, a Postgres that checks passwords, a Consul, and a
 /// namespace holding the Postgres admin Secret `pg-admin`.
 pub struct Env {
-    /// Held so the servers live exactly as long as the test.
-    #[allow(dead_code)]
     pub control_plane: KubeControlPlane,
     pub postgres: Postgres,
     pub consul: Consul,
@@ -191,7 +189,7 @@ pub struct RunningOperator {
 impl RunningOperator {
     pub fn start(client: &Client, instance: &str) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let ctx = Arc::new(Context::new(client.clone(), Some(instance.to_owned())));
+        let ctx = Arc::new(Context::new(client.clone(), Some(instance.to_owned()), Default::default()));
         let task = tokio::spawn(reconcile::run(ctx, async move {
             let _ = stopped.await;
         }));

@@ -1,0 +1,97 @@
+use std::{process::Stdio, time::Duration};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::support::{Env, eventually};
+
+/// The real `ftgo-operator` binary, as a pod would run it, against the test's API server.
+struct Replica {
+    name: String,
+    url: String,
+    child: Child,
+}
+
+impl Replica {
+    fn start(env: &Env, name: &str) -> Self {
+        let port = ftgo_testenv::process::free_port().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ftgo-operator"))
+            .env("KUBECONFIG", env.control_plane.kubeconfig_path())
+            .env("FTGO_OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", &env.namespace)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { name: name.to_owned(), url: format!("http://127.0.0.1:{port}"), child }
+    }
+
+    async fn get(&self, path: &str) -> Option<String> {
+        let response = reqwest::get(format!("{}{path}", self.url)).await.ok()?;
+        response.status().is_success().then_some(())?;
+        response.text().await.ok()
+    }
+
+    /// What Kubernetes does to stop a pod: SIGTERM, then wait.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits within 30s").unwrap()
+    }
+}
+
+async fn holder(env: &Env) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(env.client.clone(), &env.namespace).get_opt("ftgo-operator").await.ok()??;
+    lease.spec?.holder_identity
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_the_standby_takes_over_on_graceful_shutdown() {
+    let env = Env::start("leader").await;
+    let first = Replica::start(&env, "operator-a");
+    let second = Replica::start(&env, "operator-b");
+    for replica in [&first, &second] {
+        eventually("/healthz", Duration::from_secs(30), || replica.get("/healthz")).await;
+    }
+    let leader = eventually("a leader", Duration::from_secs(30), || holder(&env)).await;
+    let (leading, standby) = if leader == first.name { (first, second) } else { (second, first) };
+    assert_eq!(leading.get("/readyz").await.as_deref(), Some("ok: leader"));
+    assert_eq!(standby.get("/readyz").await.as_deref(), Some("ok: standby"));
+    assert!(standby.get("/metrics").await.unwrap().contains("ftgo_operator_leader 0"));
+
+    // Only the leader reconciles.
+    env.apply(&env.manifest("shop", json!({"services": []}))).await;
+    let systems = env.systems();
+    eventually("the system reconciled", Duration::from_secs(30), || async {
+        systems.get("shop").await.ok()?.status.map(drop)
+    })
+    .await;
+    let counted = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("ftgo_operator_reconciles_total{result=\"success\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    assert!(counted(leading.get("/metrics").await.unwrap()).unwrap() > 0);
+    assert_eq!(counted(standby.get("/metrics").await.unwrap()), Some(0));
+
+    // Still one leader after a whole lease duration: renewals keep it.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(holder(&env).await.as_deref(), Some(leading.name.as_str()));
+
+    // SIGTERM: the leader stops gracefully and releases the Lease; the standby takes over.
+    let standby_name = standby.name.clone();
+    assert!(leading.terminate().await.success());
+    eventually("the standby to lead", Duration::from_secs(20), || async {
+        (holder(&env).await.as_deref() == Some(standby_name.as_str())).then_some(())
+    })
+    .await;
+    eventually("the new leader to say so", Duration::from_secs(10), || async {
+        (standby.get("/readyz").await.as_deref() == Some("ok: leader")).then_some(())
+    })
+    .await;
+    assert!(standby.terminate().await.success());
+}
