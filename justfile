@@ -39,6 +39,7 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Regenerate the CRD YAML in crds/ from the operator's Rust types.
+# Regenerate the CRD YAML in crds/ (and the Helm chart's copy) from the operator's Rust types.
 crds:
     cargo run --locked --quiet -p ftgo-operator --bin crdgen > crds/ftgosystem.yaml
+    cp crds/ftgosystem.yaml charts/ftgo-operator/crds/ftgosystem.yaml

@@ -4,6 +4,7 @@
 //! Deployment controller would.
 
 mod binary;
+mod chart;
 mod crd;
 mod discovery;
 mod lifecycle;
