@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listen = listener.local_addr()?;
     info!(%listen, identity, "serving /healthz, /readyz and /metrics");
     let mut http_stop = shutdown_requested.clone();
     let server = axum::serve(listener, http::router(metrics.clone())).with_graceful_shutdown(async move {

@@ -99,3 +99,23 @@ async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
     assert_eq!(spec["version"], "0.1.0");
     assert_eq!(spec["infrastructure"]["postgres"]["port"], 5432);
 }
+
+#[tokio::test]
+async fn the_examples_are_accepted_by_the_api_server() {
+    ftgo_testenv::init_test_tracing();
+    let control_plane = KubeControlPlane::start().await.unwrap();
+    let client = control_plane.client().await.unwrap();
+    install_crd(&client).await;
+    let namespace = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta { name: Some("ftgo".to_owned()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    let systems: Api<FtgoSystem> = Api::namespaced(client, "ftgo");
+    for example in ["ftgo-system.yaml", "ftgo-system-full.yaml"] {
+        let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let system: FtgoSystem = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+        systems.create(&dry_run, &system).await.unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+}

@@ -5,6 +5,7 @@
 
 mod binary;
 mod chart;
+mod cluster;
 mod crd;
 mod discovery;
 mod lifecycle;
