@@ -16,4 +16,5 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+pub mod telemetry;
 pub mod validate;

@@ -9,6 +9,7 @@
 //! | `POD_NAMESPACE` | `default` | where the leader Lease lives |
 //! | `FTGO_OPERATOR_LEASE_NAME` | `ftgo-operator` | the leader Lease's name |
 //! | `RUST_LOG` | `info` | the log filter |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | where to export traces (OTLP over HTTP); unset: no export |
 //!
 //! The Kubernetes client is configured the usual way: in a pod from its service account,
 //! elsewhere from `$KUBECONFIG` or `~/.kube/config`.
@@ -36,8 +37,7 @@ fn env_or(key: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let _telemetry = ftgo_operator::telemetry::init("ftgo-operator")?;
 
     let listen: SocketAddr = env_or("FTGO_OPERATOR_LISTEN", "0.0.0.0:8080").parse().context("FTGO_OPERATOR_LISTEN")?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ftgo-operator".to_owned());

@@ -1,4 +1,8 @@
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
@@ -16,8 +20,13 @@ struct Replica {
 
 impl Replica {
     fn start(env: &Env, name: &str) -> Self {
+        Self::start_with(env, name, &[])
+    }
+
+    fn start_with(env: &Env, name: &str, extra_env: &[(&str, &str)]) -> Self {
         let port = ftgo_testenv::process::free_port().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ftgo-operator"))
+            .envs(extra_env.iter().copied())
             .env("KUBECONFIG", env.control_plane.kubeconfig_path())
             .env("FTGO_OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("POD_NAME", name)
@@ -94,4 +103,41 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_on_graceful_sh
     })
     .await;
     assert!(standby.terminate().await.success());
+}
+
+/// A stand-in OpenTelemetry collector: takes OTLP/HTTP trace exports and keeps their bodies.
+async fn collector() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            sink.lock().unwrap().push(body.to_vec());
+            ""
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test]
+async fn reconciles_are_exported_as_opentelemetry_traces_over_otlp() {
+    let env = Env::start("traces").await;
+    let (endpoint, received) = collector().await;
+    let replica = Replica::start_with(
+        &env,
+        "operator-a",
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    eventually("/healthz", Duration::from_secs(30), || replica.get("/healthz")).await;
+    env.apply(&env.manifest("shop", json!({"services": []}))).await;
+    eventually("a reconcile span at the collector", Duration::from_secs(30), || async {
+        let bodies = received.lock().unwrap().clone();
+        let has = |needle: &[u8]| bodies.iter().any(|b| b.windows(needle.len()).any(|w| w == needle));
+        (has(b"reconcile") && has(b"ftgo-operator") && has(b"shop")).then_some(())
+    })
+    .await;
+    assert!(replica.terminate().await.success());
 }
