@@ -115,11 +115,17 @@ pub struct ServiceSpec {
 #[x_kube(validation = Rule::new(
     "self.mode != 'External' || (has(self.postgres) && has(self.nats) && has(self.consul))"
 ).message("infrastructure.mode External needs infrastructure.postgres, infrastructure.nats and infrastructure.consul"))]
+#[x_kube(validation = Rule::new(
+    "self.mode != 'Managed' || (!has(self.postgres) && !has(self.nats) && !has(self.consul))"
+).message("infrastructure.mode Managed deploys its own Postgres, NATS and Consul: leave out infrastructure.postgres, infrastructure.nats and infrastructure.consul"))]
 #[serde(rename_all = "camelCase")]
 pub struct Infrastructure {
-    /// `External`: the services use the Postgres, NATS and Consul named below, which must be
-    /// reachable both from the pods and from the operator (it creates the databases and the
-    /// Consul registrations itself).
+    /// `External` (default): the services use the Postgres, NATS and Consul named below, which
+    /// must be reachable both from the pods and from the operator (it creates the databases and
+    /// the Consul registrations itself). `Managed`: the operator deploys a single-instance
+    /// Postgres, NATS with JetStream, a Consul agent and Fabio next to the services, for trying
+    /// FTGO on a kind cluster; their data lives in `emptyDir`s and is lost when a pod restarts,
+    /// and the operator must run in the cluster to reach them.
     #[serde(default)]
     pub mode: InfrastructureMode,
 
@@ -137,11 +143,12 @@ pub struct Infrastructure {
     pub consul: Option<ConsulConnection>,
 }
 
-/// How the infrastructure is provided. Only `External` exists so far.
+/// How the infrastructure is provided: `External` or `Managed`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum InfrastructureMode {
     #[default]
     External,
+    Managed,
 }
 
 /// A Postgres server and the administrator the operator creates databases and roles with.

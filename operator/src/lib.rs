@@ -13,6 +13,7 @@ pub mod desired;
 pub mod discovery;
 pub mod http;
 pub mod leader;
+pub mod managed;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;

@@ -35,13 +35,13 @@ use tracing::{info, warn};
 use crate::{
     catalog::ServiceName,
     consul::Consul,
-    crd::{DatabaseReclaimPolicy, FtgoSystem},
+    crd::{DatabaseReclaimPolicy, FtgoSystem, InfrastructureMode},
     database::{Admin, AdminLogin, generate_password},
     desired::{
         self, DatabaseCredentials, Desired, FIELD_MANAGER, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY,
         credentials_secret_name, database_name, instance_selector,
     },
-    discovery,
+    discovery, managed,
     metrics::Metrics,
     status::{self, Observations},
     validate::{System, validate},
@@ -223,11 +223,33 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
             return Err(Error::Step(invalid.to_string()));
         }
     };
-    let children = Children::read(&ctx.client, &system).await?;
+    let mut children = Children::read(&ctx.client, &system).await?;
+    let mut changed = Vec::new();
+    let infrastructure = match system.mode {
+        InfrastructureMode::External => None,
+        InfrastructureMode::Managed => {
+            // The managed Postgres's superuser password: generated once, then kept in its
+            // Secret. The Secret is applied first, so the database step below can log in with it.
+            let admin_secret = managed::admin_secret_name(&system.name);
+            let existing = children.secrets.iter().find(|s| s.name_any() == admin_secret);
+            let password = existing.and_then(|s| secret_text(s, "password")).unwrap_or_else(generate_password);
+            let infrastructure = managed::build(&system, &password);
+            for secret in &infrastructure.secrets {
+                let applied = apply_one(&ctx.client, secret, &children.secrets, &mut changed).await?;
+                children.secrets.retain(|s| s.name_any() != applied.name_any());
+                children.secrets.push(applied);
+            }
+            Some(infrastructure)
+        }
+    };
 
     let (credentials, databases) = ensure_databases(&system, &children.secrets, ctx, object).await;
-    let desired = desired::build(&system, &credentials);
-    let mut changed = Vec::new();
+    let mut desired = desired::build(&system, &credentials);
+    if let Some(infrastructure) = infrastructure {
+        desired.secrets.extend(infrastructure.secrets);
+        desired.deployments.extend(infrastructure.deployments);
+        desired.services.extend(infrastructure.services);
+    }
     let mut failure = None;
     let (deployments, services) = match apply_desired(&ctx.client, &desired, &children, &mut changed).await {
         Ok(applied) => applied,
@@ -591,6 +613,12 @@ async fn cleanup(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     };
+    if system.mode == InfrastructureMode::Managed {
+        // The managed Consul and Postgres are children of the system and go with it, with the
+        // registrations and databases they hold; nothing outside Kubernetes remains.
+        info!(system = %system.name, namespace = %system.namespace, "cleaned up (managed infrastructure)");
+        return Ok(Action::await_change());
+    }
     let consul = Consul::new(&system.consul.url);
     let deregistered = async {
         consul.deregister_node(&discovery::node_name(&system)).await?;

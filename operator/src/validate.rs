@@ -12,7 +12,11 @@ use kube::{Resource, ResourceExt};
 
 use crate::{
     catalog::ServiceName,
-    crd::{ConsulConnection, DatabaseReclaimPolicy, FtgoSystem, NatsConnection, PostgresConnection, ServiceSpec},
+    crd::{
+        ConsulConnection, DatabaseReclaimPolicy, FtgoSystem, InfrastructureMode, NatsConnection, PostgresConnection,
+        ServiceSpec,
+    },
+    managed,
 };
 
 /// A validated FtgoSystem: everything the build and apply steps need, with nothing optional
@@ -29,6 +33,9 @@ pub struct System {
     pub log_level: String,
     /// The services the spec names, in [`ServiceName::ALL`] order so every output is stable.
     pub services: Vec<ServiceSpec>,
+    /// `Managed`: the operator deploys the infrastructure below itself, and these connections
+    /// point at what it deploys.
+    pub mode: InfrastructureMode,
     pub postgres: PostgresConnection,
     pub nats: NatsConnection,
     pub consul: ConsulConnection,
@@ -57,8 +64,17 @@ pub fn validate(system: &FtgoSystem) -> Result<System, InvalidSystem> {
     let mut services = spec.services.clone();
     services.sort_by_key(|s| s.name);
     services.dedup_by_key(|s| s.name);
+    let name = system.name_any();
+    let (postgres, nats, consul) = match infrastructure.mode {
+        InfrastructureMode::External => (
+            infrastructure.postgres.clone().ok_or(InvalidSystem::MissingConnection("postgres"))?,
+            infrastructure.nats.clone().ok_or(InvalidSystem::MissingConnection("nats"))?,
+            infrastructure.consul.clone().ok_or(InvalidSystem::MissingConnection("consul"))?,
+        ),
+        InfrastructureMode::Managed => managed::connections(&name, &namespace),
+    };
     Ok(System {
-        name: system.name_any(),
+        name,
         namespace,
         generation: system.metadata.generation.unwrap_or_default(),
         owner,
@@ -66,9 +82,10 @@ pub fn validate(system: &FtgoSystem) -> Result<System, InvalidSystem> {
         image_registry: spec.image_registry.trim_end_matches('/').to_owned(),
         log_level: spec.log_level.clone(),
         services,
-        postgres: infrastructure.postgres.clone().ok_or(InvalidSystem::MissingConnection("postgres"))?,
-        nats: infrastructure.nats.clone().ok_or(InvalidSystem::MissingConnection("nats"))?,
-        consul: infrastructure.consul.clone().ok_or(InvalidSystem::MissingConnection("consul"))?,
+        mode: infrastructure.mode,
+        postgres,
+        nats,
+        consul,
         database_reclaim_policy: spec.database_reclaim_policy,
     })
 }
@@ -112,6 +129,21 @@ mod tests {
         let yaml = SHOP.replace(r#"consul: {url: "http://consul:8500"}"#, "");
         let err = validate(&fixture(&yaml)).unwrap_err();
         assert_eq!(err.to_string(), "spec.infrastructure.consul is required when infrastructure.mode is External");
+    }
+
+    #[test]
+    fn a_managed_system_connects_to_what_the_operator_deploys() {
+        let yaml = SHOP.replace(
+            r#"postgres: {host: db, adminSecretName: pg-admin}
+            nats: {url: "nats://nats:4222"}
+            consul: {url: "http://consul:8500"}"#,
+            "mode: Managed",
+        );
+        let system = validate(&fixture(&yaml)).unwrap();
+        assert_eq!(system.postgres.host, "shop-postgres.food.svc");
+        assert_eq!(system.postgres.admin_secret_name, "shop-postgres-admin");
+        assert_eq!(system.nats.url, "nats://shop-nats.food.svc:4222");
+        assert_eq!(system.consul.url, "http://shop-consul.food.svc:8500");
     }
 
     #[test]

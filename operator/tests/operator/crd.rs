@@ -76,6 +76,11 @@ async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
                 "infrastructure.mode External needs infrastructure.postgres, infrastructure.nats and infrastructure.consul",
             ],
         ),
+        (
+            "managed-with-connections",
+            json!({"infrastructure": {"mode": "Managed", "nats": {"url": "nats://nats.example:4222"}}}),
+            vec!["spec.infrastructure", "infrastructure.mode Managed deploys its own Postgres, NATS and Consul"],
+        ),
         ("no-infrastructure", json!({"services": [{"name": "order"}]}), vec!["spec.infrastructure", "Required value"]),
     ];
     for (name, spec, expected) in refused {
@@ -112,7 +117,7 @@ async fn the_examples_are_accepted_by_the_api_server() {
     };
     Api::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
     let systems: Api<FtgoSystem> = Api::namespaced(client, "ftgo");
-    for example in ["ftgo-system.yaml", "ftgo-system-full.yaml"] {
+    for example in ["ftgo-system.yaml", "ftgo-system-full.yaml", "ftgo-system-kind.yaml"] {
         let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
         let system: FtgoSystem = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let dry_run = PostParams { dry_run: true, ..PostParams::default() };

@@ -258,3 +258,54 @@ async fn deleting_systems_drops_databases_only_under_delete_and_releases_the_fin
     assert!(!role_exists(&env, "dropped_order").await, "Delete drops the role");
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_managed_system_deploys_its_own_infrastructure_and_points_the_services_at_it() {
+    let env = Env::start("managed").await;
+    let operator = RunningOperator::start(&env.client, "operator-0");
+    let system: FtgoSystem = serde_json::from_value(json!({
+        "apiVersion": "ftgo.dev/v1alpha1",
+        "kind": "FtgoSystem",
+        "metadata": {"name": "shop", "namespace": env.namespace},
+        "spec": {"infrastructure": {"mode": "Managed"}, "services": [{"name": "order"}]},
+    }))
+    .unwrap();
+    let applied = env.apply(&system).await;
+    let deployments: Api<Deployment> = env.api();
+    let uid = applied.uid().unwrap();
+    for part in ["postgres", "nats", "consul", "fabio"] {
+        let name = format!("shop-{part}");
+        let deployment =
+            eventually(&name, Duration::from_secs(30), || async { deployments.get_opt(&name).await.ok()? }).await;
+        assert_eq!(deployment.owner_references()[0].uid, uid);
+        assert!(env.api::<Service>().get_opt(&name).await.unwrap().is_some(), "{name} Service");
+    }
+    let admin = env.api::<Secret>().get("shop-postgres-admin").await.unwrap();
+    assert_eq!(secret_text(&admin, "password").len(), 64, "a generated password");
+
+    // The services are configured for the managed infrastructure.
+    let config = env.api::<ConfigMap>().get("shop-order").await.unwrap();
+    let toml = &config.data.unwrap()["order-service.toml"];
+    let ns = &env.namespace;
+    assert!(toml.contains(&format!("url = \"nats://shop-nats.{ns}.svc:4222\"")), "{toml}");
+    assert!(toml.contains(&format!("addr = \"http://shop-consul.{ns}.svc:8500\"")), "{toml}");
+
+    // Outside the cluster network the operator cannot reach the managed Postgres, and says so.
+    let systems = env.systems();
+    let message = eventually("DatabasesReady=False", Duration::from_secs(60), || async {
+        let status = systems.get("shop").await.ok()?.status?;
+        let databases = status.conditions.into_iter().find(|c| c.type_ == status::DATABASES_READY)?;
+        (databases.status == "False" && databases.message.contains("cannot reach Postgres"))
+            .then_some(databases.message)
+    })
+    .await;
+    assert!(message.contains(&format!("shop-postgres.{ns}.svc:5432")), "{message}");
+
+    // Deleting it needs nothing outside Kubernetes: the infrastructure goes with it.
+    systems.delete("shop", &DeleteParams::default()).await.unwrap();
+    eventually("the system to be gone", Duration::from_secs(30), || async {
+        systems.get_opt("shop").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    operator.stop().await;
+}
