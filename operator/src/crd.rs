@@ -6,8 +6,12 @@
 //! patterns plus the CEL rules (`x_kube(validation)`) are what the API server refuses a bad
 //! manifest with. The operator never has to re-check what the schema already guarantees.
 
-use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::apis::meta::v1::Condition};
-use kube::{CustomResource, KubeSchema};
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -252,6 +256,40 @@ pub enum ServiceState {
     Stopped,
 }
 
+/// The CustomResourceDefinition, as `crds/` holds it and the operator installs it.
+///
+/// schemars keeps the line breaks of doc comments, which `kubectl explain` prints as they are,
+/// breaking sentences in odd places. Here lines are joined back into paragraphs (a blank line
+/// still separates two); that is the only difference from [`FtgoSystem::crd`].
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = FtgoSystem::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            unwrap_descriptions(schema);
+        }
+    }
+    crd
+}
+
+fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = description
+            .split("\n\n")
+            .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    for property in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_descriptions(property);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(
+        items,
+    )) = schema.items.as_mut()
+    {
+        unwrap_descriptions(items);
+    }
+}
+
 fn default_version() -> String {
     "0.1.0".to_owned()
 }
@@ -281,8 +319,6 @@ fn default_services() -> Vec<ServiceSpec> {
 
 #[cfg(test)]
 mod tests {
-    use kube::CustomResourceExt;
-
     use super::*;
 
     #[test]
@@ -304,8 +340,19 @@ mod tests {
     }
 
     #[test]
+    fn descriptions_are_paragraphs_not_source_lines() {
+        let crd = crd();
+        let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+        let spec = &schema.properties.as_ref().unwrap()["spec"];
+        let services = &spec.properties.as_ref().unwrap()["services"];
+        let description = services.description.as_deref().unwrap();
+        assert!(!description.contains('\n'), "{description}");
+        assert!(description.starts_with("The services to run, at most one entry per service name. A service left out"));
+    }
+
+    #[test]
     fn the_schema_carries_the_rules_the_api_server_enforces() {
-        let crd = serde_json::to_string(&FtgoSystem::crd()).unwrap();
+        let crd = serde_json::to_string(&crd()).unwrap();
         assert!(crd.contains(r#""x-kubernetes-list-type":"map""#), "services keyed by name");
         assert!(crd.contains("infrastructure.mode External needs"), "the External rule");
         assert!(crd.contains(r#""maximum":20"#), "replicas capped");

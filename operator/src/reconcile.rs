@@ -218,9 +218,10 @@ impl Children {
 async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     let system = match validate(object) {
         Ok(system) => system,
+        // Retrying cannot fix a spec; the next change to it will be reconciled.
         Err(invalid) => {
-            ctx.event(object, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
-            return Err(Error::Step(invalid.to_string()));
+            degrade(object, ctx, "InvalidSpec", &invalid.to_string()).await;
+            return Ok(Action::await_change());
         }
     };
     let mut children = Children::read(&ctx.client, &system).await?;
@@ -626,11 +627,11 @@ async fn cleanup(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     };
     if let Err(err) = deregistered.await {
         let why = format!("cannot deregister from Consul: {err}");
-        block(object, &system, ctx, &why).await;
+        degrade(object, ctx, "CleanupBlocked", &why).await;
         return Err(Error::CleanupBlocked(why));
     }
     if let Err(why) = drop_databases(&system, ctx, object).await {
-        block(object, &system, ctx, &why).await;
+        degrade(object, ctx, "CleanupBlocked", &why).await;
         return Err(Error::CleanupBlocked(why));
     }
     info!(system = %system.name, namespace = %system.namespace, "cleaned up");
@@ -664,20 +665,26 @@ async fn drop_databases(system: &System, ctx: &Context, object: &FtgoSystem) -> 
     Ok(())
 }
 
-/// Reports a blocked cleanup in status (`Degraded=True`, reason `CleanupBlocked`) and as an
-/// Event; both are best effort, as the namespace may already be going.
-async fn block(object: &FtgoSystem, system: &System, ctx: &Context, why: &str) {
-    ctx.event(object, EventType::Warning, "CleanupBlocked", why.to_owned()).await;
+/// Reports in status that the system is stuck (`Degraded=True` and `Ready=False`, both with
+/// `reason`), and as a Warning Event when that is news. Best effort: during a cleanup the
+/// namespace may already be going.
+async fn degrade(object: &FtgoSystem, ctx: &Context, reason: &str, why: &str) {
+    let generation = object.metadata.generation.unwrap_or_default();
     let mut next = object.status.clone().unwrap_or_default();
-    let checks = [status::Check::new(status::DEGRADED, true, "CleanupBlocked", why)];
-    let degraded = status::conditions(&next.conditions, &checks, system.generation, &status::now());
-    next.conditions.retain(|c| c.type_ != status::DEGRADED);
-    next.conditions.extend(degraded);
-    if object.status.as_ref() != Some(&next) {
-        let api: Api<FtgoSystem> = Api::namespaced(ctx.client.clone(), &system.namespace);
-        let patch = Patch::Merge(json!({ "status": next }));
-        if let Err(err) = api.patch_status(&system.name, &PatchParams::default(), &patch).await {
-            warn!(%err, "could not report the blocked cleanup in status");
-        }
+    let checks = [
+        status::Check::new(status::READY, false, reason, why),
+        status::Check::new(status::DEGRADED, true, reason, why),
+    ];
+    let stamped = status::conditions(&next.conditions, &checks, generation, &status::now());
+    next.conditions.retain(|c| c.type_ != status::READY && c.type_ != status::DEGRADED);
+    next.conditions.splice(0..0, stamped);
+    if object.status.as_ref() == Some(&next) {
+        return;
+    }
+    ctx.event(object, EventType::Warning, reason, why.to_owned()).await;
+    let api: Api<FtgoSystem> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let patch = Patch::Merge(json!({ "status": next }));
+    if let Err(err) = api.patch_status(&object.name_any(), &PatchParams::default(), &patch).await {
+        warn!(%err, reason, "could not report in status");
     }
 }

@@ -17,7 +17,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use ftgo_operator::crd::FtgoSystem;
 use ftgo_testenv::{Consul, Fabio, KubeControlPlane, Nats, Postgres};
 use k8s_openapi::{
     ByteString,
@@ -25,7 +24,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    Api, CustomResourceExt,
+    Api,
     api::{ObjectMeta, Patch, PatchParams},
     runtime::{conditions, wait::await_condition},
 };
@@ -86,7 +85,7 @@ async fn run_until_stopped(dir: &Path) -> Result<()> {
     let client = control_plane.client().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let ssa = PatchParams::apply("ftgo-cluster").force();
-    crds.patch("ftgosystems.ftgo.dev", &ssa, &Patch::Apply(FtgoSystem::crd())).await?;
+    crds.patch("ftgosystems.ftgo.dev", &ssa, &Patch::Apply(ftgo_operator::crd::crd())).await?;
     let established = await_condition(crds, "ftgosystems.ftgo.dev", conditions::is_crd_established());
     tokio::time::timeout(Duration::from_secs(30), established).await.context("CRD not established in 30s")??;
     let namespace = Namespace {

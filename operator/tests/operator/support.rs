@@ -15,7 +15,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
+    Api, Client, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
     runtime::{conditions, wait::await_condition},
 };
@@ -26,7 +26,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 /// Installs the FtgoSystem CRD, exactly as `crds/` has it, and waits until it is served.
 pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = FtgoSystem::crd();
+    let crd = ftgo_operator::crd::crd();
     let name = crd.metadata.name.clone().expect("the CRD has a name");
     crds.patch(&name, &PatchParams::apply("ftgo-operator-tests").force(), &Patch::Apply(crd)).await.unwrap();
     let established = await_condition(crds, &name, conditions::is_crd_established());
