@@ -552,9 +552,13 @@ async fn register(
     object: &FtgoSystem,
 ) -> Result<(), String> {
     let names: Vec<String> = system.services.iter().map(|s| desired::child_name(&system.name, s.name)).collect();
-    let selector = format!("kubernetes.io/service-name in ({})", names.join(","));
-    let slices: Vec<EndpointSlice> =
-        list(&ctx.client, &system.namespace, &selector).await.map_err(|e| format!("listing EndpointSlices: {e}"))?;
+    // `in ()` is not a valid selector: a system without services has no slices to look for.
+    let slices: Vec<EndpointSlice> = if names.is_empty() {
+        Vec::new()
+    } else {
+        let selector = format!("kubernetes.io/service-name in ({})", names.join(","));
+        list(&ctx.client, &system.namespace, &selector).await.map_err(|e| format!("listing EndpointSlices: {e}"))?
+    };
     let mut instances = BTreeMap::new();
     for (spec, state) in system.services.iter().zip(states) {
         let name = desired::child_name(&system.name, spec.name);
