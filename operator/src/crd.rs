@@ -83,6 +83,11 @@ pub struct FtgoSystemSpec {
     /// Where Postgres, NATS and Consul are.
     pub infrastructure: Infrastructure,
 
+    /// Where the services send their OpenTelemetry traces and metrics. Left out: nothing is
+    /// exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<Telemetry>,
+
     /// What happens to the service databases and roles when this FtgoSystem is deleted or a
     /// service is removed from it: `Retain` (default) keeps them, with their data; `Delete`
     /// drops them.
@@ -112,6 +117,17 @@ pub struct ServiceSpec {
     /// CPU and memory requests and limits of the service's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+}
+
+/// OpenTelemetry export of the services.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Telemetry {
+    /// An OTLP endpoint, e.g. `http://otel-collector.observability.svc:4318`, passed to every
+    /// service as `OTEL_EXPORTER_OTLP_ENDPOINT` (each service reports itself as its binary's
+    /// name, `OTEL_SERVICE_NAME`).
+    #[schemars(regex(pattern = r"^https?://[^/\s]+/?$"))]
+    pub otlp_endpoint: String,
 }
 
 /// Where the infrastructure the services share is.

@@ -271,6 +271,18 @@ fn deployment(system: &System, spec: &crate::crd::ServiceSpec, config: &str) -> 
             ..EnvVar::default()
         });
     }
+    if let Some(endpoint) = &system.otlp_endpoint {
+        env.push(EnvVar {
+            name: "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            value: Some(endpoint.clone()),
+            ..EnvVar::default()
+        });
+        env.push(EnvVar {
+            name: "OTEL_SERVICE_NAME".to_owned(),
+            value: Some(service.binary().to_owned()),
+            ..EnvVar::default()
+        });
+    }
     let port_name = match service.protocol() {
         Protocol::Grpc => "grpc",
         Protocol::Http => "http",
@@ -502,6 +514,22 @@ mod tests {
         assert_eq!(probe.port, IntOrString::Int(8080));
         let env: Vec<_> = container.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
         assert_eq!(env, ["FTGO_CONFIG_FILE"]);
+    }
+
+    #[test]
+    fn a_telemetry_endpoint_reaches_every_service_under_its_own_name() {
+        let mut system = shop();
+        let env_of = |system: &System| {
+            let desired = build(system, &credentials(system));
+            let container =
+                &desired.deployments[1].spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+            container.env.clone().unwrap().into_iter().map(|e| (e.name, e.value)).collect::<Vec<_>>()
+        };
+        assert!(!env_of(&system).iter().any(|(name, _)| name.starts_with("OTEL_")));
+        system.otlp_endpoint = Some("http://collector:4318".to_owned());
+        let env = env_of(&system);
+        assert!(env.contains(&("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), Some("http://collector:4318".to_owned()))));
+        assert!(env.contains(&("OTEL_SERVICE_NAME".to_owned(), Some("order-service".to_owned()))));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct System {
     pub version: String,
     pub image_registry: String,
     pub log_level: String,
+    /// Where the services export traces and metrics, if anywhere.
+    pub otlp_endpoint: Option<String>,
     /// The services the spec names, in [`ServiceName::ALL`] order so every output is stable.
     pub services: Vec<ServiceSpec>,
     /// `Managed`: the operator deploys the infrastructure below itself, and these connections
@@ -81,6 +83,7 @@ pub fn validate(system: &FtgoSystem) -> Result<System, InvalidSystem> {
         version: spec.version.clone(),
         image_registry: spec.image_registry.trim_end_matches('/').to_owned(),
         log_level: spec.log_level.clone(),
+        otlp_endpoint: spec.telemetry.as_ref().map(|t| t.otlp_endpoint.clone()),
         services,
         mode: infrastructure.mode,
         postgres,
