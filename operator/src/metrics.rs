@@ -49,6 +49,11 @@ impl Metrics {
         duration.2 += 1;
     }
 
+    /// Reconciles finished so far, whatever their result.
+    pub fn reconciles(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Relaxed);
     }

@@ -203,11 +203,27 @@ async fn an_operator_restart_writes_nothing() {
     env.apply(&env.manifest("shop", json!({}))).await;
     env.wait_ready("shop", "False").await;
     env.roll_out("shop").await;
-    let before = env.wait_ready("shop", "True").await;
-    // Let the reconciles that the roll-out and status write trigger settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.wait_ready("shop", "True").await;
+    // Let the reconciles that the roll-out and the status write trigger settle: nothing moves
+    // for two seconds.
+    let snapshot = || async {
+        let system = env.systems().get("shop").await.ok()?;
+        Some((system.resource_version(), children(&env, "shop").await, consul_indexes(&env, "shop").await))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = snapshot().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = snapshot().await;
+        if now.is_some() && now == last {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the system did not settle within 60s");
+        last = now;
+    }
     operator.stop().await;
-    let system_version = env.systems().get("shop").await.unwrap().resource_version();
+    let before = env.systems().get("shop").await.unwrap();
+    let system_version = before.resource_version();
     let children_versions = children(&env, "shop").await;
     let events = env.api::<Event>().list(&ListParams::default()).await.unwrap().items.len();
     assert_eq!(children_versions.len(), 5 + 6 * 3, "{children_versions:?}");
@@ -215,8 +231,13 @@ async fn an_operator_restart_writes_nothing() {
     assert_eq!(consul_before.len(), 6 + 6 + 1, "six registrations, six checks, one KV key");
 
     let restarted = RunningOperator::start(&env.client, "operator-1");
-    // The new operator reconciles everything on start; give it time to (not) write.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The new operator reconciles everything on start; once it has, give any write it might
+    // make time to land.
+    eventually("the restarted operator to reconcile", Duration::from_secs(30), || async {
+        (restarted.metrics.reconciles() > 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let after = env.systems().get("shop").await.unwrap();
     assert_eq!(after.resource_version(), system_version, "the FtgoSystem was not written");
     assert_eq!(children(&env, "shop").await, children_versions, "no child was written");

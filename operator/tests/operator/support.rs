@@ -5,6 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use ftgo_operator::{
     crd::FtgoSystem,
+    metrics::Metrics,
     reconcile::{self, Context},
     status,
 };
@@ -184,16 +185,18 @@ async fn require_passwords(postgres: &Postgres) {
 pub struct RunningOperator {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl RunningOperator {
     pub fn start(client: &Client, instance: &str) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let ctx = Arc::new(Context::new(client.clone(), Some(instance.to_owned()), Default::default()));
+        let metrics = Arc::new(Metrics::default());
+        let ctx = Arc::new(Context::new(client.clone(), Some(instance.to_owned()), metrics.clone()));
         let task = tokio::spawn(reconcile::run(ctx, async move {
             let _ = stopped.await;
         }));
-        Self { stop: Some(stop), task }
+        Self { stop: Some(stop), task, metrics }
     }
 
     /// Stops it gracefully: running reconciles finish, no new ones start.
