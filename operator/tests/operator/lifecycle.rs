@@ -156,6 +156,18 @@ async fn a_spec_change_scales_and_deletes_what_the_spec_no_longer_names() {
     let order = deployments.get("shop-order").await.unwrap();
     assert_eq!(order.spec.unwrap().replicas, Some(3));
 
+    // Consul forgets the gateway too: its registration is reaped and its routes leave the overrides.
+    let base = env.consul.http_url();
+    let node_url = format!("{base}/v1/catalog/node-services/ftgo-{}-shop", env.namespace);
+    let routes_url = format!("{base}/v1/kv/fabio/config/ftgo/{}/shop?raw", env.namespace);
+    eventually("the gateway to leave Consul", Duration::from_secs(30), || async {
+        let node: serde_json::Value = reqwest::get(&node_url).await.ok()?.json().await.ok()?;
+        let names: Vec<&str> = node["Services"].as_array()?.iter().filter_map(|s| s["Service"].as_str()).collect();
+        let routes = reqwest::get(&routes_url).await.ok()?.text().await.ok()?;
+        (names.len() == 5 && !names.contains(&"api-gateway") && !routes.contains("/api")).then_some(())
+    })
+    .await;
+
     // Order has one of three replicas: the system is not ready at the new generation.
     let pending = env.wait_ready("shop", "False").await;
     assert_eq!(pending.metadata.generation, changed.metadata.generation);
