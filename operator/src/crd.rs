@@ -83,6 +83,10 @@ pub struct FtgoSystemSpec {
     /// Where Postgres, NATS and Consul are.
     pub infrastructure: Infrastructure,
 
+    /// How the operator talks to Fabio, which routes to the services it registers in Consul.
+    #[serde(default)]
+    pub fabio: Fabio,
+
     /// Where the services send their OpenTelemetry traces and metrics. Left out: nothing is
     /// exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +121,27 @@ pub struct ServiceSpec {
     /// CPU and memory requests and limits of the service's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+}
+
+/// Fabio, as the operator sees it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fabio {
+    /// Fabio's `registry.consul.kvpath`: the Consul KV prefix it reads route overrides from.
+    /// The operator writes this system's overrides under `<kvPath>/ftgo/<namespace>/<name>`.
+    #[serde(default = "default_fabio_kv_path")]
+    #[schemars(regex(pattern = r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$"))]
+    pub kv_path: String,
+}
+
+impl Default for Fabio {
+    fn default() -> Self {
+        Self { kv_path: default_fabio_kv_path() }
+    }
+}
+
+fn default_fabio_kv_path() -> String {
+    "fabio/config".to_owned()
 }
 
 /// OpenTelemetry export of the services.

@@ -34,10 +34,10 @@ pub fn node_name(system: &System) -> String {
 }
 
 /// The Consul KV key holding this system's Fabio route overrides. Fabio reads every key under
-/// its `registry.consul.kvpath` (`fabio/config` by default) as one routing table, so each system
-/// owns exactly one key and never edits another's.
+/// its `registry.consul.kvpath` (`spec.fabio.kvPath`, `fabio/config` by default) as one routing
+/// table, so each system owns exactly one key and never edits another's.
 pub fn routes_key(system: &System) -> String {
-    format!("fabio/config/ftgo/{}/{}", system.namespace, system.name)
+    format!("{}/ftgo/{}/{}", system.fabio_kv_path, system.namespace, system.name)
 }
 
 /// Marks a registration as this system's: Fabio's route overrides select instances by it.
@@ -296,5 +296,8 @@ mod tests {
              route weight api-gateway /healthz weight 1 tags \"ftgo-system=food.shop\"\n"
         );
         assert_eq!(routes_key(&system()), "fabio/config/ftgo/food/shop");
+        let mut elsewhere = system();
+        elsewhere.fabio_kv_path = "lb/routes".to_owned();
+        assert_eq!(routes_key(&elsewhere), "lb/routes/ftgo/food/shop");
     }
 }

@@ -31,6 +31,8 @@ pub struct System {
     pub version: String,
     pub image_registry: String,
     pub log_level: String,
+    /// Fabio's KV prefix for route overrides, without leading or trailing `/`.
+    pub fabio_kv_path: String,
     /// Where the services export traces and metrics, if anywhere.
     pub otlp_endpoint: Option<String>,
     /// The services the spec names, in [`ServiceName::ALL`] order so every output is stable.
@@ -83,6 +85,7 @@ pub fn validate(system: &FtgoSystem) -> Result<System, InvalidSystem> {
         version: spec.version.clone(),
         image_registry: spec.image_registry.trim_end_matches('/').to_owned(),
         log_level: spec.log_level.clone(),
+        fabio_kv_path: spec.fabio.kv_path.trim_matches('/').to_owned(),
         otlp_endpoint: spec.telemetry.as_ref().map(|t| t.otlp_endpoint.clone()),
         services,
         mode: infrastructure.mode,

@@ -311,7 +311,11 @@ async fn a_managed_system_deploys_its_own_infrastructure_and_points_the_services
         let deployment =
             eventually(&name, Duration::from_secs(30), || async { deployments.get_opt(&name).await.ok()? }).await;
         assert_eq!(deployment.owner_references()[0].uid, uid);
-        assert!(env.api::<Service>().get_opt(&name).await.unwrap().is_some(), "{name} Service");
+        let services: Api<Service> = env.api();
+        eventually(&format!("{name} Service"), Duration::from_secs(30), || async {
+            services.get_opt(&name).await.ok()?.map(drop)
+        })
+        .await;
     }
     let admin = env.api::<Secret>().get("shop-postgres-admin").await.unwrap();
     assert_eq!(secret_text(&admin, "password").len(), 64, "a generated password");
