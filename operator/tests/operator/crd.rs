@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use ftgo_operator::crd::FtgoSystem;
 use ftgo_testenv::KubeControlPlane;
 use kube::{
@@ -6,7 +8,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::support::install_crd;
+use crate::support::{eventually, install_crd};
 
 /// CI runs this: the checked-in YAML (and the Helm chart's copy) must be exactly what the Rust
 /// types generate.
@@ -123,4 +125,33 @@ async fn the_examples_are_accepted_by_the_api_server() {
         let dry_run = PostParams { dry_run: true, ..PostParams::default() };
         systems.create(&dry_run, &system).await.unwrap_or_else(|e| panic!("{example}: {e}"));
     }
+}
+
+/// The field documentation written on the Rust types is what `kubectl explain` prints.
+#[tokio::test]
+async fn kubectl_explain_teaches_the_fields() {
+    ftgo_testenv::init_test_tracing();
+    let control_plane = KubeControlPlane::start().await.unwrap();
+    install_crd(&control_plane.client().await.unwrap()).await;
+    let kubectl = ftgo_testenv::host::binary("kubectl").unwrap();
+    // `None` until the API server publishes the CRD's OpenAPI, a moment after it is established.
+    let explain = |field: &str| {
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(control_plane.kubeconfig_path())
+            .args(["explain", field])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+        out.status.success().then_some(text)
+    };
+    let replicas = eventually("kubectl explain to know FtgoSystem", Duration::from_secs(30), || async {
+        explain("ftgosystem.spec.services.replicas")
+    })
+    .await;
+    assert!(replicas.contains("How many pods run the service, 0 to 20."), "{replicas}");
+    let policy = explain("ftgosystem.spec.databaseReclaimPolicy").unwrap();
+    assert!(policy.contains("`Retain` (default) keeps them, with their data; `Delete` drops them."), "{policy}");
+    let status = explain("ftgosystem.status.conditions").unwrap();
+    assert!(status.contains("`ServicesRegistered` (Consul), `RoutesConfigured` (Fabio)"), "{status}");
 }
