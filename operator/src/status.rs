@@ -170,6 +170,19 @@ pub fn status(
     }
 }
 
+/// The dependency conditions (databases, Consul registrations, Fabio routes) that have just
+/// started failing, or fail for a new reason: each deserves a Warning Event, once, rather than
+/// one per retry.
+pub fn new_failures<'a>(previous: Option<&FtgoSystemStatus>, next: &'a FtgoSystemStatus) -> Vec<&'a Condition> {
+    let before = |type_: &str| previous?.conditions.iter().find(|c| c.type_ == type_);
+    next.conditions
+        .iter()
+        .filter(|c| [DATABASES_READY, SERVICES_REGISTERED, ROUTES_CONFIGURED].contains(&c.type_.as_str()))
+        .filter(|c| c.status == "False")
+        .filter(|c| before(&c.type_).is_none_or(|b| b.status != "False" || b.reason != c.reason))
+        .collect()
+}
+
 /// The `Ready` condition of a status, if it has one.
 pub fn ready(status: Option<&FtgoSystemStatus>) -> Option<&Condition> {
     status?.conditions.iter().find(|c| c.type_ == READY)
@@ -266,6 +279,20 @@ mod tests {
         let mut failed = observations(ServiceState::Available, Ok(()));
         failed.failure = Some(("ApplyFailed".to_owned(), "boom".to_owned()));
         assert_eq!(ready(&failed).reason, "ApplyFailed");
+    }
+
+    #[test]
+    fn a_dependency_failure_is_news_once() {
+        let system = system();
+        let healthy = status(&system, None, &observations(ServiceState::Available, Ok(())), &at(100));
+        assert!(new_failures(None, &healthy).is_empty());
+        let mut broken = observations(ServiceState::Available, Ok(()));
+        broken.registrations = Err("Consul at http://consul:8500: connection refused".to_owned());
+        let failing = status(&system, Some(&healthy), &broken, &at(200));
+        let news: Vec<_> = new_failures(Some(&healthy), &failing).iter().map(|c| c.type_.clone()).collect();
+        assert_eq!(news, [SERVICES_REGISTERED]);
+        let still = status(&system, Some(&failing), &broken, &at(300));
+        assert!(new_failures(Some(&failing), &still).is_empty(), "the same failure again is not news");
     }
 
     #[test]

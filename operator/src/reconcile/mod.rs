@@ -296,6 +296,10 @@ async fn write_status(
     }
     let api: Api<FtgoSystem> = Api::namespaced(ctx.client.clone(), &system.namespace);
     api.patch_status(&system.name, &PatchParams::default(), &Patch::Merge(json!({ "status": next }))).await?;
+    for failing in status::new_failures(previous, &next) {
+        let note = format!("{}: {}", failing.type_, failing.message);
+        ctx.event(object, EventType::Warning, &failing.reason, note).await;
+    }
     let was_ready = status::ready(previous).map(|c| c.status.as_str());
     let now_ready = status::ready(Some(&next));
     if let Some(condition) = now_ready

@@ -337,6 +337,13 @@ async fn a_managed_system_deploys_its_own_infrastructure_and_points_the_services
     })
     .await;
     assert!(message.contains(&format!("shop-postgres.{ns}.svc:5432")), "{message}");
+    let events: Api<Event> = env.api();
+    let warning = eventually("a Warning Event saying so too", Duration::from_secs(30), || async {
+        let events = events.list(&ListParams::default()).await.ok()?;
+        events.items.into_iter().find(|e| e.reason.as_deref() == Some("DatabaseUnavailable"))
+    })
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     // Deleting it needs nothing outside Kubernetes: the infrastructure goes with it.
     systems.delete("shop", &DeleteParams::default()).await.unwrap();
