@@ -45,3 +45,18 @@ fmt:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Regenerate the CRD YAML in crds/ (and the Helm chart's copy) from the operator's Rust types.
+crds:
+    cargo run --locked --quiet -p ftgo-operator --bin crdgen > crds/ftgosystem.yaml
+    cp crds/ftgosystem.yaml charts/ftgo-operator/crds/ftgosystem.yaml
+
+# A local Kubernetes control plane (etcd + kube-apiserver, no kubelet) with Postgres, NATS,
+# Consul and Fabio, the CRD installed and the operator running against it, in the foreground.
+cluster-up: infra
+    cargo build --locked --quiet -p ftgo-operator --bins
+    cargo run --locked --quiet -p ftgo-operator --bin ftgo-cluster -- up
+
+# Stop what `just cluster-up` started, from another terminal.
+cluster-down:
+    cargo run --locked --quiet -p ftgo-operator --bin ftgo-cluster -- down

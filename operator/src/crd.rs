@@ -1,0 +1,402 @@
+//! The `FtgoSystem` custom resource: one whole FTGO deployment, described in one object.
+//!
+//! The CRD YAML in `crds/` is generated from these types (`cargo run -p ftgo-operator --bin
+//! crdgen`), so the doc comments below are what `kubectl explain ftgosystem.spec` prints, the
+//! `#[serde(default)]`s are the defaults the API server fills in, and the schemars ranges and
+//! patterns plus the CEL rules (`x_kube(validation)`) are what the API server refuses a bad
+//! manifest with. The operator never has to re-check what the schema already guarantees.
+
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::ServiceName;
+
+/// One FTGO deployment: its services, where its infrastructure is, and what happens to its data
+/// when it is deleted. The operator turns it into databases, ConfigMaps, Deployments, Services,
+/// Consul registrations and Fabio routes, and reports progress in `status`.
+// Each `printcolumn(...)` repeats `type_ = "string"`, which clippy mistakes for a copy-paste slip.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ftgo.dev",
+    version = "v1alpha1",
+    kind = "FtgoSystem",
+    plural = "ftgosystems",
+    shortname = "ftgo",
+    namespaced,
+    status = "FtgoSystemStatus",
+    derive = "PartialEq",
+    doc = "One FTGO deployment: its services, where its infrastructure is, and what happens to its data on delete.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every service is available, registered and routed"
+    ),
+    printcolumn(
+        name = "Services",
+        type_ = "string",
+        json_path = ".status.summary",
+        description = "Available services out of those the spec names"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the system is or is not ready"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FtgoSystemSpec {
+    /// The image tag every service runs, e.g. `0.1.0`. A service's `image` overrides it.
+    #[serde(default = "default_version")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
+    pub version: String,
+
+    /// The registry and path the images are pulled from; a service's image is
+    /// `<imageRegistry>/<binary>:<version>`, e.g. `ghcr.io/ftgo-rs/order-service:0.1.0`.
+    #[serde(default = "default_image_registry")]
+    #[schemars(length(min = 1, max = 200))]
+    pub image_registry: String,
+
+    /// The `tracing` filter every service starts with (`info`, `debug`, `ftgo=debug,sqlx=warn`).
+    /// Consul KV (`ftgo/config/<service>`) can change it live.
+    #[serde(default = "default_log_level")]
+    #[schemars(length(min = 1, max = 200))]
+    pub log_level: String,
+
+    /// The services to run, at most one entry per service name. A service left out is not run,
+    /// and whatever the operator had created for it is deleted (its database follows
+    /// `databaseReclaimPolicy`). Defaults to all six services with one replica each.
+    #[serde(default = "default_services")]
+    #[schemars(length(max = 6))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub services: Vec<ServiceSpec>,
+
+    /// Where Postgres, NATS and Consul are.
+    pub infrastructure: Infrastructure,
+
+    /// How the operator talks to Fabio, which routes to the services it registers in Consul.
+    #[serde(default)]
+    pub fabio: Fabio,
+
+    /// Where the services send their OpenTelemetry traces and metrics. Left out: nothing is
+    /// exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<Telemetry>,
+
+    /// What happens to the service databases and roles when this FtgoSystem is deleted or a
+    /// service is removed from it: `Retain` (default) keeps them, with their data; `Delete`
+    /// drops them.
+    #[serde(default)]
+    pub database_reclaim_policy: DatabaseReclaimPolicy,
+}
+
+/// One FTGO service to run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Which service: `consumer`, `kitchen`, `accounting`, `order`, `orchestrator` or `gateway`.
+    pub name: ServiceName,
+
+    /// How many pods run the service, 0 to 20. Zero keeps the service's database, Service and
+    /// configuration while running nothing.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 20))]
+    pub replicas: i32,
+
+    /// A full image reference that replaces `<imageRegistry>/<binary>:<version>` for this
+    /// service only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 400))]
+    pub image: Option<String>,
+
+    /// CPU and memory requests and limits of the service's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Fabio, as the operator sees it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fabio {
+    /// Fabio's `registry.consul.kvpath`: the Consul KV prefix it reads route overrides from.
+    /// The operator writes this system's overrides under `<kvPath>/ftgo/<namespace>/<name>`.
+    #[serde(default = "default_fabio_kv_path")]
+    #[schemars(regex(pattern = r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$"))]
+    pub kv_path: String,
+}
+
+impl Default for Fabio {
+    fn default() -> Self {
+        Self { kv_path: default_fabio_kv_path() }
+    }
+}
+
+fn default_fabio_kv_path() -> String {
+    "fabio/config".to_owned()
+}
+
+/// OpenTelemetry export of the services.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Telemetry {
+    /// An OTLP endpoint, e.g. `http://otel-collector.observability.svc:4318`, passed to every
+    /// service as `OTEL_EXPORTER_OTLP_ENDPOINT` (each service reports itself as its binary's
+    /// name, `OTEL_SERVICE_NAME`).
+    #[schemars(regex(pattern = r"^https?://[^/\s]+/?$"))]
+    pub otlp_endpoint: String,
+}
+
+/// Where the infrastructure the services share is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "self.mode != 'External' || (has(self.postgres) && has(self.nats) && has(self.consul))"
+).message("infrastructure.mode External needs infrastructure.postgres, infrastructure.nats and infrastructure.consul"))]
+#[x_kube(validation = Rule::new(
+    "self.mode != 'Managed' || (!has(self.postgres) && !has(self.nats) && !has(self.consul))"
+).message("infrastructure.mode Managed deploys its own Postgres, NATS and Consul: leave out infrastructure.postgres, infrastructure.nats and infrastructure.consul"))]
+#[serde(rename_all = "camelCase")]
+pub struct Infrastructure {
+    /// `External` (default): the services use the Postgres, NATS and Consul named below, which
+    /// must be reachable both from the pods and from the operator (it creates the databases and
+    /// the Consul registrations itself). `Managed`: the operator deploys a single-instance
+    /// Postgres, NATS with JetStream, a Consul agent and Fabio next to the services, for trying
+    /// FTGO on a kind cluster; their data lives in `emptyDir`s and is lost when a pod restarts,
+    /// and the operator must run in the cluster to reach them.
+    #[serde(default)]
+    pub mode: InfrastructureMode,
+
+    /// The Postgres server that holds one database per service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConnection>,
+
+    /// The NATS JetStream server the services exchange saga messages and events over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsConnection>,
+
+    /// The Consul agent the services read configuration from and are registered in, and that
+    /// Fabio learns its routes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul: Option<ConsulConnection>,
+}
+
+/// How the infrastructure is provided: `External` or `Managed`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InfrastructureMode {
+    #[default]
+    External,
+    Managed,
+}
+
+/// A Postgres server and the administrator the operator creates databases and roles with.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresConnection {
+    /// Host name or IP address of the Postgres server.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+
+    /// TCP port of the Postgres server.
+    #[serde(default = "default_postgres_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// The name of a Secret in this namespace with keys `username` and `password` of a Postgres
+    /// role allowed to create roles and databases (`CREATEROLE` and `CREATEDB`, or a superuser).
+    #[schemars(length(min = 1, max = 253))]
+    pub admin_secret_name: String,
+
+    /// Prepended to each database and role name (`<prefix>order`), so several FtgoSystems can
+    /// share one Postgres server. Lowercase letters, digits and `_`.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z0-9_]{0,30}$"))]
+    pub database_prefix: String,
+}
+
+/// A NATS server with JetStream enabled.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsConnection {
+    /// Its URL, `nats://host:port`.
+    #[schemars(regex(pattern = r"^nats://[^/\s]+$"))]
+    pub url: String,
+}
+
+/// A Consul agent's HTTP API.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsulConnection {
+    /// Its HTTP address, `http://host:port`.
+    #[schemars(regex(pattern = r"^https?://[^/\s]+/?$"))]
+    pub url: String,
+}
+
+/// What deleting an FtgoSystem (or removing a service from it) does to the service databases.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DatabaseReclaimPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// What the operator last observed and did.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FtgoSystemStatus {
+    /// The `metadata.generation` this status describes; older means the operator has not
+    /// caught up with the latest spec yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, and the conditions that explain it: `DatabasesReady`, `WorkloadsAvailable`,
+    /// `ServicesRegistered` (Consul), `RoutesConfigured` (Fabio) and `Degraded`. Each carries
+    /// the generation it was computed for.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+
+    /// One entry per service the spec names.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+
+    /// `<available>/<named> available`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+/// The observed state of one service.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// The service.
+    pub name: ServiceName,
+    /// `Available` (every desired replica is up to date and available), `Progressing` (a
+    /// rollout or scale-up is under way) or `Stopped` (zero replicas requested).
+    pub state: ServiceState,
+    /// Replicas the spec asks for.
+    pub replicas: i32,
+    /// Replicas available according to the Deployment.
+    pub available_replicas: i32,
+    /// The service's database, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// The state of one service, as reported in `status.services[].state`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    Available,
+    Progressing,
+    Stopped,
+}
+
+/// The CustomResourceDefinition, as `crds/` holds it and the operator installs it.
+///
+/// schemars keeps the line breaks of doc comments, which `kubectl explain` prints as they are,
+/// breaking sentences in odd places. Here lines are joined back into paragraphs (a blank line
+/// still separates two); that is the only difference from [`FtgoSystem::crd`].
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = FtgoSystem::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            unwrap_descriptions(schema);
+        }
+    }
+    crd
+}
+
+fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = description
+            .split("\n\n")
+            .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    for property in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_descriptions(property);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(
+        items,
+    )) = schema.items.as_mut()
+    {
+        unwrap_descriptions(items);
+    }
+}
+
+fn default_version() -> String {
+    "0.1.0".to_owned()
+}
+
+fn default_image_registry() -> String {
+    "ghcr.io/ftgo-rs".to_owned()
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_postgres_port() -> i32 {
+    5432
+}
+
+fn default_services() -> Vec<ServiceSpec> {
+    ServiceName::ALL
+        .into_iter()
+        .map(|name| ServiceSpec { name, replicas: default_replicas(), image: None, resources: None })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_spec_gets_every_service_with_one_replica_and_retained_databases() {
+        let spec: FtgoSystemSpec = serde_yaml::from_str(
+            r#"
+            infrastructure:
+              postgres: {host: db, adminSecretName: pg-admin}
+              nats: {url: "nats://nats:4222"}
+              consul: {url: "http://consul:8500"}
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.services.len(), 6);
+        assert!(spec.services.iter().all(|s| s.replicas == 1));
+        assert_eq!(spec.database_reclaim_policy, DatabaseReclaimPolicy::Retain);
+        assert_eq!(spec.infrastructure.mode, InfrastructureMode::External);
+        assert_eq!(spec.infrastructure.postgres.unwrap().port, 5432);
+    }
+
+    #[test]
+    fn descriptions_are_paragraphs_not_source_lines() {
+        let crd = crd();
+        let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+        let spec = &schema.properties.as_ref().unwrap()["spec"];
+        let services = &spec.properties.as_ref().unwrap()["services"];
+        let description = services.description.as_deref().unwrap();
+        assert!(!description.contains('\n'), "{description}");
+        assert!(description.starts_with("The services to run, at most one entry per service name. A service left out"));
+    }
+
+    #[test]
+    fn the_schema_carries_the_rules_the_api_server_enforces() {
+        let crd = serde_json::to_string(&crd()).unwrap();
+        assert!(crd.contains(r#""x-kubernetes-list-type":"map""#), "services keyed by name");
+        assert!(crd.contains("infrastructure.mode External needs"), "the External rule");
+        assert!(crd.contains(r#""maximum":20"#), "replicas capped");
+        assert!(crd.contains(r#""shortNames":["ftgo"]"#));
+    }
+}

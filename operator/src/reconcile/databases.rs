@@ -1,0 +1,129 @@
+//! The database step of a reconcile: each named service's role and database, and the
+//! credentials that may go into Secrets; and dropping them on delete under `Delete`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt, runtime::events::EventType};
+
+use crate::{
+    catalog::ServiceName,
+    crd::{DatabaseReclaimPolicy, FtgoSystem},
+    database::{Admin, AdminLogin, generate_password},
+    desired::{DatabaseCredentials, credentials_secret_name, database_name},
+    validate::System,
+};
+
+use super::Context;
+
+/// Reads the administrator login from the Secret the spec names.
+pub(super) async fn admin_login(client: &Client, system: &System) -> Result<AdminLogin, String> {
+    let name = &system.postgres.admin_secret_name;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &system.namespace);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|err| format!("reading Secret {name}: {err}"))?
+        .ok_or_else(|| format!("the Postgres admin Secret {name} does not exist"))?;
+    let field = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .ok_or_else(|| format!("the Postgres admin Secret {name} has no key {key:?}"))
+    };
+    Ok(AdminLogin { username: field("username")?, password: field("password")? })
+}
+
+pub(super) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
+}
+
+/// Makes sure every named service's role and database exist. Returns the credentials whose
+/// database is known to accept them (only those are written into Secrets, so a Secret never
+/// holds a password Postgres does not know), and what went wrong, if anything.
+pub(super) async fn ensure_databases(
+    system: &System,
+    secrets: &[Secret],
+    ctx: &Context,
+    object: &FtgoSystem,
+) -> (BTreeMap<ServiceName, DatabaseCredentials>, Result<(), String>) {
+    let mut wanted = Vec::new();
+    for spec in &system.services {
+        let Some(database) = database_name(system, spec.name) else { continue };
+        let secret_name = credentials_secret_name(&system.name, spec.name);
+        let existing = secrets.iter().find(|s| s.name_any() == secret_name).and_then(|s| secret_text(s, "password"));
+        let is_new = existing.is_none();
+        let password = existing.unwrap_or_else(generate_password);
+        wanted.push((spec.name, DatabaseCredentials { role: database.clone(), database, password }, is_new));
+    }
+    let mut ready = BTreeMap::new();
+    if wanted.is_empty() {
+        return (ready, Ok(()));
+    }
+    let admin = match admin_login(&ctx.client, system).await {
+        Ok(login) => Admin::connect(&system.postgres, &login).await.map_err(|e| e.to_string()),
+        Err(why) => Err(why),
+    };
+    let mut admin = match admin {
+        Ok(admin) => admin,
+        Err(why) => {
+            // Keep the Secrets that exist: the databases behind them were made before.
+            let existing = wanted.into_iter().filter(|(_, _, is_new)| !is_new);
+            ready.extend(existing.map(|(service, credentials, _)| (service, credentials)));
+            return (ready, Err(why));
+        }
+    };
+    let mut problems = Vec::new();
+    let mut created = Vec::new();
+    for (service, credentials, is_new) in wanted {
+        match admin.ensure(&credentials, is_new).await {
+            Ok(true) => {
+                created.push(credentials.database.clone());
+                ready.insert(service, credentials);
+            }
+            Ok(false) => {
+                ready.insert(service, credentials);
+            }
+            Err(err) => {
+                problems.push(format!("{service}: {err}"));
+                if !is_new {
+                    ready.insert(service, credentials);
+                }
+            }
+        }
+    }
+    if !created.is_empty() {
+        let note = format!("created or updated databases and roles {}", created.join(", "));
+        ctx.event(object, EventType::Normal, "DatabasesProvisioned", note).await;
+    }
+    if problems.is_empty() { (ready, Ok(())) } else { (ready, Err(problems.join("; "))) }
+}
+
+pub(super) async fn drop_databases(system: &System, ctx: &Context, object: &FtgoSystem) -> Result<(), String> {
+    if system.database_reclaim_policy == DatabaseReclaimPolicy::Retain {
+        return Ok(());
+    }
+    let login = match admin_login(&ctx.client, system).await {
+        Ok(login) => login,
+        Err(why) => {
+            // The admin Secret goes when the namespace goes; then there is no way to log in,
+            // and waiting would only keep the namespace from ever disappearing.
+            let note = format!("databases were not dropped: {why}");
+            ctx.event(object, EventType::Warning, "DatabasesNotDropped", note).await;
+            return Ok(());
+        }
+    };
+    let mut admin = Admin::connect(&system.postgres, &login).await.map_err(|e| e.to_string())?;
+    let mut dropped = Vec::new();
+    for service in ServiceName::ALL {
+        if let Some(database) = database_name(system, service) {
+            admin.drop(&database, &database).await.map_err(|e| e.to_string())?;
+            dropped.push(database);
+        }
+    }
+    let note = format!("dropped databases and roles {}", dropped.join(", "));
+    ctx.event(object, EventType::Normal, "DatabasesDropped", note).await;
+    Ok(())
+}
