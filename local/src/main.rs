@@ -12,14 +12,13 @@
 mod demo;
 mod services;
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result, bail};
-use ftgo_testenv::{Consul, Fabio, Nats, Postgres};
-use tokio::signal::unix::{SignalKind, signal};
+use ftgo_testenv::{
+    Consul, Fabio, Nats, Postgres,
+    foreground::{self, Foreground, step},
+};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -27,8 +26,8 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     match std::env::args().nth(1).as_deref() {
-        Some("up") => up().await,
-        Some("down") => down(),
+        Some("up") => foreground().run(run_until_stopped()).await,
+        Some("down") => foreground().stop(),
         Some("demo") => demo::run(&gateway_url()).await,
         _ => bail!("usage: ftgo-local up|down|demo"),
     }
@@ -50,28 +49,14 @@ fn state_dir() -> PathBuf {
     std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from)
 }
 
-/// Where `up` records its pid so that `down` can find it.
-fn pid_file() -> PathBuf {
-    state_dir().join("local.pid")
-}
-
-fn running_pid() -> Option<libc::pid_t> {
-    let pid: libc::pid_t = std::fs::read_to_string(pid_file()).ok()?.trim().parse().ok()?;
-    // A stale pid file may name a pid the kernel has since given to another program.
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "ftgo-local").then_some(pid)
-}
-
-async fn up() -> Result<()> {
-    if let Some(pid) = running_pid() {
-        bail!("FTGO is already running here (pid {pid}); `just down` stops it");
+/// `up` runs in the foreground; `down` finds it through `.ftgo/local.pid`.
+fn foreground() -> Foreground {
+    Foreground {
+        pid_file: state_dir().join("local.pid"),
+        program: "ftgo-local",
+        name: "FTGO",
+        stop_command: "just down",
     }
-    let pid_file = pid_file();
-    std::fs::create_dir_all(pid_file.parent().unwrap_or(&PathBuf::from(".")))?;
-    std::fs::write(&pid_file, std::process::id().to_string())?;
-    let result = run_until_stopped().await;
-    let _ = std::fs::remove_file(&pid_file);
-    result
 }
 
 async fn run_until_stopped() -> Result<()> {
@@ -123,11 +108,7 @@ async fn run_until_stopped() -> Result<()> {
     println!("\nPlace an order: `just demo` (or see README.md for curl commands).");
     println!("Ctrl-C here, or `just down` from another terminal, stops everything.");
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    foreground::until_stopped().await?;
     println!("\nstopping ...");
     // Reverse order of start: callers before what they call, Fabio before the Consul it reads.
     drop(gateway);
@@ -136,29 +117,4 @@ async fn run_until_stopped() -> Result<()> {
     drop((consul, nats, postgres));
     println!("stopped");
     Ok(())
-}
-
-async fn step<T>(name: &str, start: impl Future<Output = Result<T>>) -> Result<T> {
-    let started = Instant::now();
-    let server = start.await.with_context(|| format!("{name} failed to start"))?;
-    println!("  {name} ready in {:.1}s", started.elapsed().as_secs_f32());
-    Ok(server)
-}
-
-fn down() -> Result<()> {
-    let Some(pid) = running_pid() else {
-        println!("FTGO is not running here");
-        return Ok(());
-    };
-    // SAFETY: plain syscall; the pid was checked to exist.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if running_pid().is_none() {
-            println!("FTGO stopped");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("FTGO (pid {pid}) did not stop within 60s")
 }

@@ -17,5 +17,4 @@ pub mod managed;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
-pub mod telemetry;
 pub mod validate;

@@ -37,7 +37,8 @@ fn env_or(key: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = ftgo_operator::telemetry::init("ftgo-operator")?;
+    // The same logs, traces and OTLP export as every FTGO service; `RUST_LOG` filters the logs.
+    let _telemetry = ftgo_platform::telemetry::init("ftgo-operator", "info");
 
     let listen: SocketAddr = env_or("FTGO_OPERATOR_LISTEN", "0.0.0.0:8080").parse().context("FTGO_OPERATOR_LISTEN")?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ftgo-operator".to_owned());

@@ -17,6 +17,7 @@
 
 pub mod consul;
 pub mod fabio;
+pub mod foreground;
 pub mod host;
 pub mod kube;
 pub mod nats;

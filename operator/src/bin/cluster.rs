@@ -17,7 +17,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use ftgo_testenv::{Consul, Fabio, KubeControlPlane, Nats, Postgres};
+use ftgo_testenv::{
+    Consul, Fabio, KubeControlPlane, Nats, Postgres,
+    foreground::{Foreground, step},
+};
 use k8s_openapi::{
     ByteString,
     api::core::v1::{Namespace, Secret},
@@ -42,7 +45,7 @@ async fn main() -> Result<()> {
         .init();
     match std::env::args().nth(1).as_deref() {
         Some("up") => up().await,
-        Some("down") => down(),
+        Some("down") => foreground().stop(),
         _ => bail!("usage: ftgo-cluster up|down"),
     }
 }
@@ -52,23 +55,20 @@ fn state_dir() -> PathBuf {
     std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from).join("cluster")
 }
 
-fn running_pid() -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(state_dir().join("pid")).ok()?.trim().parse().ok()?;
-    // A stale pid file may name a pid the kernel has since given to another program.
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "ftgo-cluster").then_some(pid)
+/// `up` runs in the foreground; `down` finds it through the pid file.
+fn foreground() -> Foreground {
+    Foreground {
+        pid_file: state_dir().join("pid"),
+        program: "ftgo-cluster",
+        name: "the local cluster",
+        stop_command: "just cluster-down",
+    }
 }
 
 async fn up() -> Result<()> {
-    if let Some(pid) = running_pid() {
-        bail!("the local cluster is already running (pid {pid}); `just cluster-down` stops it");
-    }
     let dir = std::path::absolute(state_dir())?;
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("pid"), std::process::id().to_string())?;
-    let result = run_until_stopped(&dir).await;
-    let _ = std::fs::remove_file(dir.join("pid"));
-    result
+    foreground().run(run_until_stopped(&dir)).await
 }
 
 async fn run_until_stopped(dir: &Path) -> Result<()> {
@@ -177,31 +177,4 @@ fn example_with_addresses(postgres: &Postgres, nats: &Nats, consul: &Consul) -> 
         "# examples/ftgo-system.yaml with the addresses of `just cluster-up`.\n{}",
         serde_yaml::to_string(&system)?
     ))
-}
-
-async fn step<T>(name: &str, start: impl Future<Output = anyhow::Result<T>>) -> Result<T> {
-    let started = Instant::now();
-    let server = start.await.with_context(|| format!("{name} failed to start"))?;
-    println!("  {name} ready in {:.1}s", started.elapsed().as_secs_f32());
-    Ok(server)
-}
-
-fn down() -> Result<()> {
-    let Some(pid) = running_pid() else {
-        println!("the local cluster is not running");
-        return Ok(());
-    };
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-    if !status.success() {
-        bail!("could not signal pid {pid}");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if running_pid().is_none() {
-            println!("the local cluster stopped");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("the local cluster (pid {pid}) did not stop within 60s")
 }
