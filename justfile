@@ -22,8 +22,10 @@ test: infra
 build:
     cargo build --workspace --locked
 
-# Build and run FTGO locally in the foreground: infrastructure, every service, the gateway on
-# http://127.0.0.1:8080 (Ctrl-C, or `just down` from another terminal, stops it all).
+# Everything runs on this machine in the foreground: infrastructure, every service, the gateway
+# on http://127.0.0.1:8080. Ctrl-C, or `just down` from another terminal, stops it all.
+#
+# Build and run FTGO locally (the API on http://127.0.0.1:8080).
 up: infra
     @echo "building the services (the first build takes a few minutes) ..."
     cargo build --locked --bins
@@ -60,3 +62,27 @@ cluster-up: infra
 # Stop what `just cluster-up` started, from another terminal.
 cluster-down:
     cargo run --locked --quiet -p ftgo-operator --bin ftgo-cluster -- down
+
+# The binaries that ship as container images (one Dockerfile, `--build-arg BIN=...`).
+images_bins := "consumer-service kitchen-service accounting-service order-service orchestrator-service api-gateway ftgo-operator"
+
+# Build every image with Docker. Needs a Docker engine (the project's CI machine has none).
+images tag="0.1.0":
+    for bin in {{images_bins}}; do docker build --build-arg BIN=$bin -t ghcr.io/ftgo-rs/$bin:{{tag}} .; done
+
+# The images, the operator by its Helm chart and a Managed FtgoSystem in kind; the API ends up on
+# http://127.0.0.1:8080. Needs Docker and kind, so it is not run in CI here.
+#
+# Run FTGO in a kind cluster (needs Docker and kind).
+kind-up tag="0.1.0": (images tag)
+    kind create cluster --config kind-config.yaml
+    for bin in {{images_bins}}; do kind load docker-image --name ftgo ghcr.io/ftgo-rs/$bin:{{tag}}; done
+    helm upgrade --install ftgo-operator charts/ftgo-operator --namespace ftgo-system --create-namespace --set image.tag={{tag}} --wait
+    kubectl create namespace ftgo --dry-run=client -o yaml | kubectl apply -f -
+    kubectl apply -f examples/ftgo-system-kind.yaml
+    kubectl wait --for=condition=Ready ftgo/shop -n ftgo --timeout=10m
+    @echo "FTGO runs in kind: http://127.0.0.1:8080/api/openapi.json"
+
+# Delete the kind cluster.
+kind-down:
+    kind delete cluster --name ftgo

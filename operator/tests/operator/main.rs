@@ -8,5 +8,6 @@ mod chart;
 mod cluster;
 mod crd;
 mod discovery;
+mod images;
 mod lifecycle;
 mod support;
