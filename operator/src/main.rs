@@ -4,7 +4,7 @@
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
-//! | `FTGO_OPERATOR_LISTEN` | `0.0.0.0:8080` | where `/healthz`, `/readyz` and `/metrics` are served |
+//! | `FTGO_OPERATOR_LISTEN` | `127.0.0.1:8080` | where `/healthz`, `/readyz` and `/metrics` are served (the chart sets `0.0.0.0:8080` in the pod) |
 //! | `POD_NAME` | host name + random suffix | this replica's identity in the Lease and in Events |
 //! | `POD_NAMESPACE` | `default` | where the leader Lease lives |
 //! | `FTGO_OPERATOR_LEASE_NAME` | `ftgo-operator` | the leader Lease's name |
@@ -40,7 +40,8 @@ async fn main() -> anyhow::Result<()> {
     // The same logs, traces and OTLP export as every FTGO service; `RUST_LOG` filters the logs.
     let _telemetry = ftgo_platform::telemetry::init("ftgo-operator", "info");
 
-    let listen: SocketAddr = env_or("FTGO_OPERATOR_LISTEN", "0.0.0.0:8080").parse().context("FTGO_OPERATOR_LISTEN")?;
+    let listen: SocketAddr =
+        env_or("FTGO_OPERATOR_LISTEN", "127.0.0.1:8080").parse().context("FTGO_OPERATOR_LISTEN")?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ftgo-operator".to_owned());
     let default_identity = format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let identity = env_or("POD_NAME", &default_identity);
