@@ -40,3 +40,16 @@ pub fn init_test_tracing() {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
 }
+
+/// Polls `check` every 100 ms until it returns `Some`, and panics naming `what` once `timeout`
+/// has passed: the one bounded wait every test uses for what happens asynchronously.
+pub async fn eventually<T>(what: &str, timeout: std::time::Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

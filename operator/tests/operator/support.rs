@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: the servers a test needs, an operator running
 //! in-process against them, and the parts a kubelet would play.
 
-use std::{future::Future, sync::Arc, time::Duration};
+pub use ftgo_testenv::eventually;
+use std::{sync::Arc, time::Duration};
 
 use ftgo_operator::{
     crd::FtgoSystem,
@@ -32,24 +33,6 @@ pub async fn install_crd(client: &Client) {
     crds.patch(&name, &PatchParams::apply("ftgo-operator-tests").force(), &Patch::Apply(crd)).await.unwrap();
     let established = await_condition(crds, &name, conditions::is_crd_established());
     tokio::time::timeout(Duration::from_secs(30), established).await.expect("CRD established in time").unwrap();
-}
-
-/// Polls `check` until it returns `Some`, failing the test after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A kube-apiserver with the CRD installed, a Postgres that checks passwords, a Consul, and a

@@ -29,26 +29,33 @@ pub async fn open_account(tx: &mut PgConnection, account: &Account) -> sqlx::Res
     Ok(inserted.rows_affected() == 1)
 }
 
-pub async fn find_account(conn: &mut PgConnection, consumer_id: Uuid) -> sqlx::Result<Option<Account>> {
-    let row: Option<AccountRow> = sqlx::query_as(
-        "SELECT consumer_id, credit_limit_minor, reserved_minor, enabled FROM accounts WHERE consumer_id = $1",
-    )
-    .bind(consumer_id)
-    .fetch_optional(conn)
-    .await?;
+/// The one account query; `$rest` (a literal) adds a locking clause.
+macro_rules! select_account {
+    ($rest:literal) => {
+        concat!(
+            "SELECT consumer_id, credit_limit_minor, reserved_minor, enabled FROM accounts WHERE consumer_id = $1",
+            $rest
+        )
+    };
+}
+
+async fn fetch_account(
+    conn: &mut PgConnection,
+    query: &'static str,
+    consumer_id: Uuid,
+) -> sqlx::Result<Option<Account>> {
+    let row: Option<AccountRow> = sqlx::query_as(query).bind(consumer_id).fetch_optional(conn).await?;
     row.map(account).transpose()
+}
+
+pub async fn find_account(conn: &mut PgConnection, consumer_id: Uuid) -> sqlx::Result<Option<Account>> {
+    fetch_account(conn, select_account!(""), consumer_id).await
 }
 
 /// Reads the account and locks it until the transaction ends: authorizations of one consumer are
 /// serialized, so two orders cannot both fit under the same remaining credit.
 pub async fn lock_account(tx: &mut PgConnection, consumer_id: Uuid) -> sqlx::Result<Option<Account>> {
-    let row: Option<AccountRow> = sqlx::query_as(
-        "SELECT consumer_id, credit_limit_minor, reserved_minor, enabled FROM accounts WHERE consumer_id = $1 FOR UPDATE",
-    )
-    .bind(consumer_id)
-    .fetch_optional(tx)
-    .await?;
-    row.map(account).transpose()
+    fetch_account(tx, select_account!(" FOR UPDATE"), consumer_id).await
 }
 
 pub async fn save_account(tx: &mut PgConnection, account: &Account) -> sqlx::Result<()> {

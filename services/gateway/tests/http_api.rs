@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use ftgo_testenv::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Stack, restaurant_body};
@@ -49,12 +50,11 @@ async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelle
         stack.post(&format!("/api/orders/{order_id}/revise"), json!({"revisedLineItems": vindaloos(3)})).await;
     assert_eq!(revised.status, StatusCode::ACCEPTED, "{:#}", revised.body);
     assert_eq!(revised.body, json!({"orderId": order_id, "state": "REVISION_PENDING"}));
-    let revised = stack
-        .eventually("the revision", async || {
-            let order = stack.order_in_state(&order_id, "APPROVED").await;
-            (order["orderTotal"] == "37.50").then_some(order)
-        })
-        .await;
+    let revised = eventually("the revision", Duration::from_secs(30), async || {
+        let order = stack.order_in_state(&order_id, "APPROVED").await;
+        (order["orderTotal"] == "37.50").then_some(order)
+    })
+    .await;
     assert_eq!(revised["payment"]["amount"], "37.50");
 
     let cancelled = stack.post(&format!("/api/orders/{order_id}/cancel"), json!({})).await;
@@ -69,13 +69,12 @@ async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelle
     let again = stack.post(&format!("/api/orders/{order_id}/cancel"), json!({})).await;
     again.error(StatusCode::CONFLICT, "conflict");
 
-    let sagas = stack
-        .eventually("every saga to finish", async || {
-            let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await.body;
-            let all_done = sagas["sagas"].as_array()?.iter().all(|s| s["state"] == "SUCCEEDED");
-            (all_done && sagas["sagas"].as_array()?.len() == 3).then_some(sagas)
-        })
-        .await;
+    let sagas = eventually("every saga to finish", Duration::from_secs(30), async || {
+        let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await.body;
+        let all_done = sagas["sagas"].as_array()?.iter().all(|s| s["state"] == "SUCCEEDED");
+        (all_done && sagas["sagas"].as_array()?.len() == 3).then_some(sagas)
+    })
+    .await;
     let types: Vec<_> = sagas["sagas"].as_array().unwrap().iter().map(|s| s["sagaType"].clone()).collect();
     assert_eq!(types, [json!("CreateOrderSaga"), json!("ReviseOrderSaga"), json!("CancelOrderSaga")]);
     let create_saga = &sagas["sagas"][0];
@@ -135,12 +134,11 @@ async fn the_kitchen_moves_a_ticket_along_and_a_cancel_after_preparing_is_refuse
     // The cancel saga starts, the kitchen refuses, the saga compensates: the order stays APPROVED.
     let cancel = stack.post(&format!("/api/orders/{order_id}/cancel"), json!({})).await;
     assert_eq!(cancel.status, StatusCode::ACCEPTED);
-    let sagas = stack
-        .eventually("the cancel saga to be compensated", async || {
-            let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await.body;
-            (sagas["sagas"][1]["state"] == "COMPENSATED").then_some(sagas)
-        })
-        .await;
+    let sagas = eventually("the cancel saga to be compensated", Duration::from_secs(30), async || {
+        let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await.body;
+        (sagas["sagas"][1]["state"] == "COMPENSATED").then_some(sagas)
+    })
+    .await;
     assert_eq!(sagas["sagas"][1]["sagaType"], "CancelOrderSaga");
     let order = stack.order_in_state(order_id, "APPROVED").await;
     assert_eq!(order["payment"]["state"], "AUTHORIZED");

@@ -1,6 +1,7 @@
 //! The three sagas end to end: the four participants and the orchestrator, each with its own
 //! database, talking over real NATS JetStream, every failure branch included.
 
+use ftgo_testenv::eventually;
 use std::time::Duration;
 
 use ftgo_platform::{config::CommonConfig, runtime::Running, testing::ServiceWorld};
@@ -86,17 +87,6 @@ fn money(minor_units: i64) -> Option<Money> {
     Some(Money { minor_units })
 }
 
-/// Polls `check` every 100 ms for up to 30 s.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 impl System {
     /// A consumer with an open account.
     async fn consumer(&mut self) -> String {
@@ -105,7 +95,7 @@ impl System {
         };
         let id = self.consumers.create_consumer(request).await.unwrap().into_inner().consumer_id;
         let mut accounts = self.accounts.clone();
-        eventually("the account to open", async || {
+        eventually("the account to open", Duration::from_secs(30), async || {
             accounts.get_account(accounting::GetAccountRequest { consumer_id: id.clone() }).await.ok()
         })
         .await;
@@ -132,8 +122,10 @@ impl System {
             delivery_address: ftgo_platform::testing::address(),
             line_items: vec![LineItemRequest { menu_item_id: "2".into(), quantity: 1 }],
         };
-        let probe =
-            eventually("the menu to be replicated", async || orders.create_order(probe.clone()).await.ok()).await;
+        let probe = eventually("the menu to be replicated", Duration::from_secs(30), async || {
+            orders.create_order(probe.clone()).await.ok()
+        })
+        .await;
         self.outcome(&probe.into_inner().order_id).await;
         id
     }
@@ -157,7 +149,7 @@ impl System {
     /// Waits until no saga of the order is running, and returns the order.
     async fn outcome(&mut self, order_id: &str) -> order::Order {
         let mut orders = self.orders.clone();
-        eventually("the order to settle", async || {
+        eventually("the order to settle", Duration::from_secs(30), async || {
             let o = orders.get_order(order::GetOrderRequest { order_id: order_id.into() }).await.ok()?.into_inner();
             let pending = [OrderState::ApprovalPending, OrderState::CancelPending, OrderState::RevisionPending];
             (!pending.contains(&o.state())).then_some(o)
@@ -264,8 +256,10 @@ async fn a_kitchen_refusal_rejects_the_order_before_any_card_is_authorized() {
         delivery_address: ftgo_platform::testing::address(),
         line_items: vec![LineItemRequest { menu_item_id: "1".into(), quantity: 1 }],
     };
-    let created =
-        eventually("the menu to be replicated", async || orders.create_order(request.clone()).await.ok()).await;
+    let created = eventually("the menu to be replicated", Duration::from_secs(30), async || {
+        orders.create_order(request.clone()).await.ok()
+    })
+    .await;
     let order_id = created.into_inner().order_id;
 
     let order = s.outcome(&order_id).await;
@@ -391,7 +385,7 @@ async fn a_saga_survives_an_orchestrator_restart_in_the_middle() {
     // With the Consumer Service down, the saga waits at "verify consumer" ...
     s.consumer_service.take().unwrap().stop().await.unwrap();
     let order_id = s.place(&consumer_id, &restaurant_id, 1).await;
-    let running = eventually("the saga to start", async || {
+    let running = eventually("the saga to start", Duration::from_secs(30), async || {
         let sagas = s.sagas(&order_id).await;
         sagas.first().filter(|saga| saga.current_step == "verify consumer").cloned()
     })

@@ -1,5 +1,6 @@
 //! The outbox, the relay and the inbox consumer against real Postgres and NATS JetStream.
 
+use ftgo_testenv::eventually;
 use std::{
     sync::{Arc, atomic::Ordering},
     time::Duration,
@@ -103,21 +104,6 @@ impl MessageHandler for TestHandler {
         }
         sqlx::query("INSERT INTO effects VALUES ($1, $2)").bind(message.id).bind(&body).execute(tx).await?;
         Ok(())
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -234,7 +220,7 @@ async fn a_redelivery_while_the_first_delivery_is_still_being_handled_has_no_sec
     w.send("slow").await;
     w.relay().drain().await.unwrap();
 
-    eventually("the redelivery to be recognised", || async {
+    eventually("the redelivery to be recognised", Duration::from_secs(20), || async {
         (stats.duplicates.load(Ordering::Relaxed) >= 1).then_some(())
     })
     .await;
@@ -252,9 +238,12 @@ async fn a_poison_message_is_dead_lettered_and_does_not_block_the_messages_behin
     w.send("order-2").await;
     w.relay().drain().await.unwrap();
 
-    eventually("both orders to be handled", || async { (w.effects().await.len() == 2).then_some(()) }).await;
+    eventually("both orders to be handled", Duration::from_secs(20), || async {
+        (w.effects().await.len() == 2).then_some(())
+    })
+    .await;
     assert_eq!(w.effects().await, ["order-1", "order-2"]);
-    let dead = eventually("the dead letter", || async {
+    let dead = eventually("the dead letter", Duration::from_secs(20), || async {
         let dead = inbox::dead_letters(&w.db, "poison").await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })
@@ -282,7 +271,10 @@ async fn a_transient_failure_is_retried_until_the_message_is_handled() {
     w.send("flaky-3").await;
     w.relay().drain().await.unwrap();
 
-    eventually("the third delivery to succeed", || async { (!w.effects().await.is_empty()).then_some(()) }).await;
+    eventually("the third delivery to succeed", Duration::from_secs(20), || async {
+        (!w.effects().await.is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(w.effects().await, ["flaky-3"]);
     assert_eq!(stats.retried.load(Ordering::Relaxed), 2);
     assert!(inbox::dead_letters(&w.db, "flaky").await.unwrap().is_empty());
@@ -298,7 +290,7 @@ async fn a_message_still_failing_after_the_last_delivery_is_dead_lettered() {
     w.send("fails").await;
     w.relay().drain().await.unwrap();
 
-    let dead = eventually("the dead letter", || async {
+    let dead = eventually("the dead letter", Duration::from_secs(20), || async {
         let dead = inbox::dead_letters(&w.db, "fails").await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })
@@ -316,7 +308,7 @@ async fn a_message_without_an_id_is_dead_lettered_not_dropped() {
     let (stop, _) = spawn_consumer(w.consumer(fast_config("anonymous")));
     w.js.publish("ftgo.command.test.Do", "who am i".into()).await.unwrap().await.unwrap();
 
-    let dead = eventually("the dead letter", || async {
+    let dead = eventually("the dead letter", Duration::from_secs(20), || async {
         let dead = inbox::dead_letters(&w.db, "anonymous").await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })

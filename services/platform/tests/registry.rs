@@ -1,6 +1,7 @@
 //! Registration in a real Consul agent, read back by a real Fabio: a serving instance appears in
 //! Fabio's routing table with its gRPC route, and disappears from both when it stops.
 
+use ftgo_testenv::eventually;
 use std::time::Duration;
 
 use ftgo_platform::{
@@ -13,16 +14,6 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const PROBE: &str = "ftgo.test.v1.Probe";
-
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 async fn passing_instances(consul: &Consul, service: &str) -> Vec<Value> {
     let url = format!("{}/v1/health/service/{service}?passing=true", consul.http_url());
@@ -45,7 +36,7 @@ async fn a_serving_instance_is_routed_by_fabio_and_removed_when_it_stops() {
     registry::register_while_running(&mut running, &consul.http_url(), registration.clone()).await.unwrap();
 
     // Consul's gRPC health check passes, with the Fabio tag on the instance.
-    let instances = eventually("a passing instance", async || {
+    let instances = eventually("a passing instance", Duration::from_secs(20), async || {
         let found = passing_instances(&consul, "probe-service").await;
         (!found.is_empty()).then_some(found)
     })
@@ -54,7 +45,7 @@ async fn a_serving_instance_is_routed_by_fabio_and_removed_when_it_stops() {
     assert_eq!(instances[0]["Service"]["Tags"][0], format!("urlprefix-/{PROBE} proto=grpc"));
 
     // Fabio routes the gRPC service's path to the instance.
-    let route = eventually("Fabio's route", async || {
+    let route = eventually("Fabio's route", Duration::from_secs(20), async || {
         let routes = fabio.routes().await.ok()?;
         routes.into_iter().find(|r| r["path"] == format!("/{PROBE}"))
     })
@@ -71,7 +62,7 @@ async fn a_serving_instance_is_routed_by_fabio_and_removed_when_it_stops() {
         .await
         .unwrap();
     assert_eq!(catalog, serde_json::json!([]));
-    eventually("the route to go", async || {
+    eventually("the route to go", Duration::from_secs(20), async || {
         let routes = fabio.routes().await.ok()?;
         routes.iter().all(|r| r["path"] != format!("/{PROBE}")).then_some(())
     })

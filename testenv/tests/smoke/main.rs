@@ -8,7 +8,8 @@ mod nats;
 mod postgres;
 mod process;
 
-use std::{net::SocketAddr, time::Duration};
+pub use ftgo_testenv::eventually;
+use std::net::SocketAddr;
 
 /// A tiny HTTP server on a free loopback port: `/health` answers `ok`, `/smoke/hello` answers
 /// `hello from <name>`. Stands in for an FTGO service behind Consul and Fabio.
@@ -21,20 +22,4 @@ pub async fn spawn_hello_server(name: &'static str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

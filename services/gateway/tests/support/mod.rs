@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Each test file uses its own part of the harness.
 
+use ftgo_testenv::eventually;
 use std::time::Duration;
 
 use ftgo_api_gateway::Config as GatewayConfig;
@@ -121,7 +122,7 @@ impl Stack {
         let answer = self.post("/api/consumers", json!({"name": {"firstName": "Ada", "lastName": "Lovelace"}})).await;
         assert_eq!(answer.status, StatusCode::CREATED, "{:#}", answer.body);
         let id = answer.body["consumerId"].as_str().unwrap().to_owned();
-        self.eventually("the account to open", async || {
+        eventually("the account to open", Duration::from_secs(30), async || {
             let account = self.get(&format!("/api/accounts/{id}")).await;
             (account.status == StatusCode::OK).then_some(())
         })
@@ -145,7 +146,7 @@ impl Stack {
             "deliveryAddress": {"street1": "1 Main St", "city": "Oakland", "state": "CA", "zip": "94612"},
             "lineItems": line_items,
         });
-        self.eventually("the menu to be replicated", async || {
+        eventually("the menu to be replicated", Duration::from_secs(30), async || {
             let answer = self.post("/api/orders", body.clone()).await;
             let unreplicated = answer.status == StatusCode::NOT_FOUND
                 && answer.body["error"]["message"]
@@ -158,23 +159,12 @@ impl Stack {
 
     /// Polls `GET /api/orders/{id}` until the order is in `state`.
     pub async fn order_in_state(&self, order_id: &str, state: &str) -> Value {
-        self.eventually(&format!("order {order_id} to be {state}"), async || {
+        eventually(&format!("order {order_id} to be {state}"), Duration::from_secs(30), async || {
             let answer = self.get(&format!("/api/orders/{order_id}")).await;
             assert_eq!(answer.status, StatusCode::OK, "{:#}", answer.body);
             (answer.body["state"] == state).then_some(answer.body)
         })
         .await
-    }
-
-    /// Polls `check` every 100 ms for up to 30 s.
-    pub async fn eventually<T>(&self, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-        for _ in 0..300 {
-            if let Some(value) = check().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("timed out waiting for {what}");
     }
 }
 
