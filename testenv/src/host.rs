@@ -43,6 +43,17 @@ fn is_executable(path: &Path) -> bool {
     path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// `$FTGO_CACHE/<sub>` (default `~/.cache/ftgo/<sub>`), created if missing: what is worth keeping
+/// between runs, outside the repository (built image archives, for instance).
+pub fn cache_dir(sub: &str) -> Result<PathBuf> {
+    let cache = env::var_os("FTGO_CACHE").map(PathBuf::from).or_else(|| {
+        env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ftgo"))
+    });
+    let dir = cache.context("neither FTGO_CACHE nor HOME is set")?.join(sub);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// A fresh private directory for one server. Removed on drop unless `FTGO_TESTENV_KEEP=1`, which
 /// keeps data and logs for a post-mortem (the path is logged).
 pub fn workdir(server: &str) -> Result<TempDir> {

@@ -12,21 +12,18 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
-use base64::{Engine, prelude::BASE64_STANDARD};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Config,
     api::{ObjectMeta, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
 use tempfile::TempDir;
 
 use crate::{
     host,
+    pki::Pki,
     process::{self, ServerProcess},
 };
 
@@ -52,7 +49,7 @@ impl KubeControlPlane {
 
     async fn start_once() -> Result<Self> {
         let dir = host::workdir("kube")?;
-        let pki = Pki::generate(dir.path())?;
+        let pki = Pki::generate(dir.path(), &["127.0.0.1", "10.0.0.1"])?;
 
         let (etcd_port, peer_port, api_port) = (process::free_port()?, process::free_port()?, process::free_port()?);
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -112,7 +109,7 @@ impl KubeControlPlane {
             ServerProcess::spawn("kube-apiserver", api_cmd, &dir.path().join("kube-apiserver.log"), libc::SIGTERM)?;
 
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, pki.kubeconfig(api_port)?)?;
+        std::fs::write(&kubeconfig, pki.kubeconfig(&format!("https://127.0.0.1:{api_port}"), "ftgo-admin", &["system:masters"])?)?;
         let client = client_from(&kubeconfig).await?;
         apiserver
             .wait_ready(Duration::from_secs(90), || async {
@@ -155,93 +152,8 @@ impl KubeControlPlane {
     }
 }
 
-async fn client_from(kubeconfig: &Path) -> Result<Client> {
+pub(crate) async fn client_from(kubeconfig: &Path) -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
-}
-
-/// The certificates and keys of one control plane, as files in its working directory.
-struct Pki {
-    ca_cert: PathBuf,
-    ca_pem: String,
-    serving_cert: PathBuf,
-    serving_key: PathBuf,
-    sa_public: PathBuf,
-    sa_private: PathBuf,
-    admin_cert_pem: String,
-    admin_key_pem: String,
-}
-
-impl Pki {
-    fn generate(dir: &Path) -> Result<Self> {
-        let dir = dir.join("pki");
-        std::fs::create_dir_all(&dir)?;
-        let write = |name: &str, content: &str| -> Result<PathBuf> {
-            let path = dir.join(name);
-            std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
-            Ok(path)
-        };
-
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "ftgo-testenv-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let ca = Issuer::new(ca_params, ca_key);
-
-        let serving_key = KeyPair::generate()?;
-        let mut serving = CertificateParams::new(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-            "kubernetes".to_owned(),
-            "kubernetes.default".to_owned(),
-            "kubernetes.default.svc".to_owned(),
-            "kubernetes.default.svc.cluster.local".to_owned(),
-            "10.0.0.1".to_owned(),
-        ])?;
-        serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let serving_cert = serving.signed_by(&serving_key, &ca)?;
-
-        // The API server maps a client certificate's CN to the user and each O to a group.
-        let admin_key = KeyPair::generate()?;
-        let mut admin = CertificateParams::new(Vec::<String>::new())?;
-        admin.distinguished_name.push(DnType::CommonName, "ftgo-admin");
-        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
-        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let admin_cert = admin.signed_by(&admin_key, &ca)?;
-
-        let sa_key = KeyPair::generate()?;
-        Ok(Self {
-            ca_cert: write("ca.crt", &ca_cert.pem())?,
-            ca_pem: ca_cert.pem(),
-            serving_cert: write("apiserver.crt", &serving_cert.pem())?,
-            serving_key: write("apiserver.key", &serving_key.serialize_pem())?,
-            sa_public: write("sa.pub", &sa_key.public_key_pem())?,
-            sa_private: write("sa.key", &sa_key.serialize_pem())?,
-            admin_cert_pem: admin_cert.pem(),
-            admin_key_pem: admin_key.serialize_pem(),
-        })
-    }
-
-    fn kubeconfig(&self, api_port: u16) -> Result<String> {
-        let encode = |pem: &str| BASE64_STANDARD.encode(pem);
-        Ok(serde_json::to_string_pretty(&serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "ftgo", "cluster": {
-                "server": format!("https://127.0.0.1:{api_port}"),
-                "certificate-authority-data": encode(&self.ca_pem),
-            }}],
-            "users": [{"name": "ftgo-admin", "user": {
-                "client-certificate-data": encode(&self.admin_cert_pem),
-                "client-key-data": encode(&self.admin_key_pem),
-            }}],
-            "contexts": [{"name": "ftgo", "context": {"cluster": "ftgo", "user": "ftgo-admin"}}],
-            "current-context": "ftgo",
-        }))?)
-    }
 }

@@ -11,19 +11,26 @@
 //! | Consul dev agent | [`Consul`] | a leader is elected and the node is in the catalog |
 //! | Fabio | [`Fabio`] | its admin `/health` answers |
 //! | etcd + kube-apiserver | [`KubeControlPlane`] | `/readyz` answers `ok` |
+//! | container images (no Docker daemon) | [`images::ImageSpec`] | [`images::build`] wrote its OCI archive, for `ctr images import` |
 //!
 //! The binaries come from `just infra` (see `infra/install.sh`); [`host::binary`] says where it
 //! looked when one is missing.
 
+pub mod cluster;
 pub mod consul;
 pub mod fabio;
 pub mod foreground;
 pub mod host;
+pub mod images;
 pub mod kube;
 pub mod nats;
+pub mod netns;
 pub mod postgres;
+mod pki;
 pub mod process;
+pub mod snapshot;
 
+pub use cluster::KubeCluster;
 pub use consul::Consul;
 pub use fabio::Fabio;
 pub use kube::KubeControlPlane;
