@@ -15,7 +15,7 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::ServiceName;
+use crate::{catalog::ServiceName, managed};
 
 /// One FTGO deployment: its services, where its infrastructure is, and what happens to its data
 /// when it is deleted. The operator turns it into databases, ConfigMaps, Deployments, Services,
@@ -124,7 +124,10 @@ pub struct ServiceSpec {
 }
 
 /// Fabio, as the operator sees it.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.httpNodePort != self.adminNodePort").message(
+    "fabio.httpNodePort and fabio.adminNodePort must differ: a node port leads to one Fabio listener"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct Fabio {
     /// Fabio's `registry.consul.kvpath`: the Consul KV prefix it reads route overrides from.
@@ -132,16 +135,46 @@ pub struct Fabio {
     #[serde(default = "default_fabio_kv_path")]
     #[schemars(regex(pattern = r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$"))]
     pub kv_path: String,
+
+    /// `Managed` mode only (ignored with `External`, whose Fabio the operator does not deploy):
+    /// the node port of the managed Fabio's HTTP listener, which routes `/api` to the API
+    /// gateway, so `http://<node>:<httpNodePort>/api/...` reaches FTGO from outside the cluster.
+    /// 30000 to 32767, Kubernetes' default node port range; default 30080, the port
+    /// `kind-config.yaml` maps to `127.0.0.1:8080`. A node port is taken cluster-wide: a second
+    /// Managed FtgoSystem in the same cluster needs other ports.
+    #[serde(default = "default_fabio_http_node_port")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub http_node_port: i32,
+
+    /// `Managed` mode only (ignored with `External`): the node port of the managed Fabio's admin
+    /// UI and API (`/routes`, `/api/routes`). 30000 to 32767; default 30998, the port
+    /// `kind-config.yaml` maps to `127.0.0.1:9998`. Fabio's gRPC listener gets no fixed node
+    /// port: the services reach it inside the cluster.
+    #[serde(default = "default_fabio_admin_node_port")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub admin_node_port: i32,
 }
 
 impl Default for Fabio {
     fn default() -> Self {
-        Self { kv_path: default_fabio_kv_path() }
+        Self {
+            kv_path: default_fabio_kv_path(),
+            http_node_port: default_fabio_http_node_port(),
+            admin_node_port: default_fabio_admin_node_port(),
+        }
     }
 }
 
 fn default_fabio_kv_path() -> String {
     "fabio/config".to_owned()
+}
+
+fn default_fabio_http_node_port() -> i32 {
+    30080
+}
+
+fn default_fabio_admin_node_port() -> i32 {
+    30998
 }
 
 /// OpenTelemetry export of the services.
@@ -163,14 +196,18 @@ pub struct Telemetry {
 #[x_kube(validation = Rule::new(
     "self.mode != 'Managed' || (!has(self.postgres) && !has(self.nats) && !has(self.consul))"
 ).message("infrastructure.mode Managed deploys its own Postgres, NATS and Consul: leave out infrastructure.postgres, infrastructure.nats and infrastructure.consul"))]
+#[x_kube(validation = Rule::new("self.mode == 'Managed' || !has(self.images)").message(
+    "infrastructure.images are the images infrastructure.mode Managed deploys; with mode External the operator deploys no infrastructure: leave out infrastructure.images"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct Infrastructure {
     /// `External` (default): the services use the Postgres, NATS and Consul named below, which
     /// must be reachable both from the pods and from the operator (it creates the databases and
     /// the Consul registrations itself). `Managed`: the operator deploys a single-instance
-    /// Postgres, NATS with JetStream, a Consul agent and Fabio next to the services, for trying
-    /// FTGO on a kind cluster; their data lives in `emptyDir`s and is lost when a pod restarts,
-    /// and the operator must run in the cluster to reach them.
+    /// Postgres, NATS with JetStream, a Consul agent and Fabio (from `images`) next to the
+    /// services, for trying FTGO on a local cluster such as kind; their data lives in
+    /// `emptyDir`s and is lost when a pod restarts, the operator must run in the cluster to reach
+    /// them, and Fabio is reachable from outside on the node ports set in `fabio`.
     #[serde(default)]
     pub mode: InfrastructureMode,
 
@@ -186,6 +223,76 @@ pub struct Infrastructure {
     /// Fabio learns its routes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consul: Option<ConsulConnection>,
+
+    /// `Managed` mode only: the images of the Postgres, NATS, Consul and Fabio the operator
+    /// deploys, e.g. images built and imported into a cluster that cannot reach a registry. Left
+    /// out, and for each field left out, the public image. A replacement must keep the contract
+    /// of the public image, described field by field; NATS, Consul and Fabio run as uid 65532
+    /// without capabilities, while Postgres may start as root and step down itself. With mode
+    /// `External` the API server refuses it, since nothing is deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ManagedImages>,
+}
+
+/// The images `Managed` mode deploys; see [`Infrastructure::images`].
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedImages {
+    /// Postgres, default `docker.io/library/postgres:18.6-alpine`. Its entrypoint must honour
+    /// `POSTGRES_USER`, `POSTGRES_PASSWORD` and `PGDATA` (set to
+    /// `/var/lib/postgresql/data/pgdata`, an `emptyDir`) as the official image's does, listen on
+    /// 5432 and have `pg_isready` on its `PATH` for the readiness probe.
+    #[serde(default = "default_postgres_image")]
+    #[schemars(length(min = 1, max = 400))]
+    pub postgres: String,
+
+    /// NATS, default `docker.io/library/nats:2.12.8-alpine`. Its arguments are `nats-server`
+    /// flags (`--jetstream --store_dir /data --http_port 8222`): the entrypoint must be
+    /// `nats-server`, or pass arguments that start with `-` to it as the official image's does.
+    #[serde(default = "default_nats_image")]
+    #[schemars(length(min = 1, max = 400))]
+    pub nats: String,
+
+    /// Consul, default `docker.io/hashicorp/consul:1.22.6`. Its arguments start with the
+    /// subcommand (`agent -dev -client 0.0.0.0 -data-dir /consul/data`): the entrypoint must be
+    /// `consul`, or run `consul agent ...` for them as the official image's does.
+    #[serde(default = "default_consul_image")]
+    #[schemars(length(min = 1, max = 400))]
+    pub consul: String,
+
+    /// Fabio, default `docker.io/fabiolb/fabio:1.7.3`. Its arguments are Fabio flags
+    /// (`-registry.consul.addr <consul> -proxy.addr ... -ui.addr :9998`): the entrypoint must be
+    /// `fabio`, as the official image's is.
+    #[serde(default = "default_fabio_image")]
+    #[schemars(length(min = 1, max = 400))]
+    pub fabio: String,
+}
+
+impl Default for ManagedImages {
+    fn default() -> Self {
+        Self {
+            postgres: default_postgres_image(),
+            nats: default_nats_image(),
+            consul: default_consul_image(),
+            fabio: default_fabio_image(),
+        }
+    }
+}
+
+fn default_postgres_image() -> String {
+    managed::POSTGRES_IMAGE.to_owned()
+}
+
+fn default_nats_image() -> String {
+    managed::NATS_IMAGE.to_owned()
+}
+
+fn default_consul_image() -> String {
+    managed::CONSUL_IMAGE.to_owned()
+}
+
+fn default_fabio_image() -> String {
+    managed::FABIO_IMAGE.to_owned()
 }
 
 /// How the infrastructure is provided: `External` or `Managed`.
@@ -398,5 +505,48 @@ mod tests {
         assert!(crd.contains("infrastructure.mode External needs"), "the External rule");
         assert!(crd.contains(r#""maximum":20"#), "replicas capped");
         assert!(crd.contains(r#""shortNames":["ftgo"]"#));
+        assert!(crd.contains("leave out infrastructure.images"), "images only with Managed");
+        assert!(crd.contains("fabio.httpNodePort and fabio.adminNodePort must differ"));
+        assert!(crd.contains(r#""maximum":32767"#), "node ports within the node port range");
+    }
+
+    #[test]
+    fn managed_images_default_field_by_field_to_the_public_images() {
+        let spec: FtgoSystemSpec = serde_yaml::from_str(
+            r#"
+            infrastructure:
+              mode: Managed
+              images: {nats: "ftgo.local/nats:2.12.8"}
+            "#,
+        )
+        .unwrap();
+        let images = spec.infrastructure.images.unwrap();
+        assert_eq!(images.nats, "ftgo.local/nats:2.12.8");
+        assert_eq!(images.postgres, managed::POSTGRES_IMAGE);
+        assert_eq!(images.consul, managed::CONSUL_IMAGE);
+        assert_eq!(images.fabio, managed::FABIO_IMAGE);
+        assert_eq!((spec.fabio.http_node_port, spec.fabio.admin_node_port), (30080, 30998));
+    }
+
+    /// `kubectl explain` shows the descriptions, which spell the default images out; they must
+    /// say what the schema's (and the operator's) defaults really are.
+    #[test]
+    fn the_image_descriptions_name_the_real_defaults() {
+        let crd = crd();
+        let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+        let field = |schema: &JSONSchemaProps, name: &str| schema.properties.as_ref().unwrap()[name].clone();
+        let images = field(&field(&field(schema, "spec"), "infrastructure"), "images");
+        let defaults = [
+            ("postgres", managed::POSTGRES_IMAGE),
+            ("nats", managed::NATS_IMAGE),
+            ("consul", managed::CONSUL_IMAGE),
+            ("fabio", managed::FABIO_IMAGE),
+        ];
+        for (name, default) in defaults {
+            let property = field(&images, name);
+            assert_eq!(property.default.unwrap().0, serde_json::json!(default), "{name}");
+            let description = property.description.unwrap();
+            assert!(description.contains(&format!("default `{default}`")), "{name}: {description}");
+        }
     }
 }

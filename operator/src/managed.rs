@@ -12,8 +12,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, PodSpec,
-            PodTemplateSpec, Probe, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+            HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+            SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -28,10 +29,68 @@ use crate::{
     validate::System,
 };
 
-pub const POSTGRES_IMAGE: &str = "docker.io/library/postgres:17-alpine";
-pub const NATS_IMAGE: &str = "docker.io/library/nats:2.11-alpine";
-pub const CONSUL_IMAGE: &str = "docker.io/hashicorp/consul:1.20";
-pub const FABIO_IMAGE: &str = "docker.io/fabiolb/fabio:1.6.4";
+// The default images: public ones, pinned to a patch release so a Managed system does not change
+// under its users until this file does. `spec.infrastructure.images` replaces them (e.g. with
+// images built locally for a cluster without registry access), so what `build` asks of an image
+// is written next to each: a replacement has to keep that contract. Docker Hub cannot be reached
+// from where these were chosen, so each tag's existence was checked in public sources instead.
+
+/// The official Postgres image, the current major (18) on Alpine.
+///
+/// Tag checked: docker-library/postgres's `18/alpine3.24/Dockerfile` sets `PG_VERSION 18.6`
+/// (from which the official-images tooling publishes `18.6-alpine`), and public projects pin
+/// `postgres:18.6-alpine`, one as `postgres:18.6-alpine3.23@sha256:697c180dbf24…`.
+///
+/// Contract used: the entrypoint initialises `PGDATA` with `POSTGRES_USER`/`POSTGRES_PASSWORD`
+/// (starting as root, then stepping down to `postgres` with gosu), `pg_isready` is on `PATH`,
+/// port 5432. Since 18 the image's own `PGDATA` is `/var/lib/postgresql/18/docker` under a
+/// `VOLUME /var/lib/postgresql`; `build` sets `PGDATA` explicitly, which every major honours and
+/// which also skips 18's refusal to start next to an old-layout data directory (an `emptyDir` is
+/// always fresh, so there is nothing that guard could protect).
+pub const POSTGRES_IMAGE: &str = "docker.io/library/postgres:18.6-alpine";
+
+/// The official NATS image: 2.12.8, the NATS release FTGO's own tests run against
+/// (`infra/install.sh`), on Alpine.
+///
+/// Tag checked: nats-io/nats-docker has a `2.12.x/alpine3.22` Dockerfile, and public code pins
+/// `nats:2.12.8-alpine`, one log with its digest `sha256:36c31459ac1d…`. (2.14 exists too; FTGO is
+/// not tested against it yet.)
+///
+/// Contract used: the image's `docker-entrypoint.sh` runs `nats-server` with the arguments when
+/// the first starts with `-`; nothing in it needs root, and JetStream writes only to
+/// `--store_dir`.
+pub const NATS_IMAGE: &str = "docker.io/library/nats:2.12.8-alpine";
+
+/// HashiCorp's Consul image: 1.22.6, the Consul release FTGO's own tests build
+/// (`infra/install.sh`).
+///
+/// Tag checked: public Terraform and a deployment check pin `hashicorp/consul:1.22.6`, next to
+/// `1.22.0`, `1.22.3` and `1.22.5` elsewhere (one with its digest).
+///
+/// Contract used (hashicorp/consul's `Dockerfile` and `.release/docker/docker-entrypoint.sh`):
+/// arguments starting with `agent` become `consul agent -data-dir=/consul/data
+/// -config-dir=/consul/config ...`; then, unless `CONSUL_DISABLE_PERM_MGMT` is set, the script
+/// chowns those directories and steps down with su-exec, which fails for a non-root user, so
+/// `build` sets it.
+pub const CONSUL_IMAGE: &str = "docker.io/hashicorp/consul:1.22.6";
+
+/// Fabio's own image: 1.7.3.
+///
+/// Tag checked: fabio's `.goreleaser.yml` publishes a `fabiolb/fabio:<version>` manifest for every
+/// release tag, and public Nomad jobs run `docker.io/fabiolb/fabio:1.7.3` (and `1.7.0`). No
+/// `1.7.2` image was found referenced anywhere, so this is one patch ahead of the 1.7.2 FTGO's
+/// tests build from Go modules (`infra/install.sh`: v1.7.3 is not on the Go module proxy).
+///
+/// Contract used (fabio's `Dockerfile-goreleaser`): `FROM scratch`, `ENTRYPOINT
+/// ["/usr/bin/fabio"]`, `USER nobody` (a name, not a uid), and the binary carries the file
+/// capability `cap_net_bind_service=+eip`: a container without `NET_BIND_SERVICE` in its bounding
+/// set cannot even exec it ("operation not permitted").
+pub const FABIO_IMAGE: &str = "docker.io/fabiolb/fabio:1.7.3";
+
+/// The uid and gid NATS, Consul and Fabio run as: the user of the local images. The public ones
+/// work with any uid (see above), and a numeric one is needed anyway, since the kubelet cannot
+/// check `runAsNonRoot` against Fabio's `USER nobody`.
+const NON_ROOT: i64 = 65532;
 
 /// The superuser of the managed Postgres.
 const POSTGRES_USER: &str = "postgres";
@@ -113,12 +172,53 @@ fn http_probe(path: &str, port: i32) -> Probe {
     }
 }
 
+/// The runtime's default seccomp profile, the one Docker gives every container, so both the
+/// public and the local images are used to it (Kubernetes' own default, unless the kubelet is
+/// configured otherwise, is no filter at all).
+fn runtime_default_seccomp() -> Option<SeccompProfile> {
+    Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..SeccompProfile::default() })
+}
+
+/// NATS, Consul and Fabio: non-root, as the Pod Security Standards' `restricted` level asks.
+/// `fsGroup` makes the `emptyDir` theirs whatever the runtime creates it as.
+fn non_root_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NON_ROOT),
+        run_as_group: Some(NON_ROOT),
+        fs_group: Some(NON_ROOT),
+        seccomp_profile: runtime_default_seccomp(),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// A non-root container with every capability dropped but `keep`.
+fn non_root_container(keep: &[&str]) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: (!keep.is_empty()).then(|| keep.iter().map(|c| (*c).to_owned()).collect()),
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Postgres: the official image's entrypoint starts as root to chown `PGDATA`, then steps down
+/// to `postgres` with gosu, so it can be neither non-root nor capability-less (gosu needs
+/// SETUID/SETGID, the chown CHOWN and FOWNER). What it does allow: the default seccomp profile,
+/// and no privilege escalation, since gosu is no setuid binary but root calling setuid().
+fn postgres_pod() -> PodSecurityContext {
+    PodSecurityContext { seccomp_profile: runtime_default_seccomp(), ..PodSecurityContext::default() }
+}
+
 /// One part of the infrastructure: a single-replica Deployment (recreated, never two at once,
 /// since each keeps state in its pod) with an `emptyDir` at `data`, and its Service.
 fn part(
     system: &System,
     part: &str,
     mut container: Container,
+    security: PodSecurityContext,
     data: &str,
     ports: &[(&str, i32)],
 ) -> (Deployment, Service) {
@@ -138,6 +238,7 @@ fn part(
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    security_context: Some(security),
                     volumes: Some(vec![Volume {
                         name: "data".to_owned(),
                         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -190,11 +291,15 @@ pub fn build(system: &System, admin_password: &str) -> Managed {
     };
     let env =
         |name: &str, value: &str| EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() };
+    let images = &system.images;
     let postgres = Container {
         name: "postgres".to_owned(),
-        image: Some(POSTGRES_IMAGE.to_owned()),
+        image: Some(images.postgres.clone()),
         env: Some(vec![
             env("POSTGRES_USER", POSTGRES_USER),
+            // Below the `emptyDir` rather than at it: Postgres wants its data directory owned by
+            // its own user with mode 0700, which an image running as non-root (the local one)
+            // cannot make of a mount point owned by root, but gets by creating a subdirectory.
             env("PGDATA", "/var/lib/postgresql/data/pgdata"),
             EnvVar {
                 name: "POSTGRES_PASSWORD".to_owned(),
@@ -216,26 +321,36 @@ pub fn build(system: &System, admin_password: &str) -> Managed {
             period_seconds: Some(5),
             ..Probe::default()
         }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            ..SecurityContext::default()
+        }),
         ..Container::default()
     };
     let nats = Container {
         name: "nats".to_owned(),
-        image: Some(NATS_IMAGE.to_owned()),
+        image: Some(images.nats.clone()),
         args: Some(["--jetstream", "--store_dir", "/data", "--http_port", "8222"].map(str::to_owned).to_vec()),
         readiness_probe: Some(http_probe("/healthz?js-enabled-only=true", 8222)),
+        security_context: Some(non_root_container(&[])),
         ..Container::default()
     };
     let consul = Container {
         name: "consul".to_owned(),
-        image: Some(CONSUL_IMAGE.to_owned()),
+        image: Some(images.consul.clone()),
         args: Some(["agent", "-dev", "-client", "0.0.0.0", "-data-dir", "/consul/data"].map(str::to_owned).to_vec()),
+        // The public image's entrypoint would otherwise chown its directories and su-exec to its
+        // own user, neither of which a non-root user may do; an image whose entrypoint is
+        // `consul` itself ignores it.
+        env: Some(vec![env("CONSUL_DISABLE_PERM_MGMT", "true")]),
         readiness_probe: Some(http_probe("/v1/status/leader", 8500)),
+        security_context: Some(non_root_container(&[])),
         ..Container::default()
     };
     let consul_addr = format!("{}:8500", host(&system.name, &system.namespace, "consul"));
     let fabio = Container {
         name: "fabio".to_owned(),
-        image: Some(FABIO_IMAGE.to_owned()),
+        image: Some(images.fabio.clone()),
         args: Some(
             [
                 "-registry.consul.addr",
@@ -250,16 +365,37 @@ pub fn build(system: &System, admin_password: &str) -> Managed {
             .to_vec(),
         ),
         readiness_probe: Some(http_probe("/health", 9998)),
+        // Only so that the public image's binary, which carries the file capability, may be
+        // executed at all; without privilege escalation the process is not granted it, and it
+        // needs none: every listener is above 1024.
+        security_context: Some(non_root_container(&["NET_BIND_SERVICE"])),
         ..Container::default()
     };
+    let (fabio_deployment, mut fabio_service) =
+        part(system, "fabio", fabio, non_root_pod(), "/data", &[("http", 9999), ("grpc", 9997), ("admin", 9998)]);
+    expose_on_nodes(
+        &mut fabio_service,
+        &[("http", system.fabio_http_node_port), ("admin", system.fabio_admin_node_port)],
+    );
     let parts = [
-        part(system, "postgres", postgres, "/var/lib/postgresql/data", &[("postgres", 5432)]),
-        part(system, "nats", nats, "/data", &[("client", 4222), ("monitor", 8222)]),
-        part(system, "consul", consul, "/consul/data", &[("http", 8500)]),
-        part(system, "fabio", fabio, "/data", &[("http", 9999), ("grpc", 9997), ("admin", 9998)]),
+        part(system, "postgres", postgres, postgres_pod(), "/var/lib/postgresql/data", &[("postgres", 5432)]),
+        part(system, "nats", nats, non_root_pod(), "/data", &[("client", 4222), ("monitor", 8222)]),
+        part(system, "consul", consul, non_root_pod(), "/consul/data", &[("http", 8500)]),
+        (fabio_deployment, fabio_service),
     ];
     let (deployments, services) = parts.into_iter().unzip();
     Managed { secrets: vec![secret], deployments, services }
+}
+
+/// Makes `service` a `NodePort` Service with the given node ports, so that a client outside the
+/// cluster (through kind's port mappings, say) reaches those ports. Ports not named get a node
+/// port the API server picks, which nothing relies on.
+fn expose_on_nodes(service: &mut Service, node_ports: &[(&str, i32)]) {
+    let Some(spec) = service.spec.as_mut() else { return };
+    spec.type_ = Some("NodePort".to_owned());
+    for port in spec.ports.iter_mut().flatten() {
+        port.node_port = node_ports.iter().find(|(name, _)| port.name.as_deref() == Some(name)).map(|(_, p)| *p);
+    }
 }
 
 #[cfg(test)]
@@ -270,17 +406,28 @@ mod tests {
     use crate::{crd::FtgoSystem, validate::validate};
 
     fn system() -> System {
-        let system: FtgoSystem = serde_yaml::from_str(
-            r#"
-            apiVersion: ftgo.dev/v1alpha1
-            kind: FtgoSystem
-            metadata: {name: shop, namespace: food, uid: u1, generation: 1}
-            spec:
-              infrastructure: {mode: Managed}
-            "#,
-        )
+        system_with("infrastructure: {mode: Managed}")
+    }
+
+    /// The system `shop` in namespace `food` with `spec`, given as YAML.
+    fn system_with(spec: &str) -> System {
+        let spec: serde_json::Value = serde_yaml::from_str(spec).unwrap();
+        let system: FtgoSystem = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ftgo.dev/v1alpha1",
+            "kind": "FtgoSystem",
+            "metadata": {"name": "shop", "namespace": "food", "uid": "u1", "generation": 1},
+            "spec": spec,
+        }))
         .unwrap();
         validate(&system).unwrap()
+    }
+
+    fn pod(managed: &Managed, part: usize) -> PodSpec {
+        managed.deployments[part].spec.as_ref().unwrap().template.spec.clone().unwrap()
+    }
+
+    fn images(managed: &Managed) -> Vec<String> {
+        (0..4).map(|i| pod(managed, i).containers[0].image.clone().unwrap()).collect()
     }
 
     #[test]
@@ -322,5 +469,112 @@ mod tests {
         };
         assert!(args(1).contains(&"--jetstream".to_owned()));
         assert!(args(3).contains(&"shop-consul.food.svc:8500".to_owned()));
+    }
+
+    #[test]
+    fn without_images_in_the_spec_the_public_images_run() {
+        assert_eq!(images(&build(&system(), "pw")), [POSTGRES_IMAGE, NATS_IMAGE, CONSUL_IMAGE, FABIO_IMAGE]);
+        for image in [POSTGRES_IMAGE, NATS_IMAGE, CONSUL_IMAGE, FABIO_IMAGE] {
+            assert!(image.starts_with("docker.io/"), "{image} is pulled from Docker Hub");
+        }
+    }
+
+    #[test]
+    fn the_images_in_the_spec_replace_the_public_ones_one_by_one() {
+        let system = system_with(
+            r#"
+            infrastructure:
+              mode: Managed
+              images:
+                postgres: ftgo.local/postgres:15
+                nats: ftgo.local/nats:2.12.8
+                consul: ftgo.local/consul:1.22.6
+                fabio: ftgo.local/fabio:1.7.2
+            "#,
+        );
+        let expected =
+            ["ftgo.local/postgres:15", "ftgo.local/nats:2.12.8", "ftgo.local/consul:1.22.6", "ftgo.local/fabio:1.7.2"];
+        assert_eq!(images(&build(&system, "pw")), expected);
+
+        let only_nats = system_with(
+            r#"
+            infrastructure:
+              mode: Managed
+              images: {nats: "ftgo.local/nats:2.12.8"}
+            "#,
+        );
+        let expected = [POSTGRES_IMAGE, "ftgo.local/nats:2.12.8", CONSUL_IMAGE, FABIO_IMAGE];
+        assert_eq!(images(&build(&only_nats, "pw")), expected);
+    }
+
+    fn node_ports(service: &Service) -> Vec<(String, i32, Option<i32>)> {
+        let ports = service.spec.as_ref().unwrap().ports.clone().unwrap();
+        ports.into_iter().map(|p| (p.name.unwrap(), p.port, p.node_port)).collect()
+    }
+
+    #[test]
+    fn fabio_is_reached_from_outside_on_the_node_ports_kind_maps() {
+        let managed = build(&system(), "pw");
+        let fabio = &managed.services[3];
+        assert_eq!(fabio.name_any(), "shop-fabio");
+        assert_eq!(fabio.spec.as_ref().unwrap().type_.as_deref(), Some("NodePort"));
+        let expected = [
+            ("http".to_owned(), 9999, Some(30080)),
+            ("grpc".to_owned(), 9997, None),
+            ("admin".to_owned(), 9998, Some(30998)),
+        ];
+        assert_eq!(node_ports(fabio), expected);
+        // The rest stays inside the cluster.
+        for service in &managed.services[..3] {
+            assert_eq!(service.spec.as_ref().unwrap().type_, None, "{}", service.name_any());
+            assert!(node_ports(service).iter().all(|(_, _, node_port)| node_port.is_none()));
+        }
+    }
+
+    #[test]
+    fn fabio_node_ports_come_from_the_spec() {
+        let system = system_with(
+            r#"
+            infrastructure: {mode: Managed}
+            fabio: {httpNodePort: 31080, adminNodePort: 31998}
+            "#,
+        );
+        let managed = build(&system, "pw");
+        let ports: Vec<_> = node_ports(&managed.services[3]).into_iter().map(|(_, _, node_port)| node_port).collect();
+        assert_eq!(ports, [Some(31080), None, Some(31998)]);
+    }
+
+    #[test]
+    fn nats_consul_and_fabio_run_as_non_root_without_capabilities() {
+        let managed = build(&system(), "pw");
+        for part in 1..4 {
+            let pod = pod(&managed, part);
+            let security = pod.security_context.unwrap();
+            assert_eq!(security.run_as_non_root, Some(true));
+            assert_eq!(security.run_as_user, Some(65532), "a numeric user, which the kubelet can check");
+            assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+            let container = pod.containers[0].security_context.clone().unwrap();
+            assert_eq!(container.allow_privilege_escalation, Some(false));
+            assert_eq!(container.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+        }
+        // The public Fabio binary carries cap_net_bind_service: without it in the bounding set
+        // the kernel refuses to exec it.
+        let fabio = pod(&managed, 3).containers[0].security_context.clone().unwrap();
+        assert_eq!(fabio.capabilities.unwrap().add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
+        // The public Consul image's entrypoint must not try to chown and su-exec as non-root.
+        let consul = pod(&managed, 2).containers[0].env.clone().unwrap();
+        assert!(consul.iter().any(|e| e.name == "CONSUL_DISABLE_PERM_MGMT"));
+    }
+
+    #[test]
+    fn postgres_may_start_as_root_to_step_down_itself() {
+        let pod = pod(&build(&system(), "pw"), 0);
+        let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, None);
+        assert_eq!(security.run_as_user, None);
+        assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let container = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(container.capabilities, None, "gosu and the entrypoint's chown need root's capabilities");
     }
 }

@@ -13,8 +13,8 @@ use kube::{Resource, ResourceExt};
 use crate::{
     catalog::ServiceName,
     crd::{
-        ConsulConnection, DatabaseReclaimPolicy, FtgoSystem, InfrastructureMode, NatsConnection, PostgresConnection,
-        ServiceSpec,
+        ConsulConnection, DatabaseReclaimPolicy, FtgoSystem, InfrastructureMode, ManagedImages, NatsConnection,
+        PostgresConnection, ServiceSpec,
     },
     managed,
 };
@@ -43,6 +43,11 @@ pub struct System {
     pub postgres: PostgresConnection,
     pub nats: NatsConnection,
     pub consul: ConsulConnection,
+    /// What `Managed` mode deploys: the spec's images, the public ones where it names none.
+    pub images: ManagedImages,
+    /// The node ports of the managed Fabio's HTTP listener and admin UI.
+    pub fabio_http_node_port: i32,
+    pub fabio_admin_node_port: i32,
     pub database_reclaim_policy: DatabaseReclaimPolicy,
 }
 
@@ -92,6 +97,9 @@ pub fn validate(system: &FtgoSystem) -> Result<System, InvalidSystem> {
         postgres,
         nats,
         consul,
+        images: infrastructure.images.clone().unwrap_or_default(),
+        fabio_http_node_port: spec.fabio.http_node_port,
+        fabio_admin_node_port: spec.fabio.admin_node_port,
         database_reclaim_policy: spec.database_reclaim_policy,
     })
 }

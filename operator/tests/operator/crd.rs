@@ -84,6 +84,34 @@ async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
             vec!["spec.infrastructure", "infrastructure.mode Managed deploys its own Postgres, NATS and Consul"],
         ),
         ("no-infrastructure", json!({"services": [{"name": "order"}]}), vec!["spec.infrastructure", "Required value"]),
+        (
+            "external-with-images",
+            json!({"infrastructure": {
+                "postgres": {"host": "db.example", "adminSecretName": "pg-admin"},
+                "nats": {"url": "nats://nats.example:4222"},
+                "consul": {"url": "http://consul.example:8500"},
+                "images": {"nats": "ftgo.local/nats:2.12.8"},
+            }}),
+            vec![
+                "spec.infrastructure",
+                "with mode External the operator deploys no infrastructure: leave out infrastructure.images",
+            ],
+        ),
+        (
+            "node-port-out-of-range",
+            json!({"infrastructure": {"mode": "Managed"}, "fabio": {"httpNodePort": 8080}}),
+            vec!["spec.fabio.httpNodePort", "should be greater than or equal to 30000"],
+        ),
+        (
+            "one-node-port-twice",
+            json!({"infrastructure": {"mode": "Managed"}, "fabio": {"adminNodePort": 30080}}),
+            vec!["spec.fabio", "fabio.httpNodePort and fabio.adminNodePort must differ"],
+        ),
+        (
+            "empty-image",
+            json!({"infrastructure": {"mode": "Managed", "images": {"fabio": ""}}}),
+            vec!["spec.infrastructure.images.fabio", "should be at least 1 chars long"],
+        ),
     ];
     for (name, spec, expected) in refused {
         let err = systems.create(&PostParams::default(), &manifest(name, spec)).await.expect_err(name);
@@ -105,6 +133,20 @@ async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
     assert_eq!(spec["databaseReclaimPolicy"], "Retain");
     assert_eq!(spec["version"], "0.1.0");
     assert_eq!(spec["infrastructure"]["postgres"]["port"], 5432);
+    assert_eq!(spec["fabio"], json!({"kvPath": "fabio/config", "httpNodePort": 30080, "adminNodePort": 30998}));
+    assert_eq!(spec["infrastructure"].get("images"), None, "no images where nothing is deployed");
+
+    // Images named for a Managed system are completed with the public ones.
+    let managed = json!({"infrastructure": {"mode": "Managed", "images": {"postgres": "ftgo.local/postgres:15"}}});
+    let created = systems.create(&PostParams::default(), &manifest("managed", managed)).await.unwrap();
+    let images = &created.data["spec"]["infrastructure"]["images"];
+    let expected = json!({
+        "postgres": "ftgo.local/postgres:15",
+        "nats": ftgo_operator::managed::NATS_IMAGE,
+        "consul": ftgo_operator::managed::CONSUL_IMAGE,
+        "fabio": ftgo_operator::managed::FABIO_IMAGE,
+    });
+    assert_eq!(images, &expected);
 }
 
 #[tokio::test]
@@ -119,12 +161,24 @@ async fn the_examples_are_accepted_by_the_api_server() {
     };
     Api::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
     let systems: Api<FtgoSystem> = Api::namespaced(client, "ftgo");
-    for example in ["ftgo-system.yaml", "ftgo-system-full.yaml", "ftgo-system-kind.yaml"] {
-        let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
-        let system: FtgoSystem = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // Every FtgoSystem in examples/, so that a new one cannot be forgotten here.
+    let dir = format!("{}/../examples", env!("CARGO_MANIFEST_DIR"));
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.extension().is_none_or(|e| e != "yaml") || !text.contains("\nkind: FtgoSystem\n") {
+            continue;
+        }
+        let example = path.file_name().unwrap().to_string_lossy().into_owned();
+        let system: FtgoSystem = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{example}: {e}"));
         let dry_run = PostParams { dry_run: true, ..PostParams::default() };
         systems.create(&dry_run, &system).await.unwrap_or_else(|e| panic!("{example}: {e}"));
+        checked.push(example);
     }
+    checked.sort();
+    let expected = ["ftgo-system-full.yaml", "ftgo-system-kind.yaml", "ftgo-system-local.yaml", "ftgo-system.yaml"];
+    assert_eq!(checked, expected);
 }
 
 /// The field documentation written on the Rust types is what `kubectl explain` prints.
@@ -152,6 +206,8 @@ async fn kubectl_explain_teaches_the_fields() {
     assert!(replicas.contains("How many pods run the service, 0 to 20."), "{replicas}");
     let policy = explain("ftgosystem.spec.databaseReclaimPolicy").unwrap();
     assert!(policy.contains("`Retain` (default) keeps them, with their data; `Delete` drops them."), "{policy}");
+    let nats = explain("ftgosystem.spec.infrastructure.images.nats").unwrap();
+    assert!(nats.contains("the entrypoint must be `nats-server`"), "{nats}");
     let status = explain("ftgosystem.status.conditions").unwrap();
     assert!(status.contains("`ServicesRegistered` (Consul), `RoutesConfigured` (Fabio)"), "{status}");
 }

@@ -324,6 +324,14 @@ async fn a_managed_system_deploys_its_own_infrastructure_and_points_the_services
     let admin = env.api::<Secret>().get("shop-postgres-admin").await.unwrap();
     assert_eq!(secret_text(&admin, "password").len(), 64, "a generated password");
 
+    // Fabio is exposed on the node ports kind-config.yaml maps, which the API server accepts.
+    let fabio = env.api::<Service>().get("shop-fabio").await.unwrap().spec.unwrap();
+    assert_eq!(fabio.type_.as_deref(), Some("NodePort"));
+    let node_port =
+        |name: &str| fabio.ports.iter().flatten().find(|p| p.name.as_deref() == Some(name)).and_then(|p| p.node_port);
+    assert_eq!((node_port("http"), node_port("admin")), (Some(30080), Some(30998)));
+    assert!(node_port("grpc").is_some(), "the API server picks gRPC's node port");
+
     // The services are configured for the managed infrastructure.
     let config = env.api::<ConfigMap>().get("shop-order").await.unwrap();
     let toml = &config.data.unwrap()["order-service.toml"];
