@@ -13,6 +13,11 @@
 //!
 //! The Kubernetes client is configured the usual way: in a pod from its service account,
 //! elsewhere from `$KUBECONFIG` or `~/.kube/config`.
+//!
+//! `ftgo-operator probe <url>` is the one subcommand: a single plain-HTTP GET with a 5 s
+//! timeout that prints the status and exits 0 on 2xx, 1 otherwise. The chart's `helm test` Pod
+//! runs it against `/readyz`, because the operator's image holds this binary and nothing else
+//! (no curl, no wget). It needs none of the settings above.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -35,8 +40,17 @@ fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
+/// How long `probe` waits for an answer, connecting included.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before telemetry and the Kubernetes client: a probe must not depend on either.
+    if std::env::args().nth(1).as_deref() == Some("probe") {
+        let url = std::env::args().nth(2).context("usage: ftgo-operator probe <url>")?;
+        std::process::exit(if probe(&url).await { 0 } else { 1 });
+    }
+
     // The same logs, traces and OTLP export as every FTGO service; `RUST_LOG` filters the logs.
     let _telemetry = ftgo_platform::telemetry::init("ftgo-operator", "info");
 
@@ -76,6 +90,22 @@ async fn main() -> anyhow::Result<()> {
     .await;
     server.abort();
     outcome
+}
+
+/// One GET of `url`; true on a 2xx answer. Says what happened either way, for `helm test --logs`.
+async fn probe(url: &str) -> bool {
+    let get = async { reqwest::Client::builder().timeout(PROBE_TIMEOUT).build()?.get(url).send().await };
+    match get.await {
+        Ok(response) => {
+            println!("GET {url}: {}", response.status());
+            response.status().is_success()
+        }
+        Err(error) => {
+            // With its sources: "connection refused" or a DNS failure is the useful part.
+            eprintln!("GET {url}: {:#}", anyhow::Error::from(error));
+            false
+        }
+    }
 }
 
 async fn wait_for_signal() {
