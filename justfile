@@ -53,33 +53,45 @@ crds:
     cargo run --locked --quiet -p ftgo-operator --bin crdgen > crds/ftgosystem.yaml
     cp crds/ftgosystem.yaml charts/ftgo-operator/crds/ftgosystem.yaml
 
-# A local Kubernetes control plane (etcd + kube-apiserver, no kubelet) with Postgres, NATS,
-# Consul and Fabio, the CRD installed and the operator running against it, in the foreground.
+# A real one-node Kubernetes cluster on this machine (kubelet, containerd, kube-proxy, CoreDNS),
+# contained in namespaces of its own, with FTGO's images loaded; in the foreground. It forwards
+# http://127.0.0.1:8080 to Fabio's NodePort and prints the `export KUBECONFIG=...` line. Runs as root.
+#
+# Run a one-node Kubernetes cluster with FTGO's images loaded (Ctrl-C or `just cluster-down` stops it).
 cluster-up: infra
-    cargo build --locked --quiet -p ftgo-operator --bins
-    cargo run --locked --quiet -p ftgo-operator --bin ftgo-cluster -- up
+    @echo "building the binaries (the first build takes a few minutes) ..."
+    cargo build --locked --bins
+    target/debug/ftgo-cluster up
 
 # Stop what `just cluster-up` started, from another terminal.
 cluster-down:
     cargo run --locked --quiet -p ftgo-operator --bin ftgo-cluster -- down
 
-# The binaries that ship as container images (one Dockerfile, `--build-arg BIN=...`).
+# Build every image without a Docker daemon (umoci): the workspace binaries the cluster runs, and
+# the Managed infrastructure's (Postgres, NATS, Consul, Fabio). Archives go to ~/.cache/ftgo/images;
+# `just cluster-up` builds and imports them itself.
+images: infra
+    cargo build --locked --bins
+    target/debug/ftgo-cluster images
+
+# The binaries that ship as container images (the Dockerfile's `--build-arg BIN=...`).
 images_bins := "consumer-service kitchen-service accounting-service order-service orchestrator-service api-gateway ftgo-operator"
 
-# Build every image with Docker. Needs a Docker engine (the project's CI machine has none).
-images tag="0.1.0":
+# Build every image with Docker instead, from the Dockerfile (same names, tags and contract).
+docker-images tag="0.1.0":
     for bin in {{images_bins}}; do docker build --build-arg BIN=$bin -t ghcr.io/ftgo-rs/$bin:{{tag}} .; done
 
-# The images, the operator by its Helm chart and a Managed FtgoSystem in kind; the API ends up on
-# http://127.0.0.1:8080. Needs Docker and kind, so it is not run in CI here.
+# The same images and manifests as `just cluster-up`, on a kind cluster: the archives `just images`
+# builds are loaded with `kind load image-archive`, then the operator by its Helm chart and
+# examples/ftgo-system-local.yaml. The API ends up on http://127.0.0.1:8080. Needs Docker and kind.
 #
 # Run FTGO in a kind cluster (needs Docker and kind).
-kind-up tag="0.1.0": (images tag)
+kind-up: images
     kind create cluster --config kind-config.yaml
-    for bin in {{images_bins}}; do kind load docker-image --name ftgo ghcr.io/ftgo-rs/$bin:{{tag}}; done
-    helm upgrade --install ftgo-operator charts/ftgo-operator --namespace ftgo-system --create-namespace --set image.tag={{tag}} --wait
+    for archive in ~/.cache/ftgo/images/*.tar; do kind load image-archive --name ftgo "$archive"; done
+    helm upgrade --install ftgo-operator charts/ftgo-operator --namespace ftgo-system --create-namespace --wait
     kubectl create namespace ftgo --dry-run=client -o yaml | kubectl apply -f -
-    kubectl apply -f examples/ftgo-system-kind.yaml
+    kubectl apply -f examples/ftgo-system-local.yaml
     kubectl wait --for=condition=Ready ftgo/shop -n ftgo --timeout=10m
     @echo "FTGO runs in kind: http://127.0.0.1:8080/api/openapi.json"
 

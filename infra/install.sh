@@ -322,7 +322,7 @@ version_of() {
     containerd-shim-runc-v2) "$b" -v | sed -n 2p | awk '{print $2}' ;;
     ctr) "$b" --version | awk '{print $3}' ;;
     coredns) "$b" -version | sed -n 1p ;;
-    umoci) "$b" --version | awk '{print $3}' ;;
+    umoci) "$b" --version | sed -n 1p | awk '{print $3}' ;;
     runc) "$b" --version | sed -n 1p | awk '{print $3}' ;;
     iptables) "$b" --version ;;
     pause) "$b" -v ;;
@@ -334,13 +334,13 @@ version_of() {
 }
 
 install_all
-printf '\n%-15s %-40s %s\n' BINARY VERSION PATH
+printf '\n%-24s %-40s %s\n' BINARY VERSION PATH
 for name in postgres nats-server consul fabio etcd "${KUBERNETES_BINARIES[@]}" containerd containerd-shim-runc-v2 ctr \
   coredns runc iptables pause umoci kubectl helm just; do
   if [[ -x "$BIN/$name" ]] && v=$(version_of "$name" 2>&1); then
-    printf '%-15s %-40s %s\n' "$name" "$v" "$(readlink -f "$BIN/$name")"
+    printf '%-24s %-40s %s\n' "$name" "$v" "$(readlink -f "$BIN/$name")"
   else
-    printf '%-15s %-40s %s\n' "$name" MISSING "-"
+    printf '%-24s %-40s %s\n' "$name" MISSING "-"
     [[ -x "$BIN/$name" ]] && fail "$name" "installed but does not run: $v"
   fi
 done

@@ -5,7 +5,8 @@
 //!    restaurant publishes its menu (replicated to the Order Service by `RestaurantCreated`).
 //! 2. An order is placed and followed to `APPROVED` through the Create Order saga.
 //! 3. An order over the consumer's credit limit ends `REJECTED`; its ticket is compensated.
-//! 4. The first order is cancelled: ticket cancelled, card authorization reversed.
+//! 4. Another order is revised (Revise Order saga): more of the same dish, a new total.
+//! 5. The first order is cancelled: ticket cancelled, card authorization reversed.
 
 use std::time::{Duration, Instant};
 
@@ -128,7 +129,27 @@ pub async fn run(base: &str) -> Result<()> {
     println!("   ticket {} (compensated)", text(&rejected["ticket"]["state"]));
     show_sagas(&client, &declined_id).await?;
 
-    println!("\n4. Cancel the first order");
+    println!("\n4. Place an order for 1 x Dal, then revise it to 3 x Dal");
+    let revised_id = place(&client, &consumer_id, &restaurant_id, json!([{"menuItemId": "2", "quantity": 1}])).await?;
+    follow(&client, &revised_id, "APPROVED").await?;
+    let revise = client
+        .expect(
+            Method::POST,
+            &format!("/api/orders/{revised_id}/revise"),
+            Some(json!({"revisedLineItems": [{"menuItemId": "2", "quantity": 3}]})),
+            StatusCode::ACCEPTED,
+        )
+        .await?;
+    println!("   POST /api/orders/{revised_id}/revise -> 202 {}", text(&revise["state"]));
+    let revised = client
+        .poll(&format!("/api/orders/{revised_id}"), |order| {
+            order["state"] == "APPROVED" && order["orderTotal"] == "15.00"
+        })
+        .await?;
+    println!("   order is {} with total {}", text(&revised["state"]), text(&revised["orderTotal"]));
+    show_sagas(&client, &revised_id).await?;
+
+    println!("\n5. Cancel the first order");
     let cancel =
         client.expect(Method::POST, &format!("/api/orders/{order_id}/cancel"), None, StatusCode::ACCEPTED).await?;
     println!("   POST /api/orders/{order_id}/cancel -> 202 {}", text(&cancel["state"]));

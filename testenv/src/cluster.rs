@@ -118,9 +118,10 @@ impl KubeCluster {
         };
         let pause = images::pause()?;
         let pause_archive = images::build(&pause, &host::cache_dir("images")?)?;
-        cluster.boot(&pause_archive).await.with_context(|| {
-            format!("the one-node cluster did not start; logs in {}", cluster.dir.path().display())
-        })?;
+        cluster
+            .boot(&pause_archive)
+            .await
+            .with_context(|| format!("the one-node cluster did not start; logs in {}", cluster.dir.path().display()))?;
         tracing::info!(elapsed = ?started.elapsed(), "one-node cluster ready");
         Ok(cluster)
     }
@@ -148,7 +149,8 @@ impl KubeCluster {
         )?;
         self.control_plane.push(etcd);
         let kubelet_client = pki.client("kube-apiserver-kubelet-client", &["system:masters"])?;
-        let (kubelet_client_cert, kubelet_client_key) = pki.write_client("apiserver-kubelet-client", &kubelet_client)?;
+        let (kubelet_client_cert, kubelet_client_key) =
+            pki.write_client("apiserver-kubelet-client", &kubelet_client)?;
         let apiserver = self.spawn(
             "kube-apiserver",
             &host::binary("kube-apiserver")?,
@@ -221,11 +223,8 @@ impl KubeCluster {
             ],
         )?;
         self.control_plane.push(scheduler);
-        let coredns = self.spawn(
-            "coredns",
-            &host::binary("coredns")?,
-            &[&format!("-conf={}", d.join("Corefile").display())],
-        )?;
+        let coredns =
+            self.spawn("coredns", &host::binary("coredns")?, &[&format!("-conf={}", d.join("Corefile").display())])?;
         self.control_plane.push(coredns);
 
         // The node: containerd first, with the sandbox image, then the kubelet and kube-proxy.
@@ -265,7 +264,11 @@ impl KubeCluster {
         let nodes: Api<Node> = Api::all(client.clone());
         self.wait("the node to be Ready", Duration::from_secs(120), || async {
             nodes.get_opt(NODE_NAME).await.ok().flatten().is_some_and(|node| {
-                node.status.and_then(|s| s.conditions).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+                node.status
+                    .and_then(|s| s.conditions)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
             })
         })
         .await?;
@@ -649,12 +652,8 @@ impl Drop for KubeCluster {
 
 /// Runs `ctr` against the node's containerd; fails with its output.
 fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
-    let output = Command::new(host::binary("ctr")?)
-        .arg("--address")
-        .arg(socket)
-        .args(args)
-        .output()
-        .context("running ctr")?;
+    let output =
+        Command::new(host::binary("ctr")?).arg("--address").arg(socket).args(args).output().context("running ctr")?;
     if !output.status.success() {
         bail!("ctr {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
     }

@@ -46,9 +46,9 @@ fn is_executable(path: &Path) -> bool {
 /// `$FTGO_CACHE/<sub>` (default `~/.cache/ftgo/<sub>`), created if missing: what is worth keeping
 /// between runs, outside the repository (built image archives, for instance).
 pub fn cache_dir(sub: &str) -> Result<PathBuf> {
-    let cache = env::var_os("FTGO_CACHE").map(PathBuf::from).or_else(|| {
-        env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ftgo"))
-    });
+    let cache = env::var_os("FTGO_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ftgo")));
     let dir = cache.context("neither FTGO_CACHE nor HOME is set")?.join(sub);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)

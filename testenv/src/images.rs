@@ -62,7 +62,7 @@ pub const POSTGRES_ENTRYPOINT: &str = "/usr/local/bin/postgres-entrypoint.sh";
 
 /// Bumped whenever the way an image is assembled changes, so archives built by older code are
 /// rebuilt rather than reused (it is part of every content key).
-const BUILDER_REVISION: &str = "ftgo-testenv images 1";
+const BUILDER_REVISION: &str = "ftgo-testenv images 2";
 
 /// What goes into one image, and how it runs.
 ///
@@ -471,6 +471,7 @@ fn build_one(spec: &ImageSpec, out_dir: &Path) -> Result<Built> {
     run(&mut config)?;
     // `insert` and `config` each leave the replaced manifest and config behind.
     run(Command::new(&umoci).arg("gc").arg("--layout").arg(&layout))?;
+    name_the_image(&layout, &spec.reference)?;
 
     let partial = out_dir.join(format!("{}.partial", spec.archive_name()));
     run(Command::new("tar").arg("--create").arg("--file").arg(&partial).arg("--directory").arg(&layout).args([
@@ -486,6 +487,20 @@ fn build_one(spec: &ImageSpec, out_dir: &Path) -> Result<Built> {
     fs::write(&key_file, format!("{key}\n")).with_context(|| format!("writing {}", key_file.display()))?;
     tracing::debug!(image = %spec.reference, archive = %archive.display(), files, "built");
     Ok(Built { archive, fresh: true })
+}
+
+/// Adds the full reference to the index as `io.containerd.image.name`, next to umoci's tag-only
+/// `org.opencontainers.image.ref.name`, as `ctr images export` writes it: an importer given no base
+/// name (`kind load image-archive`, a plain `ctr images import`) then names the image in full.
+fn name_the_image(layout: &Path, reference: &str) -> Result<()> {
+    let path = layout.join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(&path)?)?;
+    let manifests = index["manifests"].as_array_mut().context("index.json has no manifests")?;
+    for manifest in manifests {
+        manifest["annotations"]["io.containerd.image.name"] = reference.into();
+    }
+    fs::write(&path, serde_json::to_vec(&index)?)?;
+    Ok(())
 }
 
 fn is_root() -> bool {

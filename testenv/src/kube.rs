@@ -109,7 +109,10 @@ impl KubeControlPlane {
             ServerProcess::spawn("kube-apiserver", api_cmd, &dir.path().join("kube-apiserver.log"), libc::SIGTERM)?;
 
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, pki.kubeconfig(&format!("https://127.0.0.1:{api_port}"), "ftgo-admin", &["system:masters"])?)?;
+        std::fs::write(
+            &kubeconfig,
+            pki.kubeconfig(&format!("https://127.0.0.1:{api_port}"), "ftgo-admin", &["system:masters"])?,
+        )?;
         let client = client_from(&kubeconfig).await?;
         apiserver
             .wait_ready(Duration::from_secs(90), || async {

@@ -25,8 +25,8 @@ pub mod images;
 pub mod kube;
 pub mod nats;
 pub mod netns;
-pub mod postgres;
 mod pki;
+pub mod postgres;
 pub mod process;
 pub mod snapshot;
 

@@ -92,8 +92,7 @@ impl PortForward {
     /// Host → namespace: listens on the host at `listen` (port 0 picks a free one) and connects
     /// to `target` inside `ns`.
     pub async fn into_namespace(ns: &NetNamespace, listen: SocketAddr, target: SocketAddr) -> Result<Self> {
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
         let ns = ns.clone();
         Self::serve(listener, target, move |addr| {
             let ns = ns.clone();

@@ -20,10 +20,13 @@ impl HostSnapshot {
             ("network namespace", network_namespaces()),
             ("link", command_lines("ip", &["-o", "link", "show"], |l| link_name(&l))),
             ("route", command_lines("ip", &["route", "show", "table", "all"], Some)),
-            ("ipv6 route", command_lines("ip", &["-6", "route", "show", "table", "all"], |l| {
-                // Kernel-managed multicast and link-local routes come and go with interfaces' state.
-                (!l.starts_with("multicast") && !l.starts_with("fe80")).then_some(l)
-            })),
+            (
+                "ipv6 route",
+                command_lines("ip", &["-6", "route", "show", "table", "all"], |l| {
+                    // Kernel-managed multicast and link-local routes come and go with interfaces' state.
+                    (!l.starts_with("multicast") && !l.starts_with("fe80")).then_some(l)
+                }),
+            ),
             ("iptables rule", command_lines("iptables-save", &[], |l| (!l.starts_with('#')).then_some(l))),
             ("nft table", command_lines("nft", &["list", "tables"], Some)),
             ("cgroup", cgroups()),

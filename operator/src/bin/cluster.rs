@@ -1,39 +1,42 @@
-//! `ftgo-cluster`: a local Kubernetes control plane to watch the operator work, in the
-//! foreground (`just cluster-up`; `just cluster-down` from another terminal stops it).
+//! `ftgo-cluster`: a real one-node Kubernetes cluster on this machine, in the foreground
+//! (`just cluster-up`; `just cluster-down` from another terminal stops it), with FTGO's images
+//! loaded, so the operator's chart and an `FtgoSystem` can be tried as on any cluster.
 //!
-//! `up` starts etcd + kube-apiserver, Postgres, NATS JetStream, Consul and Fabio as private
-//! processes on free loopback ports, installs the CRD, creates the namespace `ftgo` with the
-//! Postgres admin Secret, writes a kubeconfig and an FtgoSystem manifest with these addresses
-//! filled in, and runs the `ftgo-operator` binary against it all.
+//! `up` builds the images that are missing or stale (every workspace binary the cluster deploys,
+//! and the Managed infrastructure's: Postgres, NATS, Consul, Fabio), starts the cluster (see
+//! `ftgo_testenv::cluster` for what runs and how it is contained), imports the images into the
+//! node's containerd, and forwards `127.0.0.1:8080` (Fabio's HTTP NodePort, 30080, where the API
+//! is) and `127.0.0.1:9998` (Fabio's UI, 30998) into the cluster, as `kind-config.yaml` does for
+//! kind. It writes the admin kubeconfig to `.ftgo/cluster/kubeconfig`.
 //!
-//! There is no kubelet: Deployments are created but no pod ever runs, so the system stays
-//! `Ready=False` (`DeploymentsProgressing`). Everything the operator does up to that point is
-//! real, and visible: databases and roles in Postgres, Secrets, ConfigMaps, Deployments and
-//! Services in the API server, registrations in Consul, route overrides in Consul KV.
+//! `images` only builds the image archives, into `~/.cache/ftgo/images`.
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `FTGO_CLUSTER_HTTP` | `127.0.0.1:8080` | where the host reaches Fabio's HTTP listener |
+//! | `FTGO_CLUSTER_FABIO_UI` | `127.0.0.1:9998` | where the host reaches Fabio's UI |
+//! | `FTGO_STATE_DIR` | `.ftgo` | where the pid file and the kubeconfig go (under `cluster/`) |
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
+use ftgo_operator::catalog::ServiceName;
 use ftgo_testenv::{
-    Consul, Fabio, KubeControlPlane, Nats, Postgres,
-    foreground::{Foreground, step},
+    KubeCluster,
+    cluster::NODE_IP,
+    foreground::{Foreground, step, until_stopped},
+    host, images,
 };
-use k8s_openapi::{
-    ByteString,
-    api::core::v1::{Namespace, Secret},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
-use kube::{
-    Api,
-    api::{ObjectMeta, Patch, PatchParams},
-    runtime::{conditions, wait::await_condition},
-};
-use tokio::signal::unix::{SignalKind, signal};
 
-const NAMESPACE: &str = "ftgo";
+/// The tag the images are built with: what the operator deploys by default (`spec.version`).
+const TAG: &str = "0.1.0";
+/// Fabio's NodePorts in Managed mode (`spec.fabio.httpNodePort`, `spec.fabio.adminNodePort`).
+const FABIO_HTTP_NODE_PORT: u16 = 30080;
+const FABIO_UI_NODE_PORT: u16 = 30998;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -46,11 +49,12 @@ async fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("up") => up().await,
         Some("down") => foreground().stop(),
-        _ => bail!("usage: ftgo-cluster up|down"),
+        Some("images") => build_images().map(|_| ()),
+        _ => bail!("usage: ftgo-cluster up|down|images"),
     }
 }
 
-/// Where `up` keeps its pid, the kubeconfig and the generated manifest.
+/// Where `up` keeps its pid file and the kubeconfig.
 fn state_dir() -> PathBuf {
     std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from).join("cluster")
 }
@@ -65,116 +69,81 @@ fn foreground() -> Foreground {
     }
 }
 
+fn address(variable: &str, default: &str) -> Result<SocketAddr> {
+    let value = std::env::var(variable).unwrap_or_else(|_| default.to_owned());
+    value.parse().with_context(|| format!("{variable}={value:?} is not an address such as {default}"))
+}
+
+/// Every image the cluster runs: the workspace binaries next to this one (built by `cargo build
+/// --bins`), and the Managed infrastructure's, from the binaries `just infra` installed.
+fn image_specs() -> Result<Vec<images::ImageSpec>> {
+    let target = std::env::current_exe()?.parent().context("the binary has a directory")?.to_owned();
+    let mut specs = Vec::new();
+    for binary in ServiceName::ALL.into_iter().map(ServiceName::binary).chain(["ftgo-operator"]) {
+        let path = target.join(binary);
+        if !path.exists() {
+            bail!("{} is missing: run `cargo build --bins` first (`just cluster-up` does)", path.display());
+        }
+        specs.push(images::workspace_binary(binary, &path, TAG));
+    }
+    specs.extend(images::infrastructure()?);
+    Ok(specs)
+}
+
+fn build_images() -> Result<Vec<(images::ImageSpec, PathBuf)>> {
+    let specs = image_specs()?;
+    let archives = images::build_all(&specs, &host::cache_dir("images")?)?;
+    Ok(specs.into_iter().zip(archives).collect())
+}
+
 async fn up() -> Result<()> {
     let dir = std::path::absolute(state_dir())?;
     std::fs::create_dir_all(&dir)?;
-    foreground().run(run_until_stopped(&dir)).await
+    let http = address("FTGO_CLUSTER_HTTP", "127.0.0.1:8080")?;
+    let fabio_ui = address("FTGO_CLUSTER_FABIO_UI", "127.0.0.1:9998")?;
+    foreground().run(run_until_stopped(&dir, http, fabio_ui)).await
 }
 
-async fn run_until_stopped(dir: &Path) -> Result<()> {
+async fn run_until_stopped(dir: &Path, http: SocketAddr, fabio_ui: SocketAddr) -> Result<()> {
     let started = Instant::now();
-    println!("starting etcd + kube-apiserver, Postgres, NATS JetStream and Consul ...");
-    let (control_plane, postgres, nats, consul) = tokio::try_join!(
-        step("kube-apiserver", KubeControlPlane::start()),
-        step("postgres", Postgres::start()),
-        step("nats-server", Nats::start()),
-        step("consul", Consul::start()),
-    )?;
-    let fabio = step("fabio", Fabio::start(&consul)).await?;
-
-    let client = control_plane.client().await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let ssa = PatchParams::apply("ftgo-cluster").force();
-    crds.patch("ftgosystems.ftgo.dev", &ssa, &Patch::Apply(ftgo_operator::crd::crd())).await?;
-    let established = await_condition(crds, "ftgosystems.ftgo.dev", conditions::is_crd_established());
-    tokio::time::timeout(Duration::from_secs(30), established).await.context("CRD not established in 30s")??;
-    let namespace = Namespace {
-        metadata: ObjectMeta { name: Some(NAMESPACE.to_owned()), ..ObjectMeta::default() },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone()).patch(NAMESPACE, &ssa, &Patch::Apply(namespace)).await?;
-    // testenv's Postgres trusts loopback connections, so any password logs the superuser in.
-    let admin = Secret {
-        metadata: ObjectMeta { name: Some("pg-admin".to_owned()), ..ObjectMeta::default() },
-        data: Some(
-            [("username", "postgres"), ("password", "trust")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), NAMESPACE).patch("pg-admin", &ssa, &Patch::Apply(admin)).await?;
-
+    println!("building the images (the first time takes a minute) ...");
+    let built = tokio::task::spawn_blocking(build_images).await??;
+    println!("starting the one-node cluster ...");
+    let mut cluster = step("kubernetes node", KubeCluster::start()).await?;
+    let imported = Instant::now();
+    for (spec, archive) in &built {
+        cluster.import_image(archive, &spec.reference)?;
+    }
+    println!("  {} images imported in {:.1}s", built.len(), imported.elapsed().as_secs_f32());
+    cluster
+        .forward_into(http, SocketAddr::from((NODE_IP, FABIO_HTTP_NODE_PORT)))
+        .await
+        .with_context(|| format!("{http} is in use; set FTGO_CLUSTER_HTTP to another address"))?;
+    cluster
+        .forward_into(fabio_ui, SocketAddr::from((NODE_IP, FABIO_UI_NODE_PORT)))
+        .await
+        .with_context(|| format!("{fabio_ui} is in use; set FTGO_CLUSTER_FABIO_UI to another address"))?;
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::copy(control_plane.kubeconfig_path(), &kubeconfig)?;
-    let manifest = dir.join("ftgo-system.yaml");
-    std::fs::write(&manifest, example_with_addresses(&postgres, &nats, &consul)?)?;
+    std::fs::copy(cluster.kubeconfig_path(), &kubeconfig)?;
 
-    let operator_binary = std::env::current_exe()?.with_file_name("ftgo-operator");
-    let mut operator = tokio::process::Command::new(&operator_binary)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", "default")
-        .env("POD_NAME", "ftgo-operator-local")
-        .env("FTGO_OPERATOR_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!("starting {} (run `cargo build -p ftgo-operator --bins` first)", operator_binary.display())
-        })?;
-
-    println!("\nlocal cluster is up ({:.1}s):", started.elapsed().as_secs_f32());
-    println!("  kube-apiserver  {}", control_plane.api_url());
-    println!("  postgres        {}", postgres.url("postgres"));
-    println!("  nats            {}", nats.url());
-    println!("  consul          {}/ui", consul.http_url());
-    println!("  fabio admin     {}/routes", fabio.admin_url());
-    println!("  operator        pid {}", operator.id().unwrap_or_default());
+    println!("\nthe one-node cluster is up ({:.1}s):", started.elapsed().as_secs_f32());
+    println!("  kube-apiserver  {}", cluster.api_url());
+    println!("  FTGO's API      http://{http}   (Fabio's NodePort {FABIO_HTTP_NODE_PORT}, once a system runs)");
+    println!("  Fabio's UI      http://{fabio_ui}");
+    println!("  node logs       {}", cluster.dir().display());
     println!("\nIn another terminal:\n");
     println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl apply -f {}", manifest.display());
-    println!("  kubectl get ftgo -n {NAMESPACE} -w");
-    println!("  kubectl describe ftgo shop -n {NAMESPACE}");
-    println!("  kubectl get deploy,svc,cm,secret -n {NAMESPACE} -l app.kubernetes.io/part-of=ftgo");
-    println!("  curl -s {}/v1/catalog/node-services/ftgo-{NAMESPACE}-shop", consul.http_url());
-    println!("  curl -s '{}/v1/kv/fabio/config/ftgo/{NAMESPACE}/shop?raw'", consul.http_url());
-    println!("  psql '{}' -c '\\l'", postgres.url("postgres"));
-    println!(
-        "\nThere is no kubelet: no pod runs, so the system stays Ready=False (DeploymentsProgressing)\n\
-         and Consul's checks stay critical. Everything the operator did until then is there to see.\n\
-         Ctrl-C here, or `just cluster-down` from another terminal, stops everything."
-    );
+    println!("  helm install ftgo-operator charts/ftgo-operator -n ftgo-system --create-namespace --wait");
+    println!("  kubectl create namespace ftgo");
+    println!("  kubectl apply -f examples/ftgo-system-local.yaml");
+    println!("  kubectl wait --for=condition=Ready ftgo/shop -n ftgo --timeout=10m");
+    println!("  just demo");
+    println!("\nCtrl-C here, or `just cluster-down` from another terminal, stops the cluster and removes every trace.");
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-        status = operator.wait() => println!("\nthe operator exited ({status:?})"),
-    }
+    until_stopped().await?;
     println!("\nstopping ...");
-    if let Some(pid) = operator.id() {
-        // SIGTERM: the operator finishes its reconciles and releases its Lease.
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        let _ = tokio::time::timeout(Duration::from_secs(30), operator.wait()).await;
-    }
-    drop(fabio);
-    drop((consul, nats, postgres, control_plane));
+    drop(cluster);
+    let _ = std::fs::remove_file(&kubeconfig);
     println!("stopped");
     Ok(())
-}
-
-/// `examples/ftgo-system.yaml` with this cluster's addresses in place of the placeholders.
-fn example_with_addresses(postgres: &Postgres, nats: &Nats, consul: &Consul) -> Result<String> {
-    let example = include_str!("../../../examples/ftgo-system.yaml");
-    let mut system: serde_yaml::Value = serde_yaml::from_str(example)?;
-    let infrastructure = &mut system["spec"]["infrastructure"];
-    infrastructure["postgres"]["host"] = "127.0.0.1".into();
-    infrastructure["postgres"]["port"] = postgres.port().into();
-    infrastructure["nats"]["url"] = nats.url().into();
-    infrastructure["consul"]["url"] = consul.http_url().into();
-    Ok(format!(
-        "# examples/ftgo-system.yaml with the addresses of `just cluster-up`.\n{}",
-        serde_yaml::to_string(&system)?
-    ))
 }

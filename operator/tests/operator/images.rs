@@ -1,6 +1,7 @@
 //! The images the operator deploys are the ones the Dockerfile can build: every service's binary
 //! (and the operator's) is a `[[bin]]` of the workspace and is listed in the justfile's
-//! `images_bins`, which `just images` and `just kind-up` build and load.
+//! `images_bins`, which `just docker-images` builds with Docker (`just images` builds the same set
+//! without it, from the operator's catalog).
 
 use std::path::Path;
 

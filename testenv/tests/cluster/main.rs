@@ -134,6 +134,13 @@ async fn pods_take_config_and_secrets_reach_each_other_by_service_and_dns_and_te
     let page = reqwest::get(format!("http://{forward}/")).await.unwrap().text().await.unwrap();
     assert_eq!(page.trim(), "hello secret");
 
+    // A second cluster runs beside the first (same addresses, other namespaces), and stopping it
+    // leaves the first one serving.
+    let second = KubeCluster::start().await.expect("a second cluster starts beside the first");
+    drop(second);
+    let page = reqwest::get(format!("http://{forward}/")).await.unwrap().text().await.unwrap();
+    assert_eq!(page.trim(), "hello secret", "the first cluster still serves after the second stopped");
+
     // A packet to a cluster address no rule catches dies inside the namespace.
     let unroutable = cluster.network().connect("10.96.255.254:80".parse().unwrap());
     let outcome = tokio::time::timeout(Duration::from_secs(10), unroutable).await;
