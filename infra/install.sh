@@ -259,6 +259,7 @@ install_node_packages() {
   [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v nsenter >/dev/null || missing+=(util-linux)
+  command -v ip >/dev/null || missing+=(iproute2)
   # A static busybox makes the node tests' small images (httpd, wget, nslookup).
   [[ -x /bin/busybox ]] || missing+=(busybox-static)
   if ((${#missing[@]})); then

@@ -151,20 +151,13 @@ impl KubeCluster {
         let kubelet_client = pki.client("kube-apiserver-kubelet-client", &["system:masters"])?;
         let (kubelet_client_cert, kubelet_client_key) =
             pki.write_client("apiserver-kubelet-client", &kubelet_client)?;
-        let apiserver = self.spawn(
-            "kube-apiserver",
-            &host::binary("kube-apiserver")?,
-            &[
+        let mut apiserver_args = pki.apiserver_flags();
+        apiserver_args.extend(
+            [
                 "--etcd-servers=http://127.0.0.1:2379",
                 "--bind-address=0.0.0.0",
                 &format!("--advertise-address={NODE_IP}"),
                 &format!("--secure-port={API_PORT}"),
-                &format!("--tls-cert-file={}", pki.serving_cert.display()),
-                &format!("--tls-private-key-file={}", pki.serving_key.display()),
-                &format!("--client-ca-file={}", pki.ca_cert.display()),
-                &format!("--service-account-key-file={}", pki.sa_public.display()),
-                &format!("--service-account-signing-key-file={}", pki.sa_private.display()),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 &format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--service-node-port-range=30000-32767",
                 "--authorization-mode=Node,RBAC",
@@ -174,8 +167,10 @@ impl KubeCluster {
                 &format!("--kubelet-client-key={}", kubelet_client_key.display()),
                 "--kubelet-preferred-address-types=InternalIP",
                 &format!("--cert-dir={}", d.join("apiserver-certs").display()),
-            ],
-        )?;
+            ]
+            .map(str::to_owned),
+        );
+        let apiserver = self.spawn("kube-apiserver", &host::binary("kube-apiserver")?, apiserver_args)?;
         self.control_plane.push(apiserver);
         let api = PortForward::into_namespace(
             &self.netns,
@@ -193,35 +188,36 @@ impl KubeCluster {
         })
         .await?;
 
+        // Both talk to the API server, and check the requests to their own health ports, with one
+        // kubeconfig; both run alone, so neither elects a leader.
+        let component = |name: &str, port: u16, extra: Vec<String>| -> Vec<String> {
+            let kubeconfig = d.join(format!("{name}.kubeconfig"));
+            let mut args: Vec<String> = ["kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig"]
+                .iter()
+                .map(|flag| format!("--{flag}={}", kubeconfig.display()))
+                .collect();
+            args.extend(["--leader-elect=false".to_owned(), "--bind-address=127.0.0.1".to_owned()]);
+            args.push(format!("--secure-port={port}"));
+            args.extend(extra);
+            args
+        };
         let controller_manager = self.spawn(
             "kube-controller-manager",
             &host::binary("kube-controller-manager")?,
-            &[
-                &format!("--kubeconfig={}", d.join("controller-manager.kubeconfig").display()),
-                &format!("--authentication-kubeconfig={}", d.join("controller-manager.kubeconfig").display()),
-                &format!("--authorization-kubeconfig={}", d.join("controller-manager.kubeconfig").display()),
-                &format!("--service-account-private-key-file={}", pki.sa_private.display()),
-                &format!("--root-ca-file={}", pki.ca_cert.display()),
-                "--use-service-account-credentials=true",
-                &format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                "--secure-port=10257",
-            ],
+            component(
+                "controller-manager",
+                10257,
+                vec![
+                    format!("--service-account-private-key-file={}", pki.sa_private.display()),
+                    format!("--root-ca-file={}", pki.ca_cert.display()),
+                    "--use-service-account-credentials=true".to_owned(),
+                    format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                ],
+            ),
         )?;
         self.control_plane.push(controller_manager);
-        let scheduler = self.spawn(
-            "kube-scheduler",
-            &host::binary("kube-scheduler")?,
-            &[
-                &format!("--kubeconfig={}", d.join("scheduler.kubeconfig").display()),
-                &format!("--authentication-kubeconfig={}", d.join("scheduler.kubeconfig").display()),
-                &format!("--authorization-kubeconfig={}", d.join("scheduler.kubeconfig").display()),
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                "--secure-port=10259",
-            ],
-        )?;
+        let scheduler =
+            self.spawn("kube-scheduler", &host::binary("kube-scheduler")?, component("scheduler", 10259, Vec::new()))?;
         self.control_plane.push(scheduler);
         let coredns =
             self.spawn("coredns", &host::binary("coredns")?, &[&format!("-conf={}", d.join("Corefile").display())])?;
@@ -338,7 +334,12 @@ impl KubeCluster {
     }
 
     /// Starts `binary` inside the cluster's namespaces and cgroup, logging to `<name>.log`.
-    fn spawn(&self, name: &str, binary: &Path, args: &[&str]) -> Result<ServerProcess> {
+    fn spawn<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        name: &str,
+        binary: &Path,
+        args: impl IntoIterator<Item = S>,
+    ) -> Result<ServerProcess> {
         let holder = self.holder.as_ref().context("the namespaces are not there")?;
         let mut cmd = self.cgroup.command();
         cmd.arg("nsenter")

@@ -82,17 +82,12 @@ impl KubeControlPlane {
 
         let mut api_cmd = Command::new(host::binary("kube-apiserver")?);
         api_cmd
+            .args(pki.apiserver_flags())
             .args([
                 &format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 &format!("--secure-port={api_port}"),
-                &format!("--tls-cert-file={}", pki.serving_cert.display()),
-                &format!("--tls-private-key-file={}", pki.serving_key.display()),
-                &format!("--client-ca-file={}", pki.ca_cert.display()),
-                &format!("--service-account-key-file={}", pki.sa_public.display()),
-                &format!("--service-account-signing-key-file={}", pki.sa_private.display()),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 &format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",

@@ -78,6 +78,19 @@ impl Pki {
         })
     }
 
+    /// The API server's flags for its serving certificate, the client CA and the service-account
+    /// keys: the same in every cluster.
+    pub fn apiserver_flags(&self) -> Vec<String> {
+        vec![
+            format!("--tls-cert-file={}", self.serving_cert.display()),
+            format!("--tls-private-key-file={}", self.serving_key.display()),
+            format!("--client-ca-file={}", self.ca_cert.display()),
+            format!("--service-account-key-file={}", self.sa_public.display()),
+            format!("--service-account-signing-key-file={}", self.sa_private.display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
+        ]
+    }
+
     /// A client certificate for user `user` in `groups`.
     pub fn client(&self, user: &str, groups: &[&str]) -> Result<ClientCert> {
         let key = KeyPair::generate()?;
