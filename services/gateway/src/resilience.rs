@@ -133,6 +133,46 @@ pub fn is_backend_failure(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::ResourceExhausted)
 }
 
+/// Whether `status` reports a connection that could not even be opened: the request never left,
+/// so sending it again is safe whatever it does. A backend that has just started, or whose
+/// Service the node's proxy has not wired yet, refuses connections for a moment.
+pub fn never_sent(status: &Status) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = error.source();
+    }
+    // tonic's wording when the TCP connection fails, whatever its cause.
+    status.message() == "tcp connect error"
+}
+
+/// Calls `call` until it gets past connecting, pausing 50, 100, 200, 400, 400 ... ms between
+/// refused connections, as long as `budget` allows. One call's breaker permit covers them all.
+async fn until_connected<T, F, Fut>(call: &mut F, budget: Duration) -> Result<T, Status>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let outcome = call(budget.saturating_sub(started.elapsed())).await;
+        match outcome {
+            Err(status) if never_sent(&status) && started.elapsed() + pause < budget => {
+                tracing::debug!(%status, ?pause, "connection refused; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(400));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The calling policy for one backend.
 #[derive(Debug)]
 pub struct CallPolicy {
@@ -175,7 +215,7 @@ impl CallPolicy {
                 return Err(Status::unavailable(format!("{} is unavailable (circuit open)", self.backend)));
             };
             let timeout = self.timeout();
-            let outcome = match tokio::time::timeout(timeout, call(timeout)).await {
+            let outcome = match tokio::time::timeout(timeout, until_connected(&mut call, timeout)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Status::deadline_exceeded(format!("{} did not answer within {timeout:?}", self.backend))),
             };
@@ -289,6 +329,24 @@ mod tests {
         };
         assert_eq!(policy.run(Idempotency::NotIdempotent, flaky).await.unwrap_err().code(), Code::Unavailable);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_tried_again_even_for_a_command_and_counts_once() {
+        let policy = policy(2, Duration::from_secs(60));
+        let calls = AtomicU32::new(0);
+        let refused_twice = |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n < 2 { Err(Status::unavailable("tcp connect error")) } else { Ok(n) } }
+        };
+        assert_eq!(policy.run(Idempotency::NotIdempotent, refused_twice).await.unwrap(), 2);
+        assert_eq!(policy.breaker.state(), BreakerState::Closed);
+
+        // A backend that keeps refusing: tried until the deadline, then one failure for the breaker.
+        let result: Result<(), _> =
+            policy.run(Idempotency::NotIdempotent, |_| async { Err(Status::unavailable("tcp connect error")) }).await;
+        assert_eq!(result.unwrap_err().code(), Code::Unavailable);
+        assert_eq!(policy.breaker.state(), BreakerState::Closed, "one failure of two allowed");
     }
 
     #[tokio::test]
