@@ -407,3 +407,37 @@ async fn a_saga_survives_an_orchestrator_restart_in_the_middle() {
     assert_eq!(s.outcome(&order_id).await.state(), OrderState::Approved);
     assert_eq!(s.sagas(&order_id).await[0].state(), SagaState::Succeeded);
 }
+
+#[tokio::test]
+async fn many_concurrent_orders_for_one_account_reserve_exactly_what_was_approved() {
+    let mut s = system().await;
+    let consumer_id = s.consumer().await;
+    let restaurant_id = s.restaurant(&consumer_id).await;
+    let before = s.reserved(&consumer_id).await.unwrap().minor_units;
+
+    // 24 orders of 37.50 at once: 900.00 against a 500.00 limit, so some must be refused, and the
+    // sagas of all of them run side by side, their messages handled concurrently.
+    let placed = futures::future::join_all((0..24).map(|_| {
+        let mut orders = s.orders.clone();
+        let request = order::CreateOrderRequest {
+            consumer_id: consumer_id.clone(),
+            restaurant_id: restaurant_id.clone(),
+            delivery_address: ftgo_platform::testing::address(),
+            line_items: vec![LineItemRequest { menu_item_id: "1".into(), quantity: 3 }],
+        };
+        async move { orders.create_order(request).await.unwrap().into_inner().order_id }
+    }))
+    .await;
+    let mut approved = 0;
+    for order_id in &placed {
+        match s.outcome(order_id).await.state() {
+            OrderState::Approved => approved += 1,
+            OrderState::Rejected => {}
+            other => panic!("order {order_id} ended {other:?}"),
+        }
+    }
+    let reserved = s.reserved(&consumer_id).await.unwrap().minor_units;
+    assert_eq!(reserved, before + approved * 3750, "exactly the approved orders are reserved");
+    assert!(reserved <= 50_000, "never over the credit limit: {reserved}");
+    assert!(approved > 0 && approved < 24, "some approved, some refused: {approved}");
+}

@@ -318,3 +318,80 @@ async fn a_message_without_an_id_is_dead_lettered_not_dropped() {
     assert!(dead[0].error.contains("no Nats-Msg-Id header"), "{}", dead[0].error);
     stop.cancel();
 }
+
+/// Records, for every message it handles, its saga and number in the order handled, and how many
+/// messages (and of which sagas) are being handled at that moment.
+#[derive(Default)]
+struct Lanes {
+    in_flight: std::sync::Mutex<Vec<String>>,
+    most_at_once: std::sync::atomic::AtomicUsize,
+    overlapping_saga: std::sync::atomic::AtomicBool,
+}
+
+struct LaneHandler(Arc<Lanes>);
+
+impl MessageHandler for LaneHandler {
+    async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let saga = message.saga_id().unwrap_or_default().to_owned();
+        {
+            let mut in_flight = self.0.in_flight.lock().unwrap();
+            if in_flight.contains(&saga) {
+                self.0.overlapping_saga.store(true, Ordering::SeqCst);
+            }
+            in_flight.push(saga.clone());
+            self.0.most_at_once.fetch_max(in_flight.len(), Ordering::SeqCst);
+        }
+        // Long enough for the other lanes to start theirs meanwhile.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let n: i32 = std::str::from_utf8(&message.payload).unwrap().parse().unwrap();
+        sqlx::query("INSERT INTO handled (saga, n) VALUES ($1, $2)").bind(&saga).bind(n).execute(&mut *tx).await?;
+        let mut in_flight = self.0.in_flight.lock().unwrap();
+        let at = in_flight.iter().position(|s| *s == saga).unwrap();
+        in_flight.remove(at);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn each_sagas_messages_stay_in_order_while_different_sagas_are_handled_at_once() {
+    let w = world().await;
+    sqlx::query("CREATE TABLE handled (seq BIGSERIAL, saga TEXT NOT NULL, n INT NOT NULL)")
+        .execute(&w.db)
+        .await
+        .unwrap();
+    // Five steps each of four sagas, interleaved as concurrent sagas' messages are.
+    let sagas = ["saga-a", "saga-b", "saga-c", "saga-d"];
+    let mut tx = w.db.begin().await.unwrap();
+    for n in 0..5 {
+        for saga in sagas {
+            let message = OutgoingMessage::new("ftgo.command.test.Do", "ftgo.test.v1.Do", n.to_string().into_bytes())
+                .with_header("Ftgo-Saga-Id", saga);
+            outbox::enqueue(&mut tx, &message).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    w.relay().drain().await.unwrap();
+
+    let lanes = Arc::new(Lanes::default());
+    let consumer = InboxConsumer::new(w.db.clone(), w.stream.clone(), fast_config("lanes"), LaneHandler(lanes.clone()));
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move { consumer.run(token).await.unwrap() });
+    eventually("all twenty messages handled", Duration::from_secs(30), || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM handled").fetch_one(&w.db).await.unwrap();
+        (count == 20).then_some(())
+    })
+    .await;
+    stop.cancel();
+
+    for saga in sagas {
+        let order: Vec<i32> = sqlx::query_scalar("SELECT n FROM handled WHERE saga = $1 ORDER BY seq")
+            .bind(saga)
+            .fetch_all(&w.db)
+            .await
+            .unwrap();
+        assert_eq!(order, [0, 1, 2, 3, 4], "{saga}'s steps in the order they were sent");
+    }
+    assert!(!lanes.overlapping_saga.load(Ordering::SeqCst), "one saga's messages are never handled at once");
+    assert!(lanes.most_at_once.load(Ordering::SeqCst) > 1, "different sagas are handled at once");
+}

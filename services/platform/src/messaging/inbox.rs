@@ -11,6 +11,12 @@
 //! - The handler refuses the message, or it is still failing after `max_deliveries`: it is written,
 //!   whole and with the reason, to `messaging.dead_letters`, marked processed and acknowledged, so
 //!   a poison message never blocks the messages behind it and is never silently dropped.
+//!
+//! Messages are handled concurrently, in order per key: each goes to one of
+//! [`ConsumerConfig::concurrency`] lanes chosen by its [`partition key`](partition_key) (the
+//! saga's id, else the subject), and each lane handles its messages one after the other. The
+//! steps of one saga therefore stay in order, while different sagas no longer wait for each
+//! other's database round trips.
 
 use std::{
     sync::{
@@ -120,6 +126,8 @@ pub struct ConsumerConfig {
     /// How long JetStream waits for an acknowledgement before redelivering (a consumer that died
     /// mid-message).
     pub ack_wait: Duration,
+    /// How many messages are handled at once (each from a different lane, see the module docs).
+    pub concurrency: usize,
 }
 
 impl ConsumerConfig {
@@ -135,6 +143,7 @@ impl ConsumerConfig {
                 Duration::from_secs(5),
             ],
             ack_wait: Duration::from_secs(30),
+            concurrency: 8,
         }
     }
 
@@ -199,20 +208,47 @@ impl<H: MessageHandler> InboxConsumer<H> {
             .await
             .with_context(|| format!("creating the durable consumer {}", self.config.name))?;
         let mut messages = consumer.messages().await.context("subscribing to the consumer")?;
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(message)) => self.deliver(message).await,
-                Some(Err(e)) => {
-                    tracing::warn!(consumer = %self.config.name, error = %e, "receiving messages failed");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+        // One bounded queue per lane: a slow lane holds back only the reader, and with it at most
+        // `concurrency` × its capacity unacknowledged messages.
+        let lanes = self.config.concurrency.max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes).map(|_| tokio::sync::mpsc::channel(8)).unzip();
+        let stopping = shutdown.clone();
+        let workers = futures::future::join_all(receivers.into_iter().map(|mut lane| {
+            let stopping = stopping.clone();
+            async move {
+                while let Some(message) = lane.recv().await {
+                    // What is still queued at shutdown is left unacknowledged: JetStream redelivers it.
+                    if stopping.is_cancelled() {
+                        break;
+                    }
+                    self.deliver(message).await;
                 }
-                None => return Err(anyhow!("the message stream of {} ended", self.config.name)),
             }
-        }
+        }));
+        let reader = async move {
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let lane = lane_of(&partition_key(&message.message), lanes);
+                        if senders[lane].send(message).await.is_err() {
+                            return Err(anyhow!("a message lane of {} stopped", self.config.name));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(consumer = %self.config.name, error = %e, "receiving messages failed");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    None => return Err(anyhow!("the message stream of {} ended", self.config.name)),
+                }
+            }
+            // Dropping the senders lets every lane finish what it holds, then stop.
+        };
+        let (result, _) = tokio::join!(reader, workers);
+        result
     }
 
     async fn deliver(&self, message: jetstream::Message) {
@@ -357,6 +393,25 @@ impl<H: MessageHandler> InboxConsumer<H> {
         }
         tx.commit().await
     }
+}
+
+/// What orders a message relative to others: the saga it belongs to, or else its subject (events
+/// of one kind stay in the order they were published).
+pub fn partition_key(message: &async_nats::Message) -> String {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(super::saga::SAGA_ID_HEADER))
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_else(|| message.subject.to_string())
+}
+
+/// The lane of `key` among `lanes`: the same key, the same lane.
+fn lane_of(key: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
 }
 
 fn headers_as_json(headers: &HeaderMap) -> Map<String, Value> {
