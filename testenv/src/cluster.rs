@@ -138,7 +138,7 @@ impl KubeCluster {
         let etcd = self.spawn(
             "etcd",
             &host::binary("etcd")?,
-            &[
+            [
                 &format!("--data-dir={}", d.join("etcd").display()),
                 "--listen-client-urls=http://127.0.0.1:2379",
                 "--advertise-client-urls=http://127.0.0.1:2379",
@@ -220,14 +220,14 @@ impl KubeCluster {
             self.spawn("kube-scheduler", &host::binary("kube-scheduler")?, component("scheduler", 10259, Vec::new()))?;
         self.control_plane.push(scheduler);
         let coredns =
-            self.spawn("coredns", &host::binary("coredns")?, &[&format!("-conf={}", d.join("Corefile").display())])?;
+            self.spawn("coredns", &host::binary("coredns")?, [&format!("-conf={}", d.join("Corefile").display())])?;
         self.control_plane.push(coredns);
 
         // The node: containerd first, with the sandbox image, then the kubelet and kube-proxy.
         let containerd = self.spawn(
             "containerd",
             &host::binary("containerd")?,
-            &[&format!("--config={}", d.join("containerd.toml").display())],
+            [&format!("--config={}", d.join("containerd.toml").display())],
         )?;
         self.node.push(containerd);
         let socket = self.containerd_socket.clone();
@@ -240,7 +240,7 @@ impl KubeCluster {
         let kubelet = self.spawn(
             "kubelet",
             &host::binary("kubelet")?,
-            &[
+            [
                 &format!("--config={}", d.join("kubelet.yaml").display()),
                 &format!("--kubeconfig={}", d.join("kubelet.kubeconfig").display()),
                 &format!("--root-dir={}", d.join("kubelet").display()),
@@ -253,7 +253,7 @@ impl KubeCluster {
         let proxy = self.spawn(
             "kube-proxy",
             &host::binary("kube-proxy")?,
-            &[&format!("--config={}", d.join("kube-proxy.yaml").display())],
+            [&format!("--config={}", d.join("kube-proxy.yaml").display())],
         )?;
         self.node.push(proxy);
 

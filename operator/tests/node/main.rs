@@ -176,6 +176,9 @@ async fn the_operator_runs_ftgo_in_real_pods_managed_and_external() {
     ]);
     let operator_pods = cli.kubectl(&["get", "pods", "-n", "ftgo-system", "-o", "name"]);
     assert!(operator_pods.lines().count() >= 1, "the operator runs in a pod: {operator_pods}");
+    // The chart's own test: a pod that asks the operator's Service whether it is ready.
+    let tested = cli.helm(&["test", "ftgo-operator", "-n", "ftgo-system", "--timeout=2m"]);
+    assert!(tested.contains("Succeeded"), "{tested}");
 
     managed(&mut cluster, &cli).await;
     external(&mut cluster, &cli).await;
