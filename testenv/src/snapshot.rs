@@ -46,6 +46,26 @@ impl HostSnapshot {
     }
 }
 
+/// The programs a cluster runs; a process of one of them, or in one of its cgroups, is a cluster's.
+const CLUSTER_PROGRAMS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "coredns",
+    "pause",
+    "unshare",
+    "nsenter",
+];
+
+/// The processes that could be a cluster's: in an `ftgo-node-*` cgroup, or running one of its
+/// programs. Other processes on the machine come and go for their own reasons (a shell, a build),
+/// and are no trace of ours.
 fn processes(ignore: &[u32]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -59,7 +79,11 @@ fn processes(ignore: &[u32]) -> BTreeSet<String> {
             continue;
         }
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        out.insert(format!("{pid} {}", cmdline.trim()));
+        let program = cmdline.split_whitespace().next().unwrap_or_default().rsplit('/').next().unwrap_or_default();
+        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cgroups.contains("ftgo-node-") || CLUSTER_PROGRAMS.contains(&program) {
+            out.insert(format!("{pid} {}", cmdline.trim()));
+        }
     }
     out
 }
