@@ -10,7 +10,7 @@ export PATH := FTGO_CACHE / "bin" + ":" + env_var("PATH")
 default:
     @just --list --unsorted
 
-# Install (or find) Postgres, NATS, Consul, Fabio, etcd, kube-apiserver, kubectl, helm, just.
+# Install (or find) Postgres, NATS, Consul, Fabio, etcd, the Kubernetes node, containerd, CoreDNS, umoci, kubectl, helm, just.
 infra:
     infra/install.sh
 
@@ -25,11 +25,13 @@ build:
 # Everything runs on this machine in the foreground: infrastructure, every service, the gateway
 # on http://127.0.0.1:8080. Ctrl-C, or `just down` from another terminal, stops it all.
 #
-# Build and run FTGO locally (the API on http://127.0.0.1:8080).
-up: infra
-    @echo "building the services (the first build takes a few minutes) ..."
-    cargo build --locked --bins
-    target/debug/ftgo-local up
+# `just up release` runs optimised builds instead (what a benchmark measures).
+#
+# Build and run FTGO locally (the API on http://127.0.0.1:8080); `just up release` optimises.
+up profile="debug": infra
+    @echo "building the services ({{profile}}; the first build takes a few minutes) ..."
+    cargo build --locked --bins {{ if profile == "release" { "--release" } else if profile == "debug" { "" } else { error("`just up` takes `debug` (the default) or `release`") } }}
+    target/{{profile}}/ftgo-local up
 
 # Walk orders through the running system (`just up` in another terminal first).
 demo:
@@ -38,6 +40,16 @@ demo:
 # Stop what `just up` started, from another terminal.
 down:
     cargo run --locked --quiet -p ftgo-local -- down
+
+# The whole system under load through its public API (direct and through Fabio) next to an RPC
+# floor, at 1, 16 and 64 clients, with release builds: sagas/s, p50/p90/p99, CPU per saga for every
+# process, commits per saga; a table, and JSON in target/bench.json. Not part of `just test` (CI
+# runs a 2-second smoke of it). `just bench --seconds 30` makes each leg longer.
+#
+# Measure the system under load (release builds).
+bench *args: infra
+    cargo build --locked --release --bins
+    target/release/ftgo-bench --out target/bench.json {{args}}
 
 # Format the code.
 fmt:
@@ -67,9 +79,10 @@ cluster-up: infra
 cluster-down:
     cargo run --locked --quiet -p ftgo-operator --bin ftgo-cluster -- down
 
-# Build every image without a Docker daemon (umoci): the workspace binaries the cluster runs, and
-# the Managed infrastructure's (Postgres, NATS, Consul, Fabio). Archives go to ~/.cache/ftgo/images;
-# `just cluster-up` builds and imports them itself.
+# The workspace binaries the cluster runs and the Managed infrastructure's (Postgres, NATS, Consul,
+# Fabio), as OCI archives in ~/.cache/ftgo/images; `just cluster-up` builds and imports them itself.
+#
+# Build every image without a Docker daemon (umoci).
 images: infra
     cargo build --locked --bins
     target/debug/ftgo-cluster images
