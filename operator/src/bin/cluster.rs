@@ -132,6 +132,9 @@ async fn run_until_stopped(dir: &Path, http: SocketAddr, fabio_ui: SocketAddr) -
     println!("  Fabio's UI      http://{fabio_ui}");
     println!("  node logs       {}", cluster.dir().display());
     println!("\nIn another terminal:\n");
+    if let Ok(bin) = host::cache_dir("bin") {
+        println!("  export PATH={}:$PATH   # kubectl and helm, as `just infra` installed them", bin.display());
+    }
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  helm install ftgo-operator charts/ftgo-operator -n ftgo-system --create-namespace --wait");
     println!("  kubectl create namespace ftgo");
