@@ -36,11 +36,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::{Api, Client};
 use tempfile::TempDir;
 
 use crate::{
@@ -422,11 +419,7 @@ impl KubeCluster {
 
     /// Creates a namespace with a unique name starting with `prefix`: one per test.
     pub async fn create_namespace(&self, prefix: &str) -> Result<String> {
-        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let ns =
-            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
-        Api::<Namespace>::all(self.client().await?).create(&PostParams::default(), &ns).await?;
-        Ok(name)
+        crate::kube::create_namespace(self.client().await?, prefix).await
     }
 
     /// The last lines of a component's log (`kubelet`, `containerd`, ...), for failure messages.

@@ -134,11 +134,7 @@ impl KubeControlPlane {
 
     /// Creates a namespace with a unique name starting with `prefix`: one per test.
     pub async fn create_namespace(&self, prefix: &str) -> Result<String> {
-        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let ns =
-            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
-        Api::<Namespace>::all(self.client().await?).create(&PostParams::default(), &ns).await?;
-        Ok(name)
+        create_namespace(self.client().await?, prefix).await
     }
 
     pub fn apiserver(&mut self) -> &mut ServerProcess {
@@ -148,6 +144,15 @@ impl KubeControlPlane {
     pub fn etcd(&mut self) -> &mut ServerProcess {
         &mut self.etcd
     }
+}
+
+/// Creates a namespace named `prefix` plus a random suffix, and returns its name.
+pub(crate) async fn create_namespace(client: Client, prefix: &str) -> Result<String> {
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let ns =
+        Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+    Api::<Namespace>::all(client).create(&PostParams::default(), &ns).await?;
+    Ok(name)
 }
 
 pub(crate) async fn client_from(kubeconfig: &Path) -> Result<Client> {
