@@ -473,7 +473,9 @@ fn build_one(spec: &ImageSpec, out_dir: &Path) -> Result<Built> {
     run(Command::new(&umoci).arg("gc").arg("--layout").arg(&layout))?;
     name_the_image(&layout, &spec.reference)?;
 
-    let partial = out_dir.join(format!("{}.partial", spec.archive_name()));
+    // Written inside this build's own directory, then renamed into place: two builds of the same
+    // image at once (two tests, say) never write into each other's archive.
+    let partial = work.path().join("archive.tar");
     run(Command::new("tar").arg("--create").arg("--file").arg(&partial).arg("--directory").arg(&layout).args([
         "--sort=name",
         "--owner=0",
