@@ -141,11 +141,7 @@ pub async fn run(base: &str) -> Result<()> {
         )
         .await?;
     println!("   POST /api/orders/{revised_id}/revise -> 202 {}", text(&revise["state"]));
-    let revised = client
-        .poll(&format!("/api/orders/{revised_id}"), |order| {
-            order["state"] == "APPROVED" && order["orderTotal"] == "15.00"
-        })
-        .await?;
+    let revised = follow(&client, &revised_id, "APPROVED").await?;
     println!("   order is {} with total {}", text(&revised["state"]), text(&revised["orderTotal"]));
     show_sagas(&client, &revised_id).await?;
 
@@ -194,19 +190,17 @@ async fn place(client: &Client, consumer_id: &str, restaurant_id: &str, line_ite
     }
 }
 
-/// Prints each state the order passes through until it reaches `last`.
+/// Waits, in one request, until the order is `last` (`?wait=...`: the gateway answers the moment
+/// the saga's step commits, no polling), and prints it.
 async fn follow(client: &Client, order_id: &str, last: &str) -> Result<Value> {
-    let mut seen = String::new();
-    client
-        .poll(&format!("/api/orders/{order_id}"), |order| {
-            let state = text(&order["state"]);
-            if state != seen {
-                println!("   order is {state}");
-                seen = state.clone();
-            }
-            state == last
-        })
-        .await
+    let path = format!("/api/orders/{order_id}?wait={last}&timeout=30s");
+    let order = client.expect(Method::GET, &path, None, StatusCode::OK).await?;
+    let state = text(&order["state"]);
+    println!("   GET /api/orders/{order_id}?wait={last} -> order is {state}");
+    if state != last {
+        bail!("order {order_id} is still {state} after 30 s, not {last}");
+    }
+    Ok(order)
 }
 
 async fn show_sagas(client: &Client, order_id: &str) -> Result<()> {

@@ -1,6 +1,6 @@
 //! The gRPC clients of the services behind the gateway, each wrapped in its calling policy.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use ftgo_platform::telemetry;
@@ -44,8 +44,24 @@ impl<C: Clone> Backend<C> {
         F: Fn(C, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        self.call_waiting(idempotency, Duration::ZERO, message, rpc).await
+    }
+
+    /// [`call`](Self::call) for a call the backend may hold for up to `wait` on purpose.
+    pub async fn call_waiting<M, T, F, Fut>(
+        &self,
+        idempotency: Idempotency,
+        wait: Duration,
+        message: M,
+        rpc: F,
+    ) -> Result<T, Status>
+    where
+        M: Clone,
+        F: Fn(C, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
         self.policy
-            .run(idempotency, |deadline| {
+            .run_waiting(idempotency, wait, |deadline| {
                 let mut request = Request::new(message.clone());
                 // Tells the server when the gateway stops waiting, so it can stop working too.
                 request.set_timeout(deadline);

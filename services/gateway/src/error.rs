@@ -1,5 +1,5 @@
 //! The one place where failures become HTTP answers: `{"error": {"code", "message", "details"}}`
-//! with the status API.md documents. gRPC statuses are mapped here once, so a handler only says
+//! with the status `docs/api.md` documents. gRPC statuses are mapped here once, so a handler only says
 //! `?`.
 
 use axum::{

@@ -1,4 +1,4 @@
-//! The API gateway: FTGO's public HTTP/JSON API (`shared/API.md`) in front of the gRPC services.
+//! The API gateway: FTGO's public HTTP/JSON API (`docs/api.md`) in front of the gRPC services.
 //!
 //! Each request is translated into calls on the owning service. Every call has a deadline, only
 //! idempotent calls are retried, and every backend sits behind its own circuit breaker

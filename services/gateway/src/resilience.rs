@@ -197,7 +197,22 @@ impl CallPolicy {
 
     /// Runs `call` with a deadline, through the breaker, retrying once after `UNAVAILABLE` when
     /// `idempotency` allows it. `call` is given the deadline to forward as `grpc-timeout`.
-    pub async fn run<T, F, Fut>(&self, idempotency: Idempotency, mut call: F) -> Result<T, Status>
+    pub async fn run<T, F, Fut>(&self, idempotency: Idempotency, call: F) -> Result<T, Status>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.run_waiting(idempotency, Duration::ZERO, call).await
+    }
+
+    /// [`run`](Self::run) for a call that the backend may hold for up to `wait` on purpose (a
+    /// `GetOrder` that waits for a state): its deadline is the usual one plus `wait`.
+    pub async fn run_waiting<T, F, Fut>(
+        &self,
+        idempotency: Idempotency,
+        wait: Duration,
+        mut call: F,
+    ) -> Result<T, Status>
     where
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -214,7 +229,7 @@ impl CallPolicy {
             let Some(permit) = self.breaker.try_acquire() else {
                 return Err(Status::unavailable(format!("{} is unavailable (circuit open)", self.backend)));
             };
-            let timeout = self.timeout();
+            let timeout = self.timeout() + wait;
             let outcome = match tokio::time::timeout(timeout, until_connected(&mut call, timeout)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Status::deadline_exceeded(format!("{} did not answer within {timeout:?}", self.backend))),

@@ -1,4 +1,4 @@
-//! The public HTTP contract (`shared/API.md`) against the real back end: every service with its
+//! The public HTTP contract (`docs/api.md`) against the real back end: every service with its
 //! own database, real NATS JetStream, the real gateway.
 
 mod support;
@@ -32,7 +32,11 @@ async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelle
     assert_eq!(placed.body["orderTotal"], "25.00");
     let order_id = placed.body["orderId"].as_str().unwrap().to_owned();
 
-    let approved = stack.order_in_state(&order_id, "APPROVED").await;
+    // The client waits for the outcome in one request instead of polling for it.
+    let outcome = stack.get(&format!("/api/orders/{order_id}?wait=APPROVED,REJECTED&timeout=20s")).await;
+    assert_eq!(outcome.status, StatusCode::OK, "{:#}", outcome.body);
+    let approved = outcome.body;
+    assert_eq!(approved["state"], "APPROVED");
     assert_eq!(approved["ticket"]["state"], "AWAITING_ACCEPTANCE");
     assert_eq!(approved["payment"], json!({"state": "AUTHORIZED", "amount": "25.00"}));
     assert_eq!(
@@ -254,6 +258,27 @@ async fn bad_input_is_answered_with_a_json_error_and_changes_nothing() {
     let good = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
     assert_eq!(good.status, StatusCode::CREATED, "{:#}", good.body);
     stack.order_in_state(good.body["orderId"].as_str().unwrap(), "APPROVED").await;
+
+    // Waits that cannot be honoured: the message says what is wrong.
+    let order = format!("/api/orders/{}", good.body["orderId"].as_str().unwrap());
+    for (query, code, says) in [
+        ("?wait=DONE", "invalid_argument", "DONE"),
+        ("?wait=approved", "invalid_argument", "approved"),
+        ("?wait=APPROVED&timeout=31s", "invalid_argument", "timeout"),
+        ("?wait=APPROVED&timeout=soon", "invalid_argument", "timeout"),
+        ("?timeout=5s", "invalid_argument", "only allowed with wait"),
+        ("?wiat=APPROVED", "invalid_query", "wiat"),
+    ] {
+        let answer = stack.get(&format!("{order}{query}")).await;
+        assert!(answer.error(StatusCode::BAD_REQUEST, code).contains(says), "{query}: {:#}", answer.body);
+    }
+    let timed_out = stack.get(&format!("{order}?wait=CANCELLED&timeout=100ms")).await;
+    assert_eq!(timed_out.status, StatusCode::OK, "a wait that times out answers with the order as it is");
+    assert_ne!(timed_out.body["state"], "CANCELLED");
+    stack
+        .get(&format!("/api/orders/{unknown}?wait=APPROVED&timeout=1s"))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]
@@ -318,6 +343,12 @@ async fn the_openapi_document_describes_every_path() {
     let schemas = &document.body["components"]["schemas"];
     assert_eq!(schemas["OrderView"]["properties"]["orderTotal"]["type"], "string");
     assert!(schemas["ErrorBody"].is_object());
+    let parameters = paths["/api/orders/{orderId}"]["get"]["parameters"].as_array().unwrap();
+    for (name, pattern) in [("wait", "^[A-Z_]+(,[A-Z_]+)*$"), ("timeout", "^[0-9]+(\\.[0-9]+)?(ms|s)$")] {
+        let parameter = parameters.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no {name} parameter"));
+        assert_eq!(parameter["in"], "query");
+        assert_eq!(parameter["schema"]["pattern"], pattern, "{parameter:#}");
+    }
 }
 
 /// Every string field of every creating call, filled with something a hostile or careless client

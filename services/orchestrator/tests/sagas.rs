@@ -143,14 +143,22 @@ impl System {
     }
 
     async fn order(&mut self, order_id: &str) -> order::Order {
-        self.orders.get_order(order::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner()
+        self.orders
+            .get_order(order::GetOrderRequest { order_id: order_id.into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// Waits until no saga of the order is running, and returns the order.
     async fn outcome(&mut self, order_id: &str) -> order::Order {
         let mut orders = self.orders.clone();
         eventually("the order to settle", Duration::from_secs(30), async || {
-            let o = orders.get_order(order::GetOrderRequest { order_id: order_id.into() }).await.ok()?.into_inner();
+            let o = orders
+                .get_order(order::GetOrderRequest { order_id: order_id.into(), ..Default::default() })
+                .await
+                .ok()?
+                .into_inner();
             let pending = [OrderState::ApprovalPending, OrderState::CancelPending, OrderState::RevisionPending];
             (!pending.contains(&o.state())).then_some(o)
         })

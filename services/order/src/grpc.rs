@@ -1,6 +1,8 @@
 //! The OrderService gRPC API. Creating, cancelling and revising an order each change its state and
 //! publish the event that starts the matching saga, in one transaction.
 
+use std::{sync::Arc, time::Duration};
+
 use ftgo_platform::{
     grpc::database_error,
     messaging::{OutgoingMessage, outbox, streams::event_subject},
@@ -8,21 +10,93 @@ use ftgo_platform::{
 use ftgo_proto::{common::v1 as common, order::v1 as api};
 use prost::Name;
 use sqlx::{PgConnection, PgPool};
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
     domain::order::{Address, Menu, Order, OrderError, OrderLineItem, OrderState, Pricing},
     store,
+    watch::{self, OrderWatch},
 };
 
 pub struct OrderApi {
     db: PgPool,
+    watch: Arc<OrderWatch>,
 }
 
 impl OrderApi {
-    pub fn new(db: PgPool) -> Self {
-        Self { db }
+    pub fn new(db: PgPool, watch: Arc<OrderWatch>) -> Self {
+        Self { db, watch }
+    }
+
+    async fn find(&self, id: Uuid) -> Result<Order, Status> {
+        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        store::find_order(&mut conn, id)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))
+    }
+
+    /// The order once it is in one of `states`, or as it is when `timeout` has passed (or when the
+    /// service begins to stop).
+    async fn wait_for(&self, id: Uuid, states: &[OrderState], timeout: Duration) -> Result<Order, Status> {
+        let deadline = Instant::now() + timeout;
+        let subscription = self.watch.subscribe(id);
+        loop {
+            // Enabled before the read: a change that commits after the read still wakes us.
+            let changed = subscription.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let order = self.find(id).await?;
+            let now = Instant::now();
+            if states.contains(&order.state) || now >= deadline || subscription.stopping().is_cancelled() {
+                return Ok(order);
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep((deadline - now).min(watch::RECHECK)) => {}
+                _ = subscription.stopping().cancelled() => {}
+            }
+        }
+    }
+}
+
+/// The states and the timeout of a `GetOrder` that waits.
+fn wait_request(request: &api::GetOrderRequest) -> Result<Option<(Vec<OrderState>, Duration)>, Status> {
+    if request.wait_for.is_empty() {
+        if request.wait_timeout_ms != 0 {
+            return Err(Status::invalid_argument("wait_timeout_ms needs wait_for"));
+        }
+        return Ok(None);
+    }
+    let states = request
+        .wait_for
+        .iter()
+        .map(|&raw| match api::OrderState::try_from(raw) {
+            Ok(state) if state != api::OrderState::Unspecified => Ok(state_from_proto(state)),
+            _ => Err(Status::invalid_argument(format!("wait_for holds {raw}, which is no order state"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeout = Duration::from_millis(u64::from(request.wait_timeout_ms));
+    if timeout.is_zero() || timeout > watch::MAX_WAIT {
+        return Err(Status::invalid_argument(format!(
+            "wait_timeout_ms must be from 1 to {}, not {}",
+            watch::MAX_WAIT.as_millis(),
+            request.wait_timeout_ms
+        )));
+    }
+    Ok(Some((states, timeout)))
+}
+
+fn state_from_proto(state: api::OrderState) -> OrderState {
+    match state {
+        api::OrderState::Unspecified | api::OrderState::ApprovalPending => OrderState::ApprovalPending,
+        api::OrderState::Approved => OrderState::Approved,
+        api::OrderState::Rejected => OrderState::Rejected,
+        api::OrderState::CancelPending => OrderState::CancelPending,
+        api::OrderState::Cancelled => OrderState::Cancelled,
+        api::OrderState::RevisionPending => OrderState::RevisionPending,
     }
 }
 
@@ -110,6 +184,7 @@ impl OrderApi {
         store::save_order(&mut tx, &order).await.map_err(database_error)?;
         publish(&mut tx, &event).await?;
         tx.commit().await.map_err(database_error)?;
+        self.watch.announce(id).await;
         tracing::info!(order_id = %id, state = order.state.as_str(), "order changed");
         Ok(Response::new(to_proto(&order)))
     }
@@ -132,12 +207,12 @@ impl api::order_service_server::OrderService for OrderApi {
     }
 
     async fn get_order(&self, request: Request<api::GetOrderRequest>) -> Result<Response<api::Order>, Status> {
-        let id = uuid("order id", &request.into_inner().order_id)?;
-        let mut conn = self.db.acquire().await.map_err(database_error)?;
-        let order = store::find_order(&mut conn, id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))?;
+        let request = request.into_inner();
+        let id = uuid("order id", &request.order_id)?;
+        let order = match wait_request(&request)? {
+            None => self.find(id).await?,
+            Some((states, timeout)) => self.wait_for(id, &states, timeout).await?,
+        };
         Ok(Response::new(to_proto(&order)))
     }
 

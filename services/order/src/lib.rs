@@ -9,6 +9,9 @@ pub mod domain;
 pub mod grpc;
 pub mod messaging;
 pub mod store;
+pub mod watch;
+
+use std::sync::Arc;
 
 use anyhow::Result;
 use ftgo_platform::{
@@ -37,13 +40,17 @@ impl Default for Config {
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
-    let routes = tonic::service::Routes::new(OrderServiceServer::new(grpc::OrderApi::new(infra.db.clone())));
-    let mut running = infra.serve(SERVICE, &config.common, routes, &[SERVICE_NAME], shutdown).await?;
+    let watch = Arc::new(watch::OrderWatch::new(Some(infra.js.client()), shutdown.clone()));
+    let api = grpc::OrderApi::new(infra.db.clone(), watch.clone());
+    let routes = tonic::service::Routes::new(OrderServiceServer::new(api));
+    let mut running = infra.serve(SERVICE, &config.common, routes, &[SERVICE_NAME], shutdown.clone()).await?;
+    let listener = watch.clone();
+    running.spawn("order watch", async move { listener.listen(shutdown).await });
     let events =
         ConsumerConfig::new(format!("{SERVICE}-restaurant-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
     infra.consume(&mut running, events, messaging::RestaurantEvents);
     let commands = ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]);
-    infra.consume(&mut running, commands, messaging::OrderCommands);
+    infra.consume(&mut running, commands, messaging::OrderCommands { watch });
     tracing::info!(addr = %running.addr, "{SERVICE} serving");
     Ok(running)
 }

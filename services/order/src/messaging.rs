@@ -14,9 +14,12 @@ use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use crate::{
     domain::order::{Menu, MenuItem, Order, OrderError},
     store,
+    watch::OrderWatch,
 };
 
 pub const EVENT_SUBJECTS: &str = "ftgo.event.restaurant.RestaurantCreated";
@@ -45,9 +48,28 @@ impl MessageHandler for RestaurantEvents {
     }
 }
 
-pub struct OrderCommands;
+/// The saga's commands to orders. After each commit it wakes the clients waiting for that order.
+pub struct OrderCommands {
+    pub watch: Arc<OrderWatch>,
+}
+
+/// What every order command has in common: `string order_id = 1` (a test checks each of them),
+/// so any of them decodes as this.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AnyOrderCommand {
+    #[prost(string, tag = "1")]
+    order_id: String,
+}
 
 impl MessageHandler for OrderCommands {
+    async fn committed(&self, message: &IncomingMessage) {
+        let order =
+            prost::Message::decode(message.payload.clone()).ok().and_then(|c: AnyOrderCommand| c.order_id.parse().ok());
+        if let Some(order) = order {
+            self.watch.announce(order).await;
+        }
+    }
+
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
         let t = message.message_type.as_str();
         let (order_id, result) = if t == api::ApproveOrder::full_name() {
@@ -99,4 +121,28 @@ async fn change(
     }
     store::save_order(tx, &order).await?;
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn every_order_command_names_its_order_in_field_one() {
+        let id = Uuid::new_v4().to_string();
+        let order_id = id.clone();
+        let encoded = [
+            api::ApproveOrder { order_id: order_id.clone() }.encode_to_vec(),
+            api::RejectOrder { order_id: order_id.clone(), reason: "no credit".into() }.encode_to_vec(),
+            api::ConfirmCancelOrder { order_id: order_id.clone() }.encode_to_vec(),
+            api::UndoCancelOrder { order_id: order_id.clone(), ..Default::default() }.encode_to_vec(),
+            api::ConfirmReviseOrder { order_id: order_id.clone(), ..Default::default() }.encode_to_vec(),
+            api::UndoReviseOrder { order_id, ..Default::default() }.encode_to_vec(),
+        ];
+        for bytes in encoded {
+            assert_eq!(AnyOrderCommand::decode(bytes.as_slice()).unwrap().order_id, id);
+        }
+    }
 }

@@ -70,7 +70,11 @@ impl App {
     }
 
     async fn order(&mut self, order_id: &str) -> api::Order {
-        self.client.get_order(api::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner()
+        self.client
+            .get_order(api::GetOrderRequest { order_id: order_id.into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// Sends a saga command and returns whether the order accepted it (or the refusal's reason).
@@ -197,4 +201,104 @@ async fn a_revision_is_priced_held_pending_and_applied_only_when_the_saga_confir
     assert_eq!(app.client.revise_order(bad).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(app.order(&id).await.state(), OrderState::Approved, "a refused revision changes nothing");
     app.running.stop().await.unwrap();
+}
+
+fn wait(order_id: &str, states: &[OrderState], timeout_ms: u32) -> api::GetOrderRequest {
+    api::GetOrderRequest {
+        order_id: order_id.into(),
+        wait_for: states.iter().map(|&s| s as i32).collect(),
+        wait_timeout_ms: timeout_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_client_can_wait_for_the_sagas_outcome_instead_of_polling() {
+    let mut app = spawn_app().await;
+    let order = app.create(vec![item("1", 1)]).await.unwrap();
+
+    // Parked until the saga's last step commits.
+    let mut client = app.client.clone();
+    let request = wait(&order.order_id, &[OrderState::Approved, OrderState::Rejected], 20_000);
+    let waiting = tokio::spawn(async move { client.get_order(request).await.map(|r| r.into_inner()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "an order still APPROVAL_PENDING does not answer a wait for its outcome");
+    app.command(&api::ApproveOrder { order_id: order.order_id.clone() }, "wait-saga").await.unwrap();
+    let answered = waiting.await.unwrap().unwrap();
+    assert_eq!(answered.state(), OrderState::Approved);
+
+    // A state the order is already in answers at once; a wait that times out answers with the
+    // order as it is.
+    let now = app.client.get_order(wait(&order.order_id, &[OrderState::Approved], 20_000)).await.unwrap();
+    assert_eq!(now.into_inner().state(), OrderState::Approved);
+    let timed_out = app.client.get_order(wait(&order.order_id, &[OrderState::Cancelled], 200)).await.unwrap();
+    assert_eq!(timed_out.into_inner().state(), OrderState::Approved);
+
+    // A cancel through the API wakes a waiter too.
+    let mut client = app.client.clone();
+    let request = wait(&order.order_id, &[OrderState::CancelPending], 20_000);
+    let waiting = tokio::spawn(async move { client.get_order(request).await.map(|r| r.into_inner()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.client.cancel_order(api::CancelOrderRequest { order_id: order.order_id.clone() }).await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap().state(), OrderState::CancelPending);
+    app.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wait_that_cannot_be_honoured_is_refused_with_the_reason() {
+    let mut app = spawn_app().await;
+    let order = app.create(vec![item("1", 1)]).await.unwrap();
+    let id = order.order_id.as_str();
+    let cases = [
+        (wait(id, &[OrderState::Approved], 0), "wait_timeout_ms must be from 1 to 30000"),
+        (wait(id, &[OrderState::Approved], 30_001), "wait_timeout_ms must be from 1 to 30000"),
+        (wait(id, &[OrderState::Unspecified], 1000), "no order state"),
+        (api::GetOrderRequest { order_id: id.into(), wait_for: vec![42], wait_timeout_ms: 1000 }, "no order state"),
+        (wait(id, &[], 1000), "wait_timeout_ms needs wait_for"),
+    ];
+    for (request, reason) in cases {
+        let status = app.client.get_order(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
+        assert!(status.message().contains(reason), "{request:?}: {}", status.message());
+    }
+    let unknown = wait(&uuid::Uuid::new_v4().to_string(), &[OrderState::Approved], 1000);
+    assert_eq!(app.client.get_order(unknown).await.unwrap_err().code(), Code::NotFound);
+    app.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_change_announced_by_one_replica_wakes_the_waiters_of_another() {
+    use ftgo_order_service::watch::OrderWatch;
+
+    let world = ServiceWorld::start().await.unwrap();
+    let connect = || async { async_nats::connect(world.nats.url()).await.unwrap() };
+    let shutdown = CancellationToken::new();
+    let (here, there) = (
+        std::sync::Arc::new(OrderWatch::new(Some(connect().await), shutdown.clone())),
+        OrderWatch::new(Some(connect().await), shutdown.clone()),
+    );
+    let listening = tokio::spawn({
+        let (here, shutdown) = (here.clone(), shutdown.clone());
+        async move { here.listen(shutdown).await }
+    });
+    let order = uuid::Uuid::new_v4();
+    let subscription = here.subscribe(order);
+    {
+        let changed = subscription.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        // The subscription may not be in place yet: announce until the signal arrives.
+        let woken = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                there.announce(order).await;
+                if tokio::time::timeout(Duration::from_millis(100), changed.as_mut()).await.is_ok() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(woken.is_ok(), "the other replica's announcement never woke the waiter");
+    }
+    drop(subscription);
+    shutdown.cancel();
+    listening.await.unwrap().unwrap();
 }

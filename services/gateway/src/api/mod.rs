@@ -1,4 +1,4 @@
-//! The HTTP API of `shared/API.md`: routes, and the JSON shapes of each resource.
+//! The HTTP API of `docs/api.md`: routes, and the JSON shapes of each resource.
 //!
 //! The mapping to gRPC is written by hand rather than generated from `google.api.http`
 //! annotations: the public contract writes money as `"12.34"` strings, answers errors as
@@ -15,7 +15,10 @@ pub mod tickets;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State, rejection::PathRejection},
+    extract::{
+        DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State,
+        rejection::{PathRejection, QueryRejection},
+    },
     http::{StatusCode, Uri},
     middleware::{self, Next},
     response::Response,
@@ -41,6 +44,17 @@ pub struct ApiJson<T>(pub T);
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
+
+/// A query string, with the same error format.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
+    }
+}
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {

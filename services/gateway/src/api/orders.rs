@@ -1,6 +1,8 @@
 //! `/api/orders`: the Order Service, and the composite view of an order with its ticket (Kitchen)
 //! and payment (Accounting).
 
+use std::time::Duration;
+
 use axum::{Json, extract::State, http::StatusCode};
 use ftgo_proto::{
     accounting::v1::{self as accounting, AuthorizationState},
@@ -9,10 +11,10 @@ use ftgo_proto::{
 };
 use serde::{Deserialize, Serialize};
 use tonic::Code;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    ApiJson, ApiPath, path_id,
+    ApiJson, ApiPath, ApiQuery, path_id,
     shapes::{Address, LineItemRequest, enum_name, money, timestamp},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
@@ -131,18 +133,90 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(accepted(created, true))))
 }
 
-#[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders", params(("orderId" = String, Path)),
-    responses((status = 200, body = OrderView), (status = 404, body = crate::error::ErrorBody)))]
+/// Waiting for a state instead of polling: `GET /api/orders/{orderId}?wait=APPROVED,REJECTED&timeout=5s`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Order states, comma-separated (`APPROVED,REJECTED`). The answer comes as soon as the order
+    /// is in one of them, or when `timeout` has passed: then with the order as it is, in whatever
+    /// state. Left out: the answer comes at once.
+    #[param(example = "APPROVED,REJECTED", pattern = "^[A-Z_]+(,[A-Z_]+)*$")]
+    pub wait: Option<String>,
+    /// How long to wait, as `500ms` or `5s` (decimals allowed), from 1 ms to 30 s. 10 s when
+    /// `wait` is given without it; only allowed with `wait`.
+    #[param(example = "5s", pattern = "^[0-9]+(\\.[0-9]+)?(ms|s)$")]
+    pub timeout: Option<String>,
+}
+
+/// How long a wait lasts when the client does not say.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+/// The longest wait (the Order Service's own limit).
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+impl WaitQuery {
+    /// The states to wait for (as the Order Service numbers them) and for how long, or `None`
+    /// when the client does not wait.
+    fn parse(&self) -> Result<Option<(Vec<i32>, Duration)>, ApiError> {
+        let Some(wait) = &self.wait else {
+            if self.timeout.is_some() {
+                return Err(ApiError::invalid("timeout is only allowed with wait"));
+            }
+            return Ok(None);
+        };
+        let states = wait
+            .split(',')
+            .map(|name| match OrderState::from_str_name(name.trim()) {
+                Some(state) if state != OrderState::Unspecified => Ok(state as i32),
+                _ => Err(ApiError::invalid(format!(
+                    "wait: {name:?} is not an order state (APPROVAL_PENDING, APPROVED, REJECTED, CANCEL_PENDING, CANCELLED, REVISION_PENDING)"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = match &self.timeout {
+            None => DEFAULT_WAIT,
+            Some(text) => parse_timeout(text).filter(|t| !t.is_zero() && *t <= MAX_WAIT).ok_or_else(|| {
+                ApiError::invalid(format!("timeout: {text:?} is not a duration from 1ms to 30s, such as 500ms or 5s"))
+            })?,
+        };
+        Ok(Some((states, timeout)))
+    }
+}
+
+/// `500ms`, `5s`, `2.5s`.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(ms) = text.strip_suffix("ms") {
+        return digits(ms).then(|| ms.parse().ok()).flatten().map(Duration::from_millis);
+    }
+    let seconds = text.strip_suffix('s')?;
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, "0"));
+    if !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    seconds.parse::<f64>().ok().filter(|s| s.is_finite() && *s <= 3600.0).map(Duration::from_secs_f64)
+}
+
+#[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders", params(("orderId" = String, Path), WaitQuery),
+    responses((status = 200, body = OrderView, description = "The order; with `wait`, once it is in one of \
+        those states or when the timeout has passed"),
+        (status = 400, body = crate::error::ErrorBody, description = "A bad `wait` or `timeout`"),
+        (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get(
     State(backends): State<Backends>,
     ApiPath(order_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = path_id("order", &order_id)?;
+    let (wait_for, wait) = query.parse()?.unwrap_or_default();
+    let request = order::GetOrderRequest {
+        order_id: order_id.clone(),
+        wait_timeout_ms: if wait_for.is_empty() { 0 } else { wait.as_millis() as u32 },
+        wait_for,
+    };
     let found = backends
         .order
-        .call(Idempotency::Idempotent, order::GetOrderRequest { order_id: order_id.clone() }, |mut c, r| async move {
-            c.get_order(r).await
-        })
+        .call_waiting(Idempotency::Idempotent, wait, request, |mut c, r| async move { c.get_order(r).await })
         .await?;
 
     // The ticket and the payment are asked for together, and each is optional: a Kitchen or
@@ -236,4 +310,42 @@ pub async fn revise(
         .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.revise_order(r).await })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(accepted(changed, false))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(wait: Option<&str>, timeout: Option<&str>) -> WaitQuery {
+        WaitQuery { wait: wait.map(Into::into), timeout: timeout.map(Into::into) }
+    }
+
+    #[test]
+    fn a_wait_names_order_states_and_a_bounded_timeout() {
+        assert!(query(None, None).parse().unwrap().is_none());
+        let (states, timeout) = query(Some("APPROVED,REJECTED"), Some("2.5s")).parse().unwrap().unwrap();
+        assert_eq!(states, vec![OrderState::Approved as i32, OrderState::Rejected as i32]);
+        assert_eq!(timeout, Duration::from_millis(2500));
+        assert_eq!(query(Some("APPROVED"), None).parse().unwrap().unwrap().1, DEFAULT_WAIT);
+        assert_eq!(query(Some("APPROVED"), Some("750ms")).parse().unwrap().unwrap().1, Duration::from_millis(750));
+        assert_eq!(query(Some("APPROVED"), Some("30s")).parse().unwrap().unwrap().1, MAX_WAIT);
+        for (wait, timeout) in [
+            (Some("approved"), None),
+            (Some(""), None),
+            (Some("APPROVED,"), None),
+            (Some("ORDER_STATE_UNSPECIFIED"), None),
+            (Some("APPROVED"), Some("0s")),
+            (Some("APPROVED"), Some("31s")),
+            (Some("APPROVED"), Some("5")),
+            (Some("APPROVED"), Some("-1s")),
+            (Some("APPROVED"), Some("1e3s")),
+            (Some("APPROVED"), Some("NaNs")),
+            (Some("APPROVED"), Some("1.5ms")),
+            (Some("APPROVED"), Some("1.s")),
+            (Some("APPROVED"), Some(".5s")),
+            (None, Some("5s")),
+        ] {
+            assert!(query(wait, timeout).parse().is_err(), "{wait:?} {timeout:?}");
+        }
+    }
 }

@@ -95,9 +95,11 @@ pub async fn for_order(
     // Sagas start a moment after their order, so "no sagas" does not prove the order unknown.
     backends
         .order
-        .call(Idempotency::Idempotent, order::GetOrderRequest { order_id: order_id.clone() }, |mut c, r| async move {
-            c.get_order(r).await
-        })
+        .call(
+            Idempotency::Idempotent,
+            order::GetOrderRequest { order_id: order_id.clone(), ..Default::default() },
+            |mut c, r| async move { c.get_order(r).await },
+        )
         .await?;
     let request = orchestrator::ListOrderSagasRequest { order_id: order_id.clone() };
     let found = backends

@@ -111,6 +111,13 @@ pub trait MessageHandler: Send + Sync + 'static {
         tx: &mut PgConnection,
         message: &IncomingMessage,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Runs after the transaction that applied `message` has committed (never for a duplicate or
+    /// a refusal): for what must follow the commit, such as waking clients that wait for the
+    /// change. Nothing may depend on it running: a crash right after the commit skips it.
+    fn committed(&self, _message: &IncomingMessage) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -334,6 +341,7 @@ impl<H: MessageHandler> InboxConsumer<H> {
         }
         self.handler.handle(&mut tx, message).await?;
         tx.commit().await?;
+        self.handler.committed(message).await;
         Ok(true)
     }
 
