@@ -59,7 +59,7 @@ impl api::consumer_service_server::ConsumerService for ConsumerApi {
         outbox::enqueue(&mut tx, &OutgoingMessage::protobuf(event_subject("consumer", "ConsumerCreated"), &event))
             .await
             .map_err(database_error)?;
-        tx.commit().await.map_err(database_error)?;
+        outbox::commit(tx).await.map_err(database_error)?;
         tracing::info!(consumer_id = %consumer.id, "consumer registered");
         Ok(Response::new(api::CreateConsumerResponse { consumer_id: consumer.id.to_string() }))
     }

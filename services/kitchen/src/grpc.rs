@@ -132,7 +132,7 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         outbox::enqueue(&mut tx, &OutgoingMessage::protobuf(event_subject("restaurant", "RestaurantCreated"), &event))
             .await
             .map_err(database_error)?;
-        tx.commit().await.map_err(database_error)?;
+        outbox::commit(tx).await.map_err(database_error)?;
         Ok(Response::new(api::CreateRestaurantResponse { restaurant_id: restaurant.id.to_string() }))
     }
 

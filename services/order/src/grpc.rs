@@ -183,7 +183,7 @@ impl OrderApi {
         let event = change(&mut tx, &mut order).await?;
         store::save_order(&mut tx, &order).await.map_err(database_error)?;
         publish(&mut tx, &event).await?;
-        tx.commit().await.map_err(database_error)?;
+        outbox::commit(tx).await.map_err(database_error)?;
         self.watch.announce(id).await;
         tracing::info!(order_id = %id, state = order.state.as_str(), "order changed");
         Ok(Response::new(to_proto(&order)))
@@ -201,7 +201,7 @@ impl api::order_service_server::OrderService for OrderApi {
         let order = Order::create(&request.consumer_id, &menu, address, &requested(request.line_items))?;
         store::insert_order(&mut tx, &order).await.map_err(database_error)?;
         publish(&mut tx, &api::OrderCreated { order: Some(to_proto(&order)) }).await?;
-        tx.commit().await.map_err(database_error)?;
+        outbox::commit(tx).await.map_err(database_error)?;
         tracing::info!(order_id = %order.id, total = %order.pricing.total, "order created");
         Ok(Response::new(to_proto(&order)))
     }

@@ -50,7 +50,7 @@ impl World {
             .with_header("Ftgo-Saga-Id", "saga-1");
         let mut tx = self.db.begin().await.unwrap();
         outbox::enqueue(&mut tx, &message).await.unwrap();
-        tx.commit().await.unwrap();
+        outbox::commit(tx).await.unwrap();
         message
     }
 
@@ -157,7 +157,8 @@ async fn a_relay_that_dies_before_marking_publishes_again_and_jetstream_keeps_on
 async fn the_relay_publishes_as_soon_as_a_transaction_commits() {
     let mut w = world().await;
     let stop = CancellationToken::new();
-    // With an hour between polls, only the commit notification can wake the relay in time.
+    // With an hour between polls, only the wake-up that follows the commit can make the relay
+    // publish in time.
     let relay = OutboxRelay::new(
         w.db.clone(),
         w.js.clone(),
@@ -177,6 +178,36 @@ async fn the_relay_publishes_as_soon_as_a_transaction_commits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen, 1, "not relayed within 5 s of the commit");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_row_that_no_wake_up_announced_is_found_by_the_poll() {
+    let mut w = world().await;
+    let stop = CancellationToken::new();
+    let relay = OutboxRelay::new(
+        w.db.clone(),
+        w.js.clone(),
+        RelayConfig { poll_interval: Duration::from_millis(200), ..Default::default() },
+    );
+    let token = stop.clone();
+    let task = tokio::spawn(async move { relay.run(token).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Committed without `outbox::commit`: as if its writer had died right after the commit.
+    let mut tx = w.db.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &OutgoingMessage::new("ftgo.command.test.Do", "t", b"orphan".to_vec())).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = w.stream_messages().await;
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 1, "the poll never found the row");
     stop.cancel();
     task.await.unwrap().unwrap();
 }
@@ -369,7 +400,7 @@ async fn each_sagas_messages_stay_in_order_while_different_sagas_are_handled_at_
             outbox::enqueue(&mut tx, &message).await.unwrap();
         }
     }
-    tx.commit().await.unwrap();
+    outbox::commit(tx).await.unwrap();
     w.relay().drain().await.unwrap();
 
     let lanes = Arc::new(Lanes::default());

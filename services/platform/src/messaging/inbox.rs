@@ -340,7 +340,8 @@ impl<H: MessageHandler> InboxConsumer<H> {
             return Ok(false);
         }
         self.handler.handle(&mut tx, message).await?;
-        tx.commit().await?;
+        // The handler's replies are published the moment they commit.
+        super::outbox::commit(tx).await?;
         self.handler.committed(message).await;
         Ok(true)
     }

@@ -11,14 +11,14 @@
 
 use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use async_nats::{HeaderMap, jetstream};
 use opentelemetry::metrics::Histogram;
-use sqlx::{PgPool, postgres::PgListener, types::Json};
+use sqlx::{PgPool, types::Json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{MESSAGE_TYPE_HEADER, MSG_ID_HEADER};
+use super::{MESSAGE_TYPE_HEADER, MSG_ID_HEADER, outbox};
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -51,11 +51,10 @@ impl OutboxRelay {
         Self { db, js, config }
     }
 
-    /// Relays until `shutdown` is cancelled: drains the outbox, then sleeps until a new row is
-    /// committed (LISTEN/NOTIFY) or the poll interval passes.
+    /// Relays until `shutdown` is cancelled: drains the outbox, then sleeps until this process
+    /// commits new rows ([`outbox::commit`]) or the poll interval passes.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
-        let mut listener = PgListener::connect_with(&self.db).await.context("connecting the outbox listener")?;
-        listener.listen("ftgo_outbox").await.context("listening for outbox inserts")?;
+        let wake = outbox::register_relay();
         let mut last_cleanup = tokio::time::Instant::now();
         let mut failures = 0u32;
         loop {
@@ -76,12 +75,7 @@ impl OutboxRelay {
             let wait = self.config.poll_interval * failures.clamp(1, 10);
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                notification = listener.recv(), if failures == 0 => {
-                    if let Err(e) = notification {
-                        tracing::warn!(error = %e, "outbox listener lost its connection; polling");
-                        tokio::time::sleep(self.config.poll_interval).await;
-                    }
-                }
+                _ = wake.notified(), if failures == 0 => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
