@@ -35,7 +35,7 @@ pub use consul::Consul;
 pub use fabio::Fabio;
 pub use kube::KubeControlPlane;
 pub use nats::Nats;
-pub use postgres::{Postgres, TestDatabase};
+pub use postgres::{Durability, Postgres, TestDatabase};
 
 /// Installs a `tracing` subscriber for tests once (`RUST_LOG` filters; default `warn`), so server
 /// start-up problems are visible in a failing test's output.

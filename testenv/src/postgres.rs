@@ -1,5 +1,6 @@
 //! A private Postgres cluster: `initdb` into a temporary directory, `postgres` on a free loopback
-//! port, and a fresh database per test (the zero-to-production pattern).
+//! port, and a fresh database per test (the zero-to-production pattern). Tuned for speed, not
+//! durability, unless started with [`Durability::Durable`].
 
 use std::{process::Command, time::Duration};
 
@@ -16,15 +17,62 @@ use crate::{
 /// these clusters hold nothing but test data and listen on 127.0.0.1 only.
 pub const SUPERUSER: &str = "postgres";
 
+/// Settings every private cluster gets: room for every service's pool and the tests' own.
+const COMMON_SETTINGS: &[(&str, &str)] = &[("max_connections", "300"), ("shared_buffers", "32MB")];
+
 /// How Postgres is tuned for throwaway data: durability is traded for speed. Crash-safety tests
 /// kill FTGO processes, never Postgres, so a durable WAL is not what they exercise.
-const FAST_SETTINGS: &[(&str, &str)] = &[
-    ("fsync", "off"),
-    ("synchronous_commit", "off"),
-    ("full_page_writes", "off"),
-    ("max_connections", "300"),
-    ("shared_buffers", "32MB"),
-];
+const FAST_SETTINGS: &[(&str, &str)] = &[("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off")];
+
+/// Postgres's own defaults, spelled out: every commit waits until its WAL is flushed to disk.
+const DURABLE_SETTINGS: &[(&str, &str)] = &[("fsync", "on"), ("synchronous_commit", "on"), ("full_page_writes", "on")];
+
+/// Whether a cluster keeps what it committed through a crash of the machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync`, `synchronous_commit` and `full_page_writes` off: what tests use ([`Postgres::start`]).
+    #[default]
+    Fast,
+    /// All three on, as a production Postgres runs: a commit returns once its WAL is on disk (if
+    /// the temporary directory is on a disk, not a tmpfs).
+    Durable,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Durable => "durable",
+        }
+    }
+
+    fn settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Fast => FAST_SETTINGS,
+            Self::Durable => DURABLE_SETTINGS,
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fast" => Ok(Self::Fast),
+            "durable" => Ok(Self::Durable),
+            other => {
+                bail!("{other:?} is not a Postgres durability: `fast` (fsync off, the tests' settings) or `durable`")
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Postgres {
@@ -52,12 +100,17 @@ impl TestDatabase {
 }
 
 impl Postgres {
-    /// Creates and starts a new cluster; ready when it accepts a connection.
+    /// Creates and starts a new cluster with the fast settings; ready when it accepts a connection.
     pub async fn start() -> Result<Self> {
-        process::retry_on_new_ports("postgres", Self::start_once).await
+        Self::start_with(Durability::Fast).await
     }
 
-    async fn start_once() -> Result<Self> {
+    /// Creates and starts a new cluster, fast or durable; ready when it accepts a connection.
+    pub async fn start_with(durability: Durability) -> Result<Self> {
+        process::retry_on_new_ports("postgres", || Self::start_once(durability)).await
+    }
+
+    async fn start_once(durability: Durability) -> Result<Self> {
         let dir = host::workdir("postgres")?;
         let data = dir.path().join("data");
         let log = dir.path().join("postgres.log");
@@ -86,7 +139,7 @@ impl Postgres {
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
             .current_dir(dir.path());
-        for (key, value) in FAST_SETTINGS {
+        for (key, value) in COMMON_SETTINGS.iter().chain(durability.settings()) {
             server.args(["-c", &format!("{key}={value}")]);
         }
         if let Some(user) = run_as {
