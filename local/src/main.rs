@@ -8,6 +8,11 @@
 //! to stop and waits until it has. `demo` walks a few orders through the running system.
 //!
 //! The data lives in temporary directories: each `up` starts from empty databases.
+//!
+//! Environment of `up`: `FTGO_GATEWAY_LISTEN` (the gateway's address, 127.0.0.1:8080),
+//! `FTGO_STATE_DIR` (the pid file and logs, `.ftgo`) and `FTGO_POSTGRES`: `fast` (the default:
+//! fsync, synchronous_commit and full_page_writes off, as in the tests) or `durable` (all three on:
+//! every commit waits for its WAL on disk, as `just bench`'s first leg runs it).
 
 mod demo;
 mod services;
@@ -16,7 +21,7 @@ use std::{path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use ftgo_testenv::{
-    Consul, Fabio, Nats, Postgres,
+    Consul, Durability, Fabio, Nats, Postgres,
     foreground::{self, Foreground, step},
 };
 
@@ -29,7 +34,9 @@ async fn main() -> Result<()> {
         Some("up") => foreground().run(run_until_stopped()).await,
         Some("down") => foreground().stop(),
         Some("demo") => demo::run(&gateway_url()).await,
-        _ => bail!("usage: ftgo-local up|down|demo"),
+        _ => bail!(
+            "usage: ftgo-local up|down|demo (`up` reads FTGO_GATEWAY_LISTEN, FTGO_STATE_DIR, FTGO_POSTGRES=fast|durable)"
+        ),
     }
 }
 
@@ -43,6 +50,15 @@ fn gateway_url() -> String {
     std::env::var("FTGO_GATEWAY_URL").unwrap_or_else(|_| {
         gateway_listen().map_or_else(|_| "http://127.0.0.1:8080".to_owned(), |addr| format!("http://{addr}"))
     })
+}
+
+/// How `up` runs Postgres: `FTGO_POSTGRES=fast` (the default) or `durable`.
+fn postgres_durability() -> Result<Durability> {
+    match std::env::var("FTGO_POSTGRES") {
+        Ok(value) => value.parse().context("FTGO_POSTGRES"),
+        Err(std::env::VarError::NotPresent) => Ok(Durability::Fast),
+        Err(e) => Err(e).context("FTGO_POSTGRES"),
+    }
 }
 
 fn state_dir() -> PathBuf {
@@ -62,6 +78,7 @@ fn foreground() -> Foreground {
 async fn run_until_stopped() -> Result<()> {
     let started = Instant::now();
     let gateway_listen = gateway_listen()?;
+    let durability = postgres_durability()?;
     // Fail before starting anything when the gateway's port is taken.
     drop(
         std::net::TcpListener::bind(gateway_listen)
@@ -74,7 +91,7 @@ async fn run_until_stopped() -> Result<()> {
 
     println!("starting Postgres, NATS JetStream and Consul ...");
     let (postgres, nats, consul) = tokio::try_join!(
-        step("postgres", Postgres::start()),
+        step("postgres", Postgres::start_with(durability)),
         step("nats-server", Nats::start()),
         step("consul", Consul::start())
     )?;
@@ -98,7 +115,7 @@ async fn run_until_stopped() -> Result<()> {
     for service in &back_end {
         println!("  {:<21} grpc://{}", service.binary, service.addr);
     }
-    println!("  postgres      {}", postgres.url("postgres"));
+    println!("  postgres      {}   ({durability} settings; FTGO_POSTGRES=fast|durable)", postgres.url("postgres"));
     println!("  nats          {}  (monitoring {})", nats.url(), nats.monitor_url());
     println!("  consul        {}/ui", consul.http_url());
     println!("  fabio http    {}   (the same API, through the load balancer)", fabio.http_url());
