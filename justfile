@@ -41,10 +41,12 @@ demo:
 down:
     cargo run --locked --quiet -p ftgo-local -- down
 
-# The whole system under load through its public API (direct and through Fabio) next to an RPC
-# floor, at 1, 16 and 64 clients, with release builds: sagas/s, p50/p90/p99, CPU per saga for every
-# process, commits per saga; a table, and JSON in target/bench.json. Not part of `just test` (CI
-# runs a 2-second smoke of it). `just bench --seconds 30` makes each leg longer.
+# The whole system under load through its public API (direct and through Fabio) next to the
+# Postgres-only floor (the saga's own transactions without the services) and an RPC floor, at 1, 16
+# and 64 clients, with release builds, on a durable Postgres and then with the tests' fast settings:
+# sagas/s, p50/p90/p99, CPU per saga for every process, commits per saga, ratios to the floor; a
+# table, and JSON in target/bench.json. Not part of `just test` (CI runs a 2-second smoke of it).
+# `just bench --seconds 30` makes each leg longer; `just bench --postgres fast` runs one setting.
 #
 # Measure the system under load (release builds).
 bench *args: infra

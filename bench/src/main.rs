@@ -1,21 +1,34 @@
 //! `ftgo-bench` (`just bench`): the whole system under load, measured from outside.
 //!
 //! It starts FTGO the way `just up` does (`ftgo-local up`, from the binaries next to this one:
-//! `just bench` builds them with `--release`), gives every client a consumer whose credit never
-//! runs out, and then, for 1, 16 and 64 concurrent clients, places orders through the public API
-//! and follows each one (`GET /api/orders/{id}`) until it is `APPROVED` or `REJECTED`. The same
-//! legs run against the gateway directly and through Fabio's HTTP listener, next to an RPC floor:
-//! a tonic unary round trip (gRPC health `Check`) to the Order Service at the same concurrency.
+//! `just bench` builds them with `--release`), twice: first with a durable Postgres (fsync,
+//! synchronous_commit and full_page_writes on), then with the tests' fast settings (all three
+//! off). In each, it gives every client a consumer whose credit never runs out, and then, for 1,
+//! 16 and 64 concurrent clients:
+//!
+//! - the Postgres-only floor ([`floor`]): the Create Order saga's own 23 commits, made by the
+//!   bench itself on one connection per client in a database of their own on the same Postgres,
+//!   while the system is idle;
+//! - sagas through the gateway: orders placed through the public API and followed
+//!   (`GET /api/orders/{id}`) until `APPROVED` or `REJECTED`;
+//! - the same through Fabio's HTTP listener;
+//!
+//! and once, next to them, an RPC floor: a tonic unary round trip (gRPC health `Check`) to the
+//! Order Service at the same concurrency.
 //!
 //! For every leg it reports sagas (or calls) per second, p50/p90/p99 latency (for a saga: from the
-//! `POST` to the first `GET` that shows its outcome), milliseconds of CPU per saga for every
-//! process of the system (grouped by program, Postgres's backends together) and for the load
-//! generator itself, and Postgres commits per saga. It prints one table and writes JSON
-//! (`--out FILE`).
+//! `POST` to the first `GET` that shows its outcome; for the floor: its whole sequence of
+//! transactions), milliseconds of CPU per saga for every process of the system (grouped by
+//! program, Postgres's backends together) and for the load generator itself, Postgres commits per
+//! saga, and for the saga legs their throughput divided by the floor's at the same clients and
+//! settings. It prints one table, Fabio's throughput over the gateway's per settings, and writes
+//! JSON (`--out FILE`).
 //!
-//! Every leg is bounded in time (`--seconds`, 15 by default; `--quick`: 2 s legs at 1 and 4
-//! clients, the smoke test CI runs) and every wait has a deadline. Not measured yet: the
-//! Postgres-only floor (the saga's own transactions replayed without the services).
+//! Every leg is bounded in time (`--seconds`, 15 by default; `--postgres durable|fast|both`;
+//! `--quick`: the fast settings only, 2 s legs at 1 and 4 clients, the smoke test CI runs) and
+//! every wait has a deadline.
+
+mod floor;
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +40,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use ftgo_testenv::Durability;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -42,17 +56,34 @@ const SAGA_DEADLINE: Duration = Duration::from_secs(30);
 struct Args {
     seconds: f64,
     concurrency: Vec<usize>,
+    /// Which Postgres settings the system runs with, one run each, in this order.
+    postgres: Vec<Durability>,
     out: Option<PathBuf>,
 }
 
+const USAGE: &str = "usage: ftgo-bench [--quick] [--seconds N] [--postgres durable|fast|both] [--out FILE]";
+
 fn args() -> Result<Args> {
-    let mut args = Args { seconds: 15.0, concurrency: vec![1, 16, 64], out: None };
+    let mut args = Args {
+        seconds: 15.0,
+        concurrency: vec![1, 16, 64],
+        postgres: vec![Durability::Durable, Durability::Fast],
+        out: None,
+    };
+    let mut postgres = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => {
                 args.seconds = 2.0;
                 args.concurrency = vec![1, 4];
+                args.postgres = vec![Durability::Fast];
+            }
+            "--postgres" => {
+                postgres = Some(match it.next().context("--postgres needs durable, fast or both")?.as_str() {
+                    "both" => vec![Durability::Durable, Durability::Fast],
+                    one => vec![one.parse().context(USAGE)?],
+                });
             }
             "--seconds" => {
                 args.seconds = it.next().context("--seconds needs a number")?.parse()?;
@@ -61,15 +92,17 @@ fn args() -> Result<Args> {
                 }
             }
             "--out" => args.out = Some(it.next().context("--out needs a path")?.into()),
-            other => bail!("unknown argument {other:?}; usage: ftgo-bench [--quick] [--seconds N] [--out FILE]"),
+            other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
+    args.postgres = postgres.unwrap_or(args.postgres);
     Ok(args)
 }
 
 /// FTGO as `ftgo-local up` runs it, and the addresses it printed.
 struct System {
     up: Child,
+    durability: Durability,
     gateway: String,
     fabio: String,
     order_grpc: String,
@@ -78,7 +111,7 @@ struct System {
 }
 
 impl System {
-    fn start() -> Result<Self> {
+    fn start(durability: Durability) -> Result<Self> {
         let dir = std::env::current_exe()?.parent().context("the binary has a directory")?.to_owned();
         let state = tempfile::tempdir()?;
         let port = ftgo_testenv::process::free_port()?;
@@ -86,6 +119,7 @@ impl System {
             .arg("up")
             .env("FTGO_STATE_DIR", state.path())
             .env("FTGO_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FTGO_POSTGRES", durability.as_str())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -126,6 +160,7 @@ impl System {
             order_grpc: take("order")?,
             postgres: take("postgres")?,
             up,
+            durability,
             _state: state,
         })
     }
@@ -189,22 +224,75 @@ fn cpu_by_program(root: u32) -> BTreeMap<String, f64> {
     cpu
 }
 
-/// Transactions committed in every database of the system's Postgres.
-async fn commits(postgres: &str) -> Result<i64> {
+/// Where a leg's commits are counted.
+#[derive(Debug, Clone, Copy)]
+enum Commits {
+    /// In every database of the system's Postgres: a saga spans five.
+    All,
+    /// In one database, once every connection to it has closed: the floor's own. A backend reports
+    /// its counts to `pg_stat_database` at most once a second while busy, and all of them when it
+    /// exits, so the floor's closing connections make its count exact.
+    Closed(&'static str),
+}
+
+/// Transactions committed so far, as `scope` counts them.
+async fn commits(postgres: &str, scope: Commits, leg_over: bool) -> Result<i64> {
     let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(postgres).await?;
-    let commits: Option<i64> =
-        sqlx::query_scalar("SELECT sum(xact_commit)::bigint FROM pg_stat_database").fetch_one(&mut connection).await?;
+    let commits: Option<i64> = match scope {
+        Commits::All => {
+            sqlx::query_scalar("SELECT sum(xact_commit)::bigint FROM pg_stat_database")
+                .fetch_one(&mut connection)
+                .await?
+        }
+        Commits::Closed(database) => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                    .bind(database)
+                    .fetch_one(&mut connection)
+                    .await?;
+                if open == 0 || !leg_over {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{open} connections to {database} still open 10 s after the leg");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+                .bind(database)
+                .fetch_optional(&mut connection)
+                .await?
+        }
+    };
     Ok(commits.unwrap_or(0))
+}
+
+/// What a leg measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    /// Create Order sagas through the public API.
+    Sagas,
+    /// The saga's own transactions, without the services.
+    Floor,
+    /// A tonic round trip.
+    Rpc,
 }
 
 /// What one leg measured.
 #[derive(Debug, Serialize)]
 struct Leg {
     leg: String,
+    kind: Kind,
+    /// The Postgres settings (`durable`, `fast`); none for the RPC floor, which does not use it.
+    postgres: Option<&'static str>,
     clients: usize,
     completed: u64,
     errors: u64,
     per_second: f64,
+    /// A saga leg's `per_second` over the floor's at the same clients and settings.
+    ratio_to_floor: Option<f64>,
     p50_ms: f64,
     p90_ms: f64,
     p99_ms: f64,
@@ -221,45 +309,102 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Runs `clients` copies of `one` for `seconds`, with the CPU and commits around them.
-async fn leg<F, Fut>(system: &System, name: &str, clients: usize, seconds: f64, one: F) -> Result<Leg>
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<()>> + Send,
-{
+/// One client of a leg, ready to go: it repeats one operation until the leg is over.
+trait Client: Sized + Send + 'static {
+    /// One saga (or call).
+    fn one(&mut self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Once the leg is over, before its commits are counted.
+    fn finish(self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// A client of the public API: its consumer orders from the bench's restaurant.
+struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    consumer: String,
+    restaurant: String,
+}
+
+impl Client for ApiClient {
+    async fn one(&mut self) -> Result<()> {
+        saga(&self.http, &self.base, &self.consumer, &self.restaurant).await
+    }
+}
+
+impl Client for floor::Client {
+    async fn one(&mut self) -> Result<()> {
+        self.saga().await
+    }
+
+    async fn finish(self) {
+        self.close().await;
+    }
+}
+
+struct RpcClient(tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>);
+
+impl Client for RpcClient {
+    async fn one(&mut self) -> Result<()> {
+        self.0.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+        Ok(())
+    }
+}
+
+/// What a leg is called and what it runs against.
+struct LegSpec<'a> {
+    name: String,
+    kind: Kind,
+    postgres: Option<Durability>,
+    commits: Commits,
+    system: &'a System,
+}
+
+/// Runs `clients` for `seconds`, with the CPU and commits around them.
+async fn leg<C: Client>(spec: LegSpec<'_>, clients: Vec<C>, seconds: f64) -> Result<Leg> {
+    let LegSpec { name, kind, postgres, commits: scope, system } = spec;
+    let count = clients.len();
+    eprintln!("{name}, {count} clients, {seconds} s ...");
     let cpu_before = cpu_by_program(system.up.id());
-    let commits_before = commits(&system.postgres).await.ok();
+    let commits_before = commits(&system.postgres, scope, false).await.ok();
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
-    for client in 0..clients {
-        let one = one.clone();
+    for (n, mut client) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let (mut latencies, mut errors) = (Vec::new(), 0u64);
             while Instant::now() < until {
                 let began = Instant::now();
-                match one(client).await {
+                match client.one().await {
                     Ok(()) => latencies.push(began.elapsed().as_secs_f64() * 1000.0),
                     Err(e) => {
                         errors += 1;
                         if errors <= 3 {
-                            eprintln!("  client {client}: {e:#}");
+                            eprintln!("  client {n}: {e:#}");
                         }
                     }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, Instant::now(), client)
         }));
     }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
+    let (mut latencies, mut errors, mut ended, mut clients) = (Vec::new(), 0, started, Vec::new());
     for task in tasks {
-        let (l, e) = task.await?;
+        let (l, e, end, client) = task.await?;
         latencies.extend(l);
         errors += e;
+        ended = ended.max(end);
+        clients.push(client);
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = (ended - started).as_secs_f64();
+    // Before the clients finish: a process that has exited (the floor's backends) has no CPU to read.
     let cpu_after = cpu_by_program(system.up.id());
-    let commits_after = commits(&system.postgres).await.ok();
+    for client in clients {
+        client.finish().await;
+    }
+    let commits_after = commits(&system.postgres, scope, true).await.ok();
     latencies.sort_by(f64::total_cmp);
     let completed = latencies.len() as u64;
     let per_op = |value: f64| if completed == 0 { 0.0 } else { value / completed as f64 };
@@ -274,11 +419,14 @@ where
     let system_cpu_ms_per_op =
         cpu_ms_per_op.iter().filter(|(p, _)| !p.starts_with("ftgo-bench")).map(|(_, ms)| ms).sum();
     Ok(Leg {
-        leg: name.to_owned(),
-        clients,
+        leg: name,
+        kind,
+        postgres: postgres.map(Durability::as_str),
+        clients: count,
         completed,
         errors,
         per_second: completed as f64 / elapsed,
+        ratio_to_floor: None,
         p50_ms: percentile(&latencies, 50.0),
         p90_ms: percentile(&latencies, 90.0),
         p99_ms: percentile(&latencies, 99.0),
@@ -366,42 +514,24 @@ fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    eprintln!("starting FTGO ({profile} builds) ...");
-    let system = System::start()?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
-    let most = args.concurrency.iter().copied().max().unwrap_or(1);
-    let (consumers, restaurant) = setup(&http, &system.gateway, most).await?;
-    let mut legs = Vec::new();
-    for (name, base) in [("gateway", system.gateway.clone()), ("fabio", system.fabio.clone())] {
-        for &clients in &args.concurrency {
-            eprintln!("sagas through the {name}, {clients} clients, {} s ...", args.seconds);
-            let (http, base, consumers, restaurant) =
-                (http.clone(), base.clone(), consumers.clone(), restaurant.clone());
-            let one = move |client: usize| {
-                let (http, base, consumer, restaurant) =
-                    (http.clone(), base.clone(), consumers[client].clone(), restaurant.clone());
-                async move { saga(&http, &base, &consumer, &restaurant).await }
-            };
-            legs.push(leg(&system, &format!("sagas via {name}"), clients, args.seconds, one).await?);
-        }
+    let (mut legs, mut settings) = (Vec::new(), BTreeMap::new());
+    for (n, &durability) in args.postgres.iter().enumerate() {
+        eprintln!("starting FTGO ({profile} builds, {durability} Postgres) ...");
+        let system = System::start(durability)?;
+        settings.insert(durability.as_str(), postgres_settings(&system.postgres).await?);
+        legs.extend(measure(&system, &args, n + 1 == args.postgres.len()).await?);
     }
-    let channel = tonic::transport::Endpoint::from_shared(system.order_grpc.clone())?.connect().await?;
-    for &clients in &args.concurrency {
-        eprintln!("the RPC floor, {clients} clients, {} s ...", args.seconds);
-        let channel = channel.clone();
-        let one = move |_| {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-            async move {
-                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
-                Ok(())
-            }
-        };
-        legs.push(leg(&system, "RPC floor (gRPC health Check)", clients, args.seconds, one).await?);
-    }
-    drop(system);
+    add_ratios_to_floor(&mut legs);
+    let fabio_over_gateway = fabio_over_gateway(&legs);
 
-    print_table(&legs);
-    let report = json!({"profile": profile, "seconds_per_leg": args.seconds, "legs": legs});
+    print_table(&legs, &fabio_over_gateway);
+    let report = json!({
+        "profile": profile,
+        "seconds_per_leg": args.seconds,
+        "postgres": settings,
+        "legs": legs,
+        "fabio_over_gateway": fabio_over_gateway,
+    });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
         eprintln!("wrote {}", out.display());
@@ -413,17 +543,113 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn print_table(legs: &[Leg]) {
+/// What the running server says about its durability, as evidence of which settings a run used.
+async fn postgres_settings(postgres: &str) -> Result<BTreeMap<String, String>> {
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(postgres).await?;
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')",
+    )
+    .fetch_all(&mut connection)
+    .await?;
+    Ok(settings.into_iter().collect())
+}
+
+/// Every leg against one running system: the floor, then the sagas through the gateway and
+/// through Fabio, at each client count; and the RPC floor if `rpc`.
+async fn measure(system: &System, args: &Args, rpc: bool) -> Result<Vec<Leg>> {
+    let durability = system.durability;
+    let spec = |name: String, kind, commits| LegSpec { name, kind, postgres: Some(durability), commits, system };
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let most = args.concurrency.iter().copied().max().unwrap_or(1);
+    let (consumers, restaurant) = setup(&http, &system.gateway, most).await?;
+    let mut legs = Vec::new();
+
+    let floor = floor::prepare(&system.postgres, most).await?;
+    for &clients in &args.concurrency {
+        let mut connected = Vec::new();
+        for n in 0..clients {
+            connected.push(floor.client(n).await?);
+        }
+        let name = format!("Postgres-only floor [{durability}]");
+        legs.push(leg(spec(name, Kind::Floor, Commits::Closed(floor::DATABASE)), connected, args.seconds).await?);
+    }
+
+    for (via, base) in [("gateway", &system.gateway), ("fabio", &system.fabio)] {
+        for &clients in &args.concurrency {
+            let api = (0..clients)
+                .map(|n| ApiClient {
+                    http: http.clone(),
+                    base: base.clone(),
+                    consumer: consumers[n].clone(),
+                    restaurant: restaurant.clone(),
+                })
+                .collect();
+            let name = format!("sagas via {via} [{durability}]");
+            legs.push(leg(spec(name, Kind::Sagas, Commits::All), api, args.seconds).await?);
+        }
+    }
+
+    if rpc {
+        let channel = tonic::transport::Endpoint::from_shared(system.order_grpc.clone())?.connect().await?;
+        for &clients in &args.concurrency {
+            let calls = (0..clients)
+                .map(|_| RpcClient(tonic_health::pb::health_client::HealthClient::new(channel.clone())))
+                .collect();
+            let spec = LegSpec {
+                name: "RPC floor (gRPC health Check)".to_owned(),
+                kind: Kind::Rpc,
+                postgres: None,
+                commits: Commits::All,
+                system,
+            };
+            legs.push(leg(spec, calls, args.seconds).await?);
+        }
+    }
+    Ok(legs)
+}
+
+/// Every saga leg's throughput over the floor's at the same clients and Postgres settings.
+fn add_ratios_to_floor(legs: &mut [Leg]) {
+    let floors: Vec<(Option<&'static str>, usize, f64)> =
+        legs.iter().filter(|l| l.kind == Kind::Floor).map(|l| (l.postgres, l.clients, l.per_second)).collect();
+    for leg in legs.iter_mut().filter(|l| l.kind == Kind::Sagas) {
+        leg.ratio_to_floor = floors
+            .iter()
+            .find(|(postgres, clients, _)| *postgres == leg.postgres && *clients == leg.clients)
+            .filter(|(_, _, floor)| *floor > 0.0)
+            .map(|(_, _, floor)| leg.per_second / floor);
+    }
+}
+
+/// Per Postgres settings and client count: the sagas through Fabio per second over those through
+/// the gateway directly.
+fn fabio_over_gateway(legs: &[Leg]) -> BTreeMap<&'static str, BTreeMap<usize, f64>> {
+    let mut ratios: BTreeMap<&'static str, BTreeMap<usize, f64>> = BTreeMap::new();
+    let via = |l: &Leg, route: &str| l.kind == Kind::Sagas && l.leg.starts_with(&format!("sagas via {route} "));
+    for fabio in legs.iter().filter(|l| via(l, "fabio")) {
+        let gateway =
+            legs.iter().find(|l| via(l, "gateway") && l.postgres == fabio.postgres && l.clients == fabio.clients);
+        if let (Some(postgres), Some(gateway)) = (fabio.postgres, gateway)
+            && gateway.per_second > 0.0
+        {
+            ratios.entry(postgres).or_default().insert(fabio.clients, fabio.per_second / gateway.per_second);
+        }
+    }
+    ratios
+}
+
+fn print_table(legs: &[Leg], fabio_over_gateway: &BTreeMap<&'static str, BTreeMap<usize, f64>>) {
     println!(
-        "\n{:<32} {:>7} {:>9} {:>8} {:>8} {:>8} {:>7} {:>10} {:>8}",
-        "leg", "clients", "per s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU ms/op", "commits"
+        "\n{:<32} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>8}",
+        "leg", "clients", "per s", "÷ floor", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU ms/op", "commits"
     );
     for l in legs {
         println!(
-            "{:<32} {:>7} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>10.2} {:>8}",
+            "{:<32} {:>7} {:>9.1} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>10.2} {:>8}",
             l.leg,
             l.clients,
             l.per_second,
+            l.ratio_to_floor.map_or("-".to_owned(), |r| format!("{r:.3}")),
             l.p50_ms,
             l.p90_ms,
             l.p99_ms,
@@ -431,6 +657,11 @@ fn print_table(legs: &[Leg]) {
             l.system_cpu_ms_per_op,
             l.commits_per_op.map_or("-".to_owned(), |c| format!("{c:.1}")),
         );
+    }
+    println!();
+    for (postgres, ratios) in fabio_over_gateway {
+        let parts: Vec<String> = ratios.iter().map(|(clients, r)| format!("{clients} clients {r:.2}")).collect();
+        println!("sagas via fabio ÷ via gateway [{postgres}]: {}", parts.join(", "));
     }
     println!("\nCPU ms per operation, by program:");
     for l in legs {
