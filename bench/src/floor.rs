@@ -14,7 +14,8 @@
 //!    `CreateTicket`, `TicketCreated`, `AuthorizeCard`, `CardAuthorized`, `ConfirmCreateTicket`,
 //!    `TicketCommandSucceeded`, `ApproveOrder`, `OrderCommandSucceeded`):
 //!    - the producer's outbox relay (`relay.rs`'s `drain`): claim the unpublished rows with
-//!      `FOR UPDATE SKIP LOCKED`, mark them published, commit; claim again, find none, roll back;
+//!      `FOR UPDATE SKIP LOCKED`, mark them published, commit (a batch that was not full ends the
+//!      drain);
 //!    - the consumer's transaction (`inbox.rs`): its row in `processed_messages`, then what the
 //!      handler does (the saga row inserted or locked and updated, the consumer read, the ticket
 //!      inserted or locked and updated, the account locked and its reservation updated with the
@@ -22,7 +23,7 @@
 //!      the next message into that service's outbox.
 //!
 //! That is 1 + 11 relay commits + 11 consumer commits = 23. Publishing to JetStream, the gRPC
-//! calls and the polling `GET`s are not in it: the floor is what Postgres alone needs. Row sizes
+//! calls and the waiting `GET` are not in it: the floor is what Postgres alone needs. Row sizes
 //! follow the real rows: the same JSON shapes, payloads of the size the protobuf messages encode
 //! to, the same headers. A client's relay claims whatever is unpublished, as the real relay does,
 //! so with many clients one claim may publish several clients' rows (and another finds none),
@@ -286,7 +287,8 @@ async fn enqueue(tx: &mut PgConnection, service: &Service, message: &Message) ->
 }
 
 /// `service`'s relay draining its outbox (`OutboxRelay::drain`): claim a batch, mark it published,
-/// commit; until a claim finds nothing (that transaction ends in a rollback, as the relay's does).
+/// commit; again only while a batch came back full (a claim that finds nothing ends in a rollback,
+/// as the relay's does).
 async fn relay(conn: &mut PgConnection, service: &Service) -> sqlx::Result<()> {
     loop {
         let mut tx = conn.begin().await?;
@@ -297,6 +299,9 @@ async fn relay(conn: &mut PgConnection, service: &Service) -> sqlx::Result<()> {
         let ids: Vec<Uuid> = claimed.iter().map(|row| row.get(0)).collect();
         sqlx::query(service.relay_mark).bind(&ids).execute(&mut *tx).await?;
         tx.commit().await?;
+        if (claimed.len() as i64) < RELAY_BATCH {
+            return Ok(());
+        }
     }
 }
 

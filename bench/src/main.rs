@@ -9,15 +9,15 @@
 //! - the Postgres-only floor ([`floor`]): the Create Order saga's own 23 commits, made by the
 //!   bench itself on one connection per client in a database of their own on the same Postgres,
 //!   while the system is idle;
-//! - sagas through the gateway: orders placed through the public API and followed
-//!   (`GET /api/orders/{id}`) until `APPROVED` or `REJECTED`;
+//! - sagas through the gateway: orders placed through the public API, and their outcome waited
+//!   for in one request (`GET /api/orders/{id}?wait=APPROVED,REJECTED`), as a client should;
 //! - the same through Fabio's HTTP listener;
 //!
 //! and once, next to them, an RPC floor: a tonic unary round trip (gRPC health `Check`) to the
 //! Order Service at the same concurrency.
 //!
 //! For every leg it reports sagas (or calls) per second, p50/p90/p99 latency (for a saga: from the
-//! `POST` to the first `GET` that shows its outcome; for the floor: its whole sequence of
+//! `POST` to the answer of the `GET` that waits for its outcome; for the floor: its whole sequence of
 //! transactions), milliseconds of CPU per saga for every process of the system (grouped by
 //! program, Postgres's backends together) and for the load generator itself, Postgres commits per
 //! saga, and for the saga legs their throughput divided by the floor's at the same clients and
@@ -46,10 +46,8 @@ use serde_json::{Value, json};
 
 /// The states a Create Order saga ends in.
 const TERMINAL: [&str; 2] = ["APPROVED", "REJECTED"];
-/// How often a client asks for its order's state: often enough to see the outcome within a few
-/// milliseconds, seldom enough that the polling does not become most of the load (every `GET`
-/// asks three services).
-const POLL_EVERY: Duration = Duration::from_millis(10);
+/// How long one `GET ?wait=` may hold (the bench asks again until `SAGA_DEADLINE`).
+const WAIT: &str = "10s";
 /// How long one saga may take before the bench counts it as an error and moves on.
 const SAGA_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -493,16 +491,22 @@ async fn saga(http: &reqwest::Client, base: &str, consumer: &str, restaurant: &s
     let status = response.status();
     let created: Value = response.json().await?;
     let Some(id) = created["orderId"].as_str() else { bail!("POST /api/orders answered {status}: {created}") };
+    // One request that answers when the saga ends (`?wait=`): no polling.
     let deadline = Instant::now() + SAGA_DEADLINE;
+    let wait = format!("{base}/api/orders/{id}?wait={}&timeout={WAIT}", TERMINAL.join(","));
     loop {
-        let order: Value = http.get(format!("{base}/api/orders/{id}")).send().await?.json().await?;
+        let response = http.get(&wait).send().await?;
+        let status = response.status();
+        let order: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("GET {wait} answered {status}: {order}");
+        }
         if order["state"].as_str().is_some_and(|s| TERMINAL.contains(&s)) {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!("order {id} still {} after {SAGA_DEADLINE:?}", order["state"]);
         }
-        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 
