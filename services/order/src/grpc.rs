@@ -5,7 +5,11 @@ use std::{sync::Arc, time::Duration};
 
 use ftgo_platform::{
     grpc::database_error,
-    messaging::{OutgoingMessage, outbox, streams::event_subject},
+    messaging::{
+        OutgoingMessage,
+        outbox::{self, Publisher},
+        streams::event_subject,
+    },
 };
 use ftgo_proto::{common::v1 as common, order::v1 as api};
 use prost::Name;
@@ -23,11 +27,13 @@ use crate::{
 pub struct OrderApi {
     db: PgPool,
     watch: Arc<OrderWatch>,
+    /// The relay's fast path: the event that starts a saga is published the moment it commits.
+    publisher: Publisher,
 }
 
 impl OrderApi {
-    pub fn new(db: PgPool, watch: Arc<OrderWatch>) -> Self {
-        Self { db, watch }
+    pub fn new(db: PgPool, watch: Arc<OrderWatch>, publisher: Publisher) -> Self {
+        Self { db, watch, publisher }
     }
 
     async fn find(&self, id: Uuid) -> Result<Order, Status> {
@@ -175,15 +181,19 @@ impl OrderApi {
         change: impl AsyncFnOnce(&mut PgConnection, &mut Order) -> Result<M, Status>,
     ) -> Result<Response<api::Order>, Status> {
         let id = uuid("order id", order_id)?;
-        let mut tx = self.db.begin().await.map_err(database_error)?;
-        let mut order = store::lock_order(&mut tx, id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))?;
-        let event = change(&mut tx, &mut order).await?;
-        store::save_order(&mut tx, &order).await.map_err(database_error)?;
-        publish(&mut tx, &event).await?;
-        outbox::commit(tx).await.map_err(database_error)?;
+        let order = outbox::scope(&self.publisher, async {
+            let mut tx = self.db.begin().await.map_err(database_error)?;
+            let mut order = store::lock_order(&mut tx, id)
+                .await
+                .map_err(database_error)?
+                .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))?;
+            let event = change(&mut tx, &mut order).await?;
+            store::save_order(&mut tx, &order).await.map_err(database_error)?;
+            publish(&mut tx, &event).await?;
+            outbox::commit(tx).await.map_err(database_error)?;
+            Ok::<_, Status>(order)
+        })
+        .await?;
         self.watch.announce(id).await;
         tracing::info!(order_id = %id, state = order.state.as_str(), "order changed");
         Ok(Response::new(to_proto(&order)))
@@ -196,12 +206,17 @@ impl api::order_service_server::OrderService for OrderApi {
         let request = request.into_inner();
         let restaurant_id = uuid("restaurantId", &request.restaurant_id)?;
         let address = Address::from_proto("deliveryAddress", request.delivery_address)?;
-        let mut tx = self.db.begin().await.map_err(database_error)?;
-        let menu = menu(&mut tx, restaurant_id).await?;
-        let order = Order::create(&request.consumer_id, &menu, address, &requested(request.line_items))?;
-        store::insert_order(&mut tx, &order).await.map_err(database_error)?;
-        publish(&mut tx, &api::OrderCreated { order: Some(to_proto(&order)) }).await?;
-        outbox::commit(tx).await.map_err(database_error)?;
+        // OrderCreated, which starts the saga, is published the moment the order commits.
+        let order = outbox::scope(&self.publisher, async {
+            let mut tx = self.db.begin().await.map_err(database_error)?;
+            let menu = menu(&mut tx, restaurant_id).await?;
+            let order = Order::create(&request.consumer_id, &menu, address, &requested(request.line_items))?;
+            store::insert_order(&mut tx, &order).await.map_err(database_error)?;
+            publish(&mut tx, &api::OrderCreated { order: Some(to_proto(&order)) }).await?;
+            outbox::commit(tx).await.map_err(database_error)?;
+            Ok::<_, Status>(order)
+        })
+        .await?;
         tracing::info!(order_id = %order.id, total = %order.pricing.total, "order created");
         Ok(Response::new(to_proto(&order)))
     }

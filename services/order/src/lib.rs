@@ -41,7 +41,7 @@ impl Default for Config {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
     let watch = Arc::new(watch::OrderWatch::new(Some(infra.js.client()), shutdown.clone()));
-    let api = grpc::OrderApi::new(infra.db.clone(), watch.clone());
+    let api = grpc::OrderApi::new(infra.db.clone(), watch.clone(), infra.publisher());
     let routes = tonic::service::Routes::new(OrderServiceServer::new(api));
     let mut running = infra.serve(SERVICE, &config.common, routes, &[SERVICE_NAME], shutdown.clone()).await?;
     let listener = watch.clone();

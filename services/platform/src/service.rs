@@ -2,6 +2,8 @@
 //! JetStream, serve gRPC, relay the outbox, run message consumers. A service's `start` is this,
 //! plus its own routes and handlers.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use async_nats::jetstream;
 use sqlx::{PgPool, migrate::Migrator};
@@ -14,6 +16,7 @@ use crate::{
     grpc::GrpcServer,
     messaging::{
         inbox::{ConsumerConfig, InboxConsumer, MessageHandler},
+        outbox::Publisher,
         relay::{OutboxRelay, RelayConfig},
         streams,
     },
@@ -28,6 +31,8 @@ pub struct Infrastructure {
     pub db: PgPool,
     pub js: jetstream::Context,
     pub stream: jetstream::stream::Stream,
+    /// The service's outbox relay, started by [`serve`](Self::serve).
+    relay: Arc<OutboxRelay>,
 }
 
 impl Infrastructure {
@@ -44,7 +49,14 @@ impl Infrastructure {
             .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
         let js = jetstream::new(client);
         let stream = streams::ensure_stream(&js).await?;
-        Ok(Self { db, js, stream })
+        let relay = Arc::new(OutboxRelay::new(db.clone(), js.clone(), RelayConfig::default()));
+        Ok(Self { db, js, stream, relay })
+    }
+
+    /// What a gRPC method that enqueues messages runs inside ([`outbox::scope`](crate::messaging::outbox::scope)), so that they are
+    /// published the moment its transaction commits.
+    pub fn publisher(&self) -> Publisher {
+        self.relay.publisher()
     }
 
     /// Starts the gRPC server with `routes` (plus health and reflection) and the outbox relay,
@@ -62,7 +74,7 @@ impl Infrastructure {
         let addr = server.local_addr()?;
         let mut running = Running::new(addr, shutdown.clone());
         running.spawn("grpc server", server.serve(shutdown.clone()));
-        let relay = OutboxRelay::new(self.db.clone(), self.js.clone(), RelayConfig::default());
+        let relay = self.relay.clone();
         running.spawn("outbox relay", async move { relay.run(shutdown).await });
         if config::uses_consul(&config.environment, &config.consul.addr) {
             // Live: the log level. (Everything else is read at start.)
@@ -82,7 +94,8 @@ impl Infrastructure {
     /// Runs an idempotent consumer of `config.filter_subjects` with `handler`, as one of the
     /// service's tasks.
     pub fn consume<H: MessageHandler>(&self, running: &mut Running, config: ConsumerConfig, handler: H) {
-        let consumer = InboxConsumer::new(self.db.clone(), self.stream.clone(), config, handler);
+        let consumer =
+            InboxConsumer::new(self.db.clone(), self.stream.clone(), config, handler).with_publisher(self.publisher());
         let shutdown = running.shutdown_token();
         running.spawn("message consumer", async move { consumer.run(shutdown).await });
     }

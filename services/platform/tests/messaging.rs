@@ -183,6 +183,60 @@ async fn the_relay_publishes_as_soon_as_a_transaction_commits() {
 }
 
 #[tokio::test]
+async fn inside_a_scope_the_commit_hands_its_messages_to_the_relay_and_a_rollback_hands_over_nothing() {
+    let mut w = world().await;
+    let stop = CancellationToken::new();
+    // With an hour between polls, only the hand-over can make the relay publish in time.
+    let relay = Arc::new(OutboxRelay::new(
+        w.db.clone(),
+        w.js.clone(),
+        RelayConfig { poll_interval: Duration::from_secs(3600), ..Default::default() },
+    ));
+    let publisher = relay.publisher();
+    let token = stop.clone();
+    let task = tokio::spawn({
+        let relay = relay.clone();
+        async move { relay.run(token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let rolled_back = outbox::scope(&publisher, async {
+        let mut tx = w.db.begin().await.unwrap();
+        let message = OutgoingMessage::new("ftgo.command.test.Do", "t", b"never".to_vec());
+        outbox::enqueue(&mut tx, &message).await.unwrap();
+        tx.rollback().await.unwrap();
+        message
+    })
+    .await;
+    let committed = outbox::scope(&publisher, async {
+        let mut tx = w.db.begin().await.unwrap();
+        let message =
+            OutgoingMessage::new("ftgo.command.test.Do", "t", b"hello".to_vec()).with_header("Ftgo-Saga-Id", "s-1");
+        outbox::enqueue(&mut tx, &message).await.unwrap();
+        outbox::commit(tx).await.unwrap();
+        message
+    })
+    .await;
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = w.stream_messages().await;
+        if seen == 1 && outbox::pending(&w.db).await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 1, "the committed message was not published within 5 s (or the rolled-back one was)");
+    assert_eq!(outbox::pending(&w.db).await.unwrap(), 0, "published and marked");
+    let published = w.stream.get_last_raw_message_by_subject("ftgo.command.test.Do").await.unwrap();
+    let headers = published.headers;
+    assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), committed.id.to_string());
+    assert_eq!(headers.get("Ftgo-Saga-Id").unwrap().as_str(), "s-1");
+    assert_ne!(committed.id, rolled_back.id);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_row_that_no_wake_up_announced_is_found_by_the_poll() {
     let mut w = world().await;
     let stop = CancellationToken::new();

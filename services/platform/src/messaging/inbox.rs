@@ -40,7 +40,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{MESSAGE_TYPE_HEADER, MSG_ID_HEADER};
+use super::{
+    MESSAGE_TYPE_HEADER, MSG_ID_HEADER,
+    outbox::{self, Publisher},
+};
 
 /// A message as a handler sees it.
 #[derive(Debug, Clone)]
@@ -184,11 +187,19 @@ pub struct InboxConsumer<H> {
     config: ConsumerConfig,
     handler: H,
     stats: Arc<ConsumerStats>,
+    publisher: Option<Publisher>,
 }
 
 impl<H: MessageHandler> InboxConsumer<H> {
     pub fn new(db: PgPool, stream: jetstream::stream::Stream, config: ConsumerConfig, handler: H) -> Self {
-        Self { db, stream, config, handler, stats: Arc::default() }
+        Self { db, stream, config, handler, stats: Arc::default(), publisher: None }
+    }
+
+    /// Hands the messages the handler enqueues to `publisher` the moment its transaction commits
+    /// (the relay's fast path). Without it, the commit wakes the relays to claim them.
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     pub fn stats(&self) -> Arc<ConsumerStats> {
@@ -325,6 +336,13 @@ impl<H: MessageHandler> InboxConsumer<H> {
 
     /// Records the id and applies the handler in one transaction. `Ok(false)`: already processed.
     async fn apply_once(&self, message: &IncomingMessage) -> Result<bool, HandlerError> {
+        match &self.publisher {
+            Some(publisher) => outbox::scope(publisher, self.apply_in_transaction(message)).await,
+            None => self.apply_in_transaction(message).await,
+        }
+    }
+
+    async fn apply_in_transaction(&self, message: &IncomingMessage) -> Result<bool, HandlerError> {
         let mut tx = self.db.begin().await?;
         // Blocks while another transaction holds the same id, then sees its outcome.
         let fresh = sqlx::query(
@@ -341,7 +359,7 @@ impl<H: MessageHandler> InboxConsumer<H> {
         }
         self.handler.handle(&mut tx, message).await?;
         // The handler's replies are published the moment they commit.
-        super::outbox::commit(tx).await?;
+        outbox::commit(tx).await?;
         self.handler.committed(message).await;
         Ok(true)
     }

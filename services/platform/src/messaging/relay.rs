@@ -6,34 +6,56 @@
 //! `sync_interval: always`). A relay that dies in between publishes the row again on restart, and
 //! JetStream answers "duplicate" instead of storing a second copy.
 //!
-//! Rows are claimed with `FOR UPDATE SKIP LOCKED`, so several replicas of a service can relay at
-//! once without publishing the same row concurrently.
+//! Two ways in:
+//! - **The fast path**: messages its own process just committed, handed over by
+//!   [`outbox::commit`] through the [`Publisher`]. They are published as they are, without reading
+//!   them back; then every acknowledged one is marked in one `UPDATE` per batch. Whatever arrives
+//!   while a batch is in flight forms the next batch.
+//! - **The claim**: rows nobody handed over (their writer died after the commit, JetStream
+//!   refused the fast path, or a commit outside a scope woke the relay) are claimed with
+//!   `FOR UPDATE SKIP LOCKED`, so several replicas can relay at once without publishing a row
+//!   concurrently. The periodic claim leaves rows younger than `claim_grace` alone: those are
+//!   still on their fast path, and claiming them would only publish them twice.
 
-use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_nats::{HeaderMap, jetstream};
 use opentelemetry::metrics::Histogram;
 use sqlx::{PgPool, types::Json};
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{MESSAGE_TYPE_HEADER, MSG_ID_HEADER, outbox};
+use super::{
+    MESSAGE_TYPE_HEADER, MSG_ID_HEADER,
+    outbox::{self, Committed, Publisher},
+};
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Rows claimed and published per round trip.
     pub batch_size: i64,
-    /// How often to look for rows even when no notification arrived (a notification can be lost
-    /// when the listening connection drops).
+    /// How often to claim rows that no fast path published.
     pub poll_interval: Duration,
+    /// The periodic claim takes only rows older than this.
+    pub claim_grace: Duration,
     /// Published rows are kept this long for inspection, then deleted.
     pub retain_published: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { batch_size: 200, poll_interval: Duration::from_secs(1), retain_published: Duration::from_secs(3600) }
+        Self {
+            batch_size: 200,
+            poll_interval: Duration::from_secs(1),
+            claim_grace: Duration::from_secs(1),
+            retain_published: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -41,6 +63,9 @@ pub struct OutboxRelay {
     db: PgPool,
     js: jetstream::Context,
     config: RelayConfig,
+    publisher: Publisher,
+    /// The fast path's receiving end, taken by [`run`](Self::run).
+    committed: Mutex<Option<mpsc::UnboundedReceiver<Committed>>>,
 }
 
 /// id, subject, type, headers, payload, and seconds since the row was inserted.
@@ -48,57 +73,133 @@ type OutboxRow = (Uuid, String, String, Json<BTreeMap<String, String>>, Vec<u8>,
 
 impl OutboxRelay {
     pub fn new(db: PgPool, js: jetstream::Context, config: RelayConfig) -> Self {
-        Self { db, js, config }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self { db, js, config, publisher: Publisher { sender }, committed: Mutex::new(Some(receiver)) }
     }
 
-    /// Relays until `shutdown` is cancelled: drains the outbox, then sleeps until this process
-    /// commits new rows ([`outbox::commit`]) or the poll interval passes.
+    /// The handle that [`outbox::scope`] takes: what commits inside it reaches this relay at once.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Relays until `shutdown` is cancelled: publishes what the fast path hands over as it comes;
+    /// claims what is unpublished at start, when a commit outside a scope wakes it, and every poll
+    /// interval (backing off while JetStream or Postgres is failing).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let mut committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .context("an outbox relay runs only once")?;
         let wake = outbox::register_relay();
-        let mut last_cleanup = tokio::time::Instant::now();
+        let mut last_cleanup = Instant::now();
         let mut failures = 0u32;
+        // What a previous run left is claimed at once.
+        let mut claim = Some(Duration::ZERO);
+        let mut next_poll = Instant::now() + self.config.poll_interval;
         loop {
-            match self.drain().await {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %format!("{e:#}"), failures, "outbox relay failed; retrying");
+            if let Some(grace) = claim.take() {
+                match self.drain_older_than(grace).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %format!("{e:#}"), failures, "outbox relay failed; retrying");
+                    }
+                }
+                next_poll = Instant::now() + self.config.poll_interval * failures.clamp(1, 10);
+                if last_cleanup.elapsed() > self.config.retain_published / 4 {
+                    if let Err(e) = self.delete_published().await {
+                        tracing::warn!(error = %e, "could not delete old published outbox rows");
+                    }
+                    last_cleanup = Instant::now();
                 }
             }
-            if last_cleanup.elapsed() > self.config.retain_published / 4 {
-                if let Err(e) = self.delete_published().await {
-                    tracing::warn!(error = %e, "could not delete old published outbox rows");
-                }
-                last_cleanup = tokio::time::Instant::now();
-            }
-            // Back off while JetStream or Postgres is failing, up to ten poll intervals.
-            let wait = self.config.poll_interval * failures.clamp(1, 10);
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = wake.notified(), if failures == 0 => {}
-                _ = tokio::time::sleep(wait) => {}
+                Some(first) = committed.recv() => {
+                    let mut batch = vec![first];
+                    while let Ok(more) = committed.try_recv() {
+                        batch.push(more);
+                    }
+                    self.publish_committed(batch).await;
+                }
+                _ = wake.notified(), if failures == 0 => claim = Some(Duration::ZERO),
+                _ = tokio::time::sleep_until(next_poll) => claim = Some(self.config.claim_grace),
             }
         }
     }
 
-    /// Publishes batches until the outbox has nothing unpublished left. A batch smaller than
-    /// `batch_size` was the last one, so the usual drain of a row or two costs one transaction, not
-    /// a second one that finds nothing (rows committed meanwhile come with their own wake-up).
+    /// The fast path: publishes messages committed a moment ago, then marks the acknowledged ones
+    /// in one statement. Anything that fails stays unpublished for the claim.
+    async fn publish_committed(&self, batch: Vec<Committed>) {
+        let mut pending = Vec::new();
+        for (committed_at, messages) in batch {
+            for message in messages {
+                let mut headers = HeaderMap::new();
+                for (name, value) in &message.headers {
+                    headers.insert(name.as_str(), value.as_str());
+                }
+                headers.insert(MSG_ID_HEADER, message.id.to_string().as_str());
+                headers.insert(MESSAGE_TYPE_HEADER, message.message_type.as_str());
+                let sent = self.js.publish_with_headers(message.subject, headers, message.payload.into()).await;
+                pending.push((message.id, sent, committed_at));
+            }
+        }
+        let mut published = Vec::with_capacity(pending.len());
+        for (id, sent, committed_at) in pending {
+            let acked = match sent {
+                Ok(ack) => ack.await.map(|_| ()).map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            match acked {
+                Ok(()) => {
+                    published.push(id);
+                    outbox_lag().record(committed_at.elapsed().as_secs_f64(), &[]);
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %format!("{e:#}"), "publishing a committed message failed; the claim will")
+                }
+            }
+        }
+        if published.is_empty() {
+            return;
+        }
+        let marked =
+            sqlx::query("UPDATE messaging.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
+                .bind(&published)
+                .execute(&self.db)
+                .await;
+        if let Err(e) = marked {
+            // Harmless: the claim publishes them again and JetStream drops the copies.
+            tracing::warn!(error = %e, count = published.len(), "could not mark published outbox rows");
+        }
+    }
+
+    /// Claims and publishes batches until the outbox has nothing unpublished left. A batch smaller
+    /// than `batch_size` was the last one, so the usual drain costs one transaction, not a second
+    /// one that finds nothing (rows committed meanwhile come with their own hand-over or wake-up).
     pub async fn drain(&self) -> Result<()> {
-        while self.relay_batch().await? >= self.config.batch_size.max(1) as usize {}
+        self.drain_older_than(Duration::ZERO).await
+    }
+
+    async fn drain_older_than(&self, grace: Duration) -> Result<()> {
+        while self.relay_batch(grace).await? >= self.config.batch_size.max(1) as usize {}
         Ok(())
     }
 
-    /// Claims up to one batch of unpublished rows, publishes them in order and marks the ones
-    /// JetStream acknowledged. Returns how many were published.
-    pub async fn relay_batch(&self) -> Result<usize> {
+    /// Claims up to one batch of unpublished rows older than `grace`, publishes them in order and
+    /// marks the ones JetStream acknowledged. Returns how many were published.
+    pub async fn relay_batch(&self, grace: Duration) -> Result<usize> {
         let mut tx = self.db.begin().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT id, subject, message_type, headers, payload,
                     EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 FROM messaging.outbox
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+             WHERE published_at IS NULL AND created_at <= clock_timestamp() - make_interval(secs => $2)
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config.batch_size)
+        .bind(grace.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
@@ -165,7 +266,7 @@ fn outbox_lag() -> &'static Histogram<f64> {
         crate::telemetry::meter()
             .f64_histogram("ftgo.outbox.lag")
             .with_unit("s")
-            .with_description("Time from an outbox insert to its publication on JetStream")
+            .with_description("Time from an outbox message's commit (fast path) or insert (claim) to its acknowledgement by JetStream")
             .build()
     })
 }
