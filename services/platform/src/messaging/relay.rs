@@ -9,8 +9,10 @@
 //! Two ways in:
 //! - **The fast path**: messages its own process just committed, handed over by
 //!   [`outbox::commit`] through the [`Publisher`]. They are published as they are, without reading
-//!   them back; then every acknowledged one is marked in one `UPDATE` per batch. Whatever arrives
-//!   while a batch is in flight forms the next batch.
+//!   them back. Whatever arrives while a batch is in flight forms the next batch. The acknowledged
+//!   ids are marked published together, in one `UPDATE` every `mark_delay` (or per full batch), not
+//!   one per message: a relay that dies before marking leaves them for the claim, which publishes
+//!   them again, and JetStream drops the copies.
 //! - **The claim**: rows nobody handed over (their writer died after the commit, JetStream
 //!   refused the fast path, or a commit outside a scope woke the relay) are claimed with
 //!   `FOR UPDATE SKIP LOCKED`, so several replicas can relay at once without publishing a row
@@ -44,6 +46,9 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// The periodic claim takes only rows older than this.
     pub claim_grace: Duration,
+    /// How long the fast path's published ids wait to be marked together (or until a batch is
+    /// full): one `UPDATE` for many messages. Shorter than `claim_grace`.
+    pub mark_delay: Duration,
     /// Published rows are kept this long for inspection, then deleted.
     pub retain_published: Duration,
 }
@@ -54,6 +59,7 @@ impl Default for RelayConfig {
             batch_size: 200,
             poll_interval: Duration::from_secs(1),
             claim_grace: Duration::from_secs(1),
+            mark_delay: Duration::from_millis(50),
             retain_published: Duration::from_secs(3600),
         }
     }
@@ -98,8 +104,14 @@ impl OutboxRelay {
         // What a previous run left is claimed at once.
         let mut claim = Some(Duration::ZERO);
         let mut next_poll = Instant::now() + self.config.poll_interval;
+        // The fast path's acknowledged ids, marked together once `mark_delay` has passed.
+        let mut unmarked: Vec<Uuid> = Vec::new();
+        let mut mark_at: Option<Instant> = None;
         loop {
             if let Some(grace) = claim.take() {
+                // Marked first, so that the claim does not publish them again.
+                self.mark(&mut unmarked).await;
+                mark_at = None;
                 match self.drain_older_than(grace).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
@@ -115,14 +127,28 @@ impl OutboxRelay {
                     last_cleanup = Instant::now();
                 }
             }
+            if unmarked.len() >= self.config.batch_size.max(1) as usize {
+                self.mark(&mut unmarked).await;
+                mark_at = None;
+            }
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    self.mark(&mut unmarked).await;
+                    return Ok(());
+                }
                 Some(first) = committed.recv() => {
                     let mut batch = vec![first];
                     while let Ok(more) = committed.try_recv() {
                         batch.push(more);
                     }
-                    self.publish_committed(batch).await;
+                    unmarked.extend(self.publish_committed(batch).await);
+                    if !unmarked.is_empty() && mark_at.is_none() {
+                        mark_at = Some(Instant::now() + self.config.mark_delay);
+                    }
+                }
+                _ = tokio::time::sleep_until(mark_at.unwrap_or(next_poll)), if mark_at.is_some() => {
+                    self.mark(&mut unmarked).await;
+                    mark_at = None;
                 }
                 _ = wake.notified(), if failures == 0 => claim = Some(Duration::ZERO),
                 _ = tokio::time::sleep_until(next_poll) => claim = Some(self.config.claim_grace),
@@ -130,9 +156,26 @@ impl OutboxRelay {
         }
     }
 
-    /// The fast path: publishes messages committed a moment ago, then marks the acknowledged ones
-    /// in one statement. Anything that fails stays unpublished for the claim.
-    async fn publish_committed(&self, batch: Vec<Committed>) {
+    /// Marks the fast path's published rows, in one statement. If that fails they stay unpublished:
+    /// the claim publishes them again and JetStream drops the copies.
+    async fn mark(&self, ids: &mut Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        let marked =
+            sqlx::query("UPDATE messaging.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
+                .bind(&*ids)
+                .execute(&self.db)
+                .await;
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, count = ids.len(), "could not mark published outbox rows");
+        }
+        ids.clear();
+    }
+
+    /// The fast path: publishes messages committed a moment ago and returns the ids JetStream
+    /// acknowledged. Anything that fails stays unpublished for the claim.
+    async fn publish_committed(&self, batch: Vec<Committed>) -> Vec<Uuid> {
         let mut pending = Vec::new();
         for (committed_at, messages) in batch {
             for message in messages {
@@ -162,18 +205,7 @@ impl OutboxRelay {
                 }
             }
         }
-        if published.is_empty() {
-            return;
-        }
-        let marked =
-            sqlx::query("UPDATE messaging.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
-                .bind(&published)
-                .execute(&self.db)
-                .await;
-        if let Err(e) = marked {
-            // Harmless: the claim publishes them again and JetStream drops the copies.
-            tracing::warn!(error = %e, count = published.len(), "could not mark published outbox rows");
-        }
+        published
     }
 
     /// Claims and publishes batches until the outbox has nothing unpublished left. A batch smaller
