@@ -40,6 +40,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use ftgo_proto::order::v1::{GetOrderRequest, order_service_client::OrderServiceClient};
 use ftgo_testenv::Durability;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -104,6 +105,8 @@ struct System {
     gateway: String,
     fabio: String,
     order_grpc: String,
+    /// Fabio's gRPC listener, through which the gateway calls every service.
+    fabio_grpc: String,
     postgres: String,
     _state: tempfile::TempDir,
 }
@@ -146,6 +149,7 @@ impl System {
                 ["fabio", "http", url, ..] => found.insert("fabio", (*url).to_owned()),
                 ["postgres", url, ..] => found.insert("postgres", (*url).to_owned()),
                 ["order-service", addr, ..] => found.insert("order", addr.replace("grpc://", "http://")),
+                ["fabio", "grpc", addr, ..] => found.insert("fabio_grpc", format!("http://{addr}")),
                 ["service", "logs", ..] => break,
                 _ => None,
             };
@@ -156,6 +160,7 @@ impl System {
             gateway: take("gateway")?,
             fabio: take("fabio")?,
             order_grpc: take("order")?,
+            fabio_grpc: take("fabio_grpc")?,
             postgres: take("postgres")?,
             up,
             durability,
@@ -351,6 +356,17 @@ impl Client for RpcClient {
     }
 }
 
+/// `GetOrder` of one order: one small read in the Order Service, called directly or through Fabio
+/// to measure what Fabio adds to each of the gateway's calls.
+struct GetOrderClient(OrderServiceClient<tonic::transport::Channel>, String);
+
+impl Client for GetOrderClient {
+    async fn one(&mut self) -> Result<()> {
+        self.0.get_order(GetOrderRequest { order_id: self.1.clone(), ..Default::default() }).await?;
+        Ok(())
+    }
+}
+
 /// What a leg is called and what it runs against.
 struct LegSpec<'a> {
     name: String,
@@ -480,8 +496,8 @@ async fn setup(http: &reqwest::Client, base: &str, clients: usize) -> Result<(Ve
     Ok((consumers, restaurant_id))
 }
 
-/// One Create Order saga through the public API: placed, then followed to its outcome.
-async fn saga(http: &reqwest::Client, base: &str, consumer: &str, restaurant: &str) -> Result<()> {
+/// Places an order through the public API; returns its id.
+async fn place_order(http: &reqwest::Client, base: &str, consumer: &str, restaurant: &str) -> Result<String> {
     let order = json!({
         "consumerId": consumer, "restaurantId": restaurant,
         "deliveryAddress": {"street1": "9 Telegraph Ave", "city": "Oakland", "state": "CA", "zip": "94612"},
@@ -491,6 +507,12 @@ async fn saga(http: &reqwest::Client, base: &str, consumer: &str, restaurant: &s
     let status = response.status();
     let created: Value = response.json().await?;
     let Some(id) = created["orderId"].as_str() else { bail!("POST /api/orders answered {status}: {created}") };
+    Ok(id.to_owned())
+}
+
+/// One Create Order saga through the public API: placed, then followed to its outcome.
+async fn saga(http: &reqwest::Client, base: &str, consumer: &str, restaurant: &str) -> Result<()> {
+    let id = place_order(http, base, consumer, restaurant).await?;
     // One request that answers when the saga ends (`?wait=`): no polling.
     let deadline = Instant::now() + SAGA_DEADLINE;
     let wait = format!("{base}/api/orders/{id}?wait={}&timeout={WAIT}", TERMINAL.join(","));
@@ -527,14 +549,21 @@ async fn run(args: Args) -> Result<()> {
     }
     add_ratios_to_floor(&mut legs);
     let fabio_over_gateway = fabio_over_gateway(&legs);
+    let fabio_cost = fabio_cost_per_call(&legs);
 
     print_table(&legs, &fabio_over_gateway);
+    if !fabio_cost.is_empty() {
+        let parts: Vec<String> =
+            fabio_cost.iter().map(|(clients, ms)| format!("{clients} clients {ms:+.2} ms")).collect();
+        println!("Fabio's cost per gRPC call (p50 via fabio − direct): {}", parts.join(", "));
+    }
     let report = json!({
         "profile": profile,
         "seconds_per_leg": args.seconds,
         "postgres": settings,
         "legs": legs,
         "fabio_over_gateway": fabio_over_gateway,
+        "fabio_p50_ms_added_per_grpc_call": fabio_cost,
     });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
@@ -608,8 +637,36 @@ async fn measure(system: &System, args: &Args, rpc: bool) -> Result<Vec<Leg>> {
             };
             legs.push(leg(spec, calls, args.seconds).await?);
         }
+        // What Fabio adds to one call: the same GetOrder, directly and through Fabio's gRPC proxy.
+        let order_id = place_order(&http, &system.gateway, &consumers[0], &restaurant).await?;
+        for (via, address) in [("direct", &system.order_grpc), ("via fabio", &system.fabio_grpc)] {
+            let channel = tonic::transport::Endpoint::from_shared(address.clone())?.connect().await?;
+            for &clients in &args.concurrency {
+                let calls = (0..clients)
+                    .map(|_| GetOrderClient(OrderServiceClient::new(channel.clone()), order_id.clone()))
+                    .collect();
+                let spec = LegSpec {
+                    name: format!("RPC GetOrder {via}"),
+                    kind: Kind::Rpc,
+                    postgres: None,
+                    commits: Commits::All,
+                    system,
+                };
+                legs.push(leg(spec, calls, args.seconds).await?);
+            }
+        }
     }
     Ok(legs)
+}
+
+/// Per client count: Fabio's added latency per gRPC call (p50 through Fabio minus p50 direct).
+fn fabio_cost_per_call(legs: &[Leg]) -> BTreeMap<usize, f64> {
+    let p50 =
+        |name: &str, clients: usize| legs.iter().find(|l| l.leg == name && l.clients == clients).map(|l| l.p50_ms);
+    legs.iter()
+        .filter(|l| l.leg == "RPC GetOrder direct")
+        .filter_map(|l| Some((l.clients, p50("RPC GetOrder via fabio", l.clients)? - l.p50_ms)))
+        .collect()
 }
 
 /// Every saga leg's throughput over the floor's at the same clients and Postgres settings.

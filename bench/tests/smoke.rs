@@ -12,7 +12,13 @@ fn a_quick_bench_measures_every_leg_and_writes_its_report() {
         Command::new(env!("CARGO_BIN_EXE_ftgo-bench")).args(["--quick", "--out"]).arg(out.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "ftgo-bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    for leg in ["sagas via gateway", "Postgres-only floor", "RPC floor", "sagas via fabio ÷ via gateway [fast]"] {
+    for leg in [
+        "sagas via gateway",
+        "Postgres-only floor",
+        "RPC floor",
+        "sagas via fabio ÷ via gateway [fast]",
+        "Fabio's cost per gRPC call",
+    ] {
         assert!(stdout.contains(leg), "the table has no {leg}:\n{stdout}");
     }
 
@@ -25,6 +31,8 @@ fn a_quick_bench_measures_every_leg_and_writes_its_report() {
         "sagas via fabio [fast]",
         "Postgres-only floor [fast]",
         "RPC floor (gRPC health Check)",
+        "RPC GetOrder direct",
+        "RPC GetOrder via fabio",
     ];
     for leg in every_leg {
         for clients in [1, 4] {
@@ -41,6 +49,9 @@ fn a_quick_bench_measures_every_leg_and_writes_its_report() {
         assert!(saga["cpu_ms_per_op"][program].as_f64().is_some(), "{program} used CPU for the sagas: {saga}");
     }
     assert!(saga["commits_per_op"].as_f64().unwrap() > 1.0, "a saga commits several transactions: {saga}");
+    for clients in ["1", "4"] {
+        assert!(report["fabio_p50_ms_added_per_grpc_call"][clients].is_f64(), "Fabio's cost at {clients} clients");
+    }
     for saga in legs.iter().filter(|l| l["kind"] == "sagas") {
         assert!(saga["ratio_to_floor"].as_f64().unwrap() > 0.0, "every saga leg is compared with the floor: {saga}");
     }
