@@ -6,7 +6,7 @@
 //! off). In each, it gives every client a consumer whose credit never runs out, and then, for 1,
 //! 16 and 64 concurrent clients:
 //!
-//! - the Postgres-only floor ([`floor`]): the Create Order saga's own 23 commits, made by the
+//! - the Postgres-only floor ([`floor`]): the Create Order saga's own 17 commits, made by the
 //!   bench itself on one connection per client in a database of their own on the same Postgres,
 //!   while the system is idle;
 //! - sagas through the gateway: orders placed through the public API, and their outcome waited
@@ -194,13 +194,16 @@ fn cpu_by_program(root: u32) -> BTreeMap<String, f64> {
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // "pid (comm) state ppid ... utime stime ...": comm may hold spaces, so split after ')'.
+        // "pid (comm) state ppid ... utime stime cutime cstime ...": comm may hold spaces, so split
+        // after ')'. cutime/cstime hold the CPU of children already reaped (Postgres's backends
+        // that exited between two readings, the postmaster reaps them), so that none goes missing.
         let Some((head, rest)) = stat.rsplit_once(')') else { continue };
         let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(ppid), Some(utime), Some(stime)) = (fields.get(1), fields.get(11), fields.get(12)) else { continue };
+        let Some(ppid) = fields.get(1) else { continue };
         parents.insert(pid, ppid.parse::<u32>().unwrap_or(0));
-        let seconds = (utime.parse::<f64>().unwrap_or(0.0) + stime.parse::<f64>().unwrap_or(0.0)) / ticks;
+        let ticks_used: f64 = (11..=14).filter_map(|i| fields.get(i)?.parse::<f64>().ok()).sum();
+        let seconds = ticks_used / ticks;
         stats.insert(pid, (comm, seconds));
     }
     let below_root = |mut pid: u32| {

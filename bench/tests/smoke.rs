@@ -61,8 +61,7 @@ fn a_quick_bench_measures_every_leg_and_writes_its_report() {
             floor["cpu_ms_per_op"]["postgres"].as_f64().is_some(),
             "the floor runs on the system's Postgres: {floor}"
         );
-        // The model makes 23 commits per saga; under concurrency a relay claim may take another
-        // client's rows too, so a few less.
+        // The model makes 17 commits per saga.
         assert!(floor["commits_per_op"].as_f64().unwrap() > 10.0, "the floor commits the saga's transactions: {floor}");
     }
     for clients in ["1", "4"] {
