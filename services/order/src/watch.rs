@@ -57,11 +57,12 @@ pub struct Subscription<'a> {
 
 impl Subscription<'_> {
     /// Resolves when the order may have changed since this future was enabled (see
-    /// [`Notify::notified`]), or when the service is stopping.
+    /// [`Notify::notified`]). Wait on [`stopping`](Self::stopping) beside it.
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
     }
 
+    /// Cancelled when the service begins to stop: a waiter answers at once.
     pub fn stopping(&self) -> &CancellationToken {
         &self.watch.stopping
     }
