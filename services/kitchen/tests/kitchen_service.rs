@@ -228,14 +228,16 @@ async fn the_restaurant_moves_a_ticket_to_picked_up_and_illegal_steps_are_refuse
     let missing = api::AcceptTicketRequest { ticket_id: ticket_id.clone(), ready_by: None };
     assert_eq!(app.client.accept_ticket(missing).await.unwrap_err().code(), Code::InvalidArgument);
 
+    // One instant for both: computed twice, a second boundary can fall between them.
+    let ready_by = in_minutes(20);
     let accepted = app
         .client
-        .accept_ticket(api::AcceptTicketRequest { ticket_id: ticket_id.clone(), ready_by: in_minutes(20) })
+        .accept_ticket(api::AcceptTicketRequest { ticket_id: ticket_id.clone(), ready_by })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(accepted.state(), TicketState::Accepted);
-    assert_eq!(accepted.ready_by, in_minutes(20));
+    assert_eq!(accepted.ready_by, ready_by);
     assert_eq!(app.client.prepare_ticket(request()).await.unwrap().into_inner().state(), TicketState::Preparing);
     assert_eq!(
         app.client.mark_ticket_ready(request()).await.unwrap().into_inner().state(),
