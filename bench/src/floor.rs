@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use sqlx::{
-    AssertSqlSafe, Connection, PgConnection, Row,
+    AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction,
     migrate::Migrator,
     types::{
         Json, Uuid,
@@ -88,11 +88,11 @@ macro_rules! service {
     };
 }
 
-const ORDER: Service = service!("order_service");
-const CONSUMER: Service = service!("consumer_service");
-const KITCHEN: Service = service!("kitchen_service");
-const ACCOUNTING: Service = service!("accounting_service");
-const ORCHESTRATOR: Service = service!("orchestrator_service");
+static ORDER: Service = service!("order_service");
+static CONSUMER: Service = service!("consumer_service");
+static KITCHEN: Service = service!("kitchen_service");
+static ACCOUNTING: Service = service!("accounting_service");
+static ORCHESTRATOR: Service = service!("orchestrator_service");
 
 /// `SELECT <every ticket column> FROM tickets <tail>`, as the Kitchen Service's store reads them.
 macro_rules! select_tickets {
@@ -278,6 +278,40 @@ async fn enqueue(tx: &mut PgConnection, service: &Service, message: &Message) ->
     Ok(())
 }
 
+/// What each service's relay published on its fast path during one saga, marked at its end.
+#[derive(Default)]
+struct Published(Vec<(&'static Service, Uuid)>);
+
+impl Published {
+    /// Enqueues `message` into `service`'s outbox and commits `tx`: the relay's fast path then
+    /// publishes it without a transaction of its own.
+    async fn commit(
+        &mut self,
+        mut tx: Transaction<'_, Postgres>,
+        service: &'static Service,
+        message: &Message,
+    ) -> sqlx::Result<()> {
+        enqueue(&mut tx, service, message).await?;
+        tx.commit().await?;
+        self.0.push((service, message.id));
+        Ok(())
+    }
+
+    /// Each service's relay marks what it published, one `UPDATE` for many messages. At one client
+    /// that is one per service per saga; with many clients the system's marks (every 50 ms) cover
+    /// several sagas.
+    async fn mark(self, conn: &mut PgConnection) -> Result<()> {
+        for service in [&ORDER, &ORCHESTRATOR, &CONSUMER, &KITCHEN, &ACCOUNTING] {
+            let ids: Vec<Uuid> = self.0.iter().filter(|(s, _)| std::ptr::eq(*s, service)).map(|(_, id)| *id).collect();
+            let marked = sqlx::query(service.relay_mark).bind(&ids).execute(&mut *conn).await?.rows_affected();
+            if marked != ids.len() as u64 {
+                bail!("a relay marked {marked} of the {} rows it published", ids.len());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The consumer's first statement (`InboxConsumer::apply_once`): the message recorded as processed.
 async fn inbox(tx: &mut PgConnection, service: &Service, consumer: &str, message: &Message) -> Result<()> {
     let fresh = sqlx::query(service.processed).bind(consumer).bind(message.id).execute(tx).await?.rows_affected();
@@ -294,6 +328,7 @@ type NextCommand = (&'static str, &'static str, usize);
 /// next command (if any) into the outbox and relayed. Returns that command.
 async fn advance(
     conn: &mut PgConnection,
+    published: &mut Published,
     saga: &mut Saga,
     reply: &Message,
     next: Option<NextCommand>,
@@ -324,10 +359,10 @@ async fn advance(
     .bind(None::<String>)
     .execute(&mut *tx)
     .await?;
-    if let Some(next) = &next {
-        enqueue(&mut tx, &ORCHESTRATOR, next).await?;
+    match &next {
+        Some(next) => published.commit(tx, &ORCHESTRATOR, next).await?,
+        None => tx.commit().await?,
     }
-    tx.commit().await?;
     Ok(next)
 }
 
@@ -338,8 +373,7 @@ impl Client {
         let conn = &mut self.conn;
         let order_id = Uuid::new_v4();
         let line_items = json!([{"menuItemId": "1", "name": "Dal", "priceMinor": 500, "quantity": 1}]);
-        // What each service's relay published on its fast path, marked at the end.
-        let mut published: Vec<(&Service, Uuid)> = Vec::new();
+        let mut published = Published::default();
 
         // The Order Service's CreateOrder.
         let mut tx = conn.begin().await?;
@@ -368,9 +402,7 @@ impl Client {
         .execute(&mut *tx)
         .await?;
         let created = Message::event("ftgo.event.order.OrderCreated", "ftgo.order.v1.OrderCreated", ORDER_CREATED);
-        enqueue(&mut tx, &ORDER, &created).await?;
-        tx.commit().await?;
-        published.push((&ORDER, created.id));
+        published.commit(tx, &ORDER, &created).await?;
 
         // The orchestrator starts the saga and asks the Consumer Service to verify the consumer.
         let mut saga = Saga {
@@ -404,9 +436,7 @@ impl Client {
         .bind(None::<String>)
         .execute(&mut *tx)
         .await?;
-        enqueue(&mut tx, &ORCHESTRATOR, &verify).await?;
-        tx.commit().await?;
-        published.push((&ORCHESTRATOR, verify.id));
+        published.commit(tx, &ORCHESTRATOR, &verify).await?;
 
         // The Consumer Service verifies the consumer.
         let mut tx = conn.begin().await?;
@@ -417,13 +447,11 @@ impl Client {
             .await?
             .context("the floor's consumer is missing")?;
         let verified = Message::reply(&verify, "ftgo.consumer.v1.ConsumerVerified", ONE_ID);
-        enqueue(&mut tx, &CONSUMER, &verified).await?;
-        tx.commit().await?;
-        published.push((&CONSUMER, verified.id));
+        published.commit(tx, &CONSUMER, &verified).await?;
 
         let next = ("ftgo.command.kitchen.CreateTicket", "ftgo.kitchen.v1.CreateTicket", CREATE_TICKET);
-        let create_ticket = advance(conn, &mut saga, &verified, Some(next)).await?.context("no CreateTicket")?;
-        published.push((&ORCHESTRATOR, create_ticket.id));
+        let create_ticket =
+            advance(conn, &mut published, &mut saga, &verified, Some(next)).await?.context("no CreateTicket")?;
 
         // The Kitchen Service creates the ticket.
         let ticket_id = Uuid::new_v4();
@@ -458,14 +486,12 @@ impl Client {
         .execute(&mut *tx)
         .await?;
         let ticket_created = Message::reply(&create_ticket, "ftgo.kitchen.v1.TicketCreated", ONE_ID);
-        enqueue(&mut tx, &KITCHEN, &ticket_created).await?;
-        tx.commit().await?;
-        published.push((&KITCHEN, ticket_created.id));
+        published.commit(tx, &KITCHEN, &ticket_created).await?;
 
         saga.data["ticket_id"] = json!(ticket_id.to_string());
         let next = ("ftgo.command.accounting.AuthorizeCard", "ftgo.accounting.v1.AuthorizeCard", AUTHORIZE_CARD);
-        let authorize = advance(conn, &mut saga, &ticket_created, Some(next)).await?.context("no AuthorizeCard")?;
-        published.push((&ORCHESTRATOR, authorize.id));
+        let authorize =
+            advance(conn, &mut published, &mut saga, &ticket_created, Some(next)).await?.context("no AuthorizeCard")?;
 
         // The Accounting Service reserves the order's total on the consumer's account.
         let mut tx = conn.begin().await?;
@@ -504,13 +530,12 @@ impl Client {
         .execute(&mut *tx)
         .await?;
         let authorized = Message::reply(&authorize, "ftgo.accounting.v1.CardAuthorized", ONE_ID);
-        enqueue(&mut tx, &ACCOUNTING, &authorized).await?;
-        tx.commit().await?;
-        published.push((&ACCOUNTING, authorized.id));
+        published.commit(tx, &ACCOUNTING, &authorized).await?;
 
         let next = ("ftgo.command.kitchen.ConfirmCreateTicket", "ftgo.kitchen.v1.ConfirmCreateTicket", ONE_ID);
-        let confirm = advance(conn, &mut saga, &authorized, Some(next)).await?.context("no ConfirmCreateTicket")?;
-        published.push((&ORCHESTRATOR, confirm.id));
+        let confirm = advance(conn, &mut published, &mut saga, &authorized, Some(next))
+            .await?
+            .context("no ConfirmCreateTicket")?;
 
         // The Kitchen Service confirms the ticket.
         let mut tx = conn.begin().await?;
@@ -532,13 +557,11 @@ impl Client {
         .execute(&mut *tx)
         .await?;
         let confirmed = Message::reply(&confirm, "ftgo.kitchen.v1.TicketCommandSucceeded", ONE_ID);
-        enqueue(&mut tx, &KITCHEN, &confirmed).await?;
-        tx.commit().await?;
-        published.push((&KITCHEN, confirmed.id));
+        published.commit(tx, &KITCHEN, &confirmed).await?;
 
         let next = ("ftgo.command.order.ApproveOrder", "ftgo.order.v1.ApproveOrder", ONE_ID);
-        let approve = advance(conn, &mut saga, &confirmed, Some(next)).await?.context("no ApproveOrder")?;
-        published.push((&ORCHESTRATOR, approve.id));
+        let approve =
+            advance(conn, &mut published, &mut saga, &confirmed, Some(next)).await?.context("no ApproveOrder")?;
 
         // The Order Service approves the order.
         let mut tx = conn.begin().await?;
@@ -564,21 +587,11 @@ impl Client {
         .execute(&mut *tx)
         .await?;
         let approved = Message::reply(&approve, "ftgo.order.v1.OrderCommandSucceeded", ONE_ID);
-        enqueue(&mut tx, &ORDER, &approved).await?;
-        tx.commit().await?;
-        published.push((&ORDER, approved.id));
+        published.commit(tx, &ORDER, &approved).await?;
 
-        // The orchestrator ends the saga: the 23rd commit, with nothing more to send.
-        advance(conn, &mut saga, &approved, None).await?;
-
-        // Each service's relay marks what its fast path published, one UPDATE for many messages.
-        // At one client that is one per service per saga; with many clients, one covers several
-        // sagas, as in the system, where a relay marks every 50 ms.
-        for service in [&ORDER, &ORCHESTRATOR, &CONSUMER, &KITCHEN, &ACCOUNTING] {
-            let ids: Vec<Uuid> =
-                published.iter().filter(|(s, _)| std::ptr::eq(*s, service)).map(|(_, id)| *id).collect();
-            sqlx::query(service.relay_mark).bind(&ids).execute(&mut *conn).await?;
-        }
+        // The orchestrator ends the saga, with nothing more to send; then the relays mark.
+        advance(conn, &mut published, &mut saga, &approved, None).await?;
+        published.mark(conn).await?;
         Ok(())
     }
 

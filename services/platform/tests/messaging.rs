@@ -153,54 +153,58 @@ async fn a_relay_that_dies_before_marking_publishes_again_and_jetstream_keeps_on
     assert_eq!(w.stream_messages().await, 1, "the republished copy must be dropped as a duplicate");
 }
 
+/// A relay running in the background with `poll_interval` between its claims.
+struct RunningRelay {
+    publisher: outbox::Publisher,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningRelay {
+    async fn start(w: &World, poll_interval: Duration) -> Self {
+        let relay = OutboxRelay::new(w.db.clone(), w.js.clone(), RelayConfig { poll_interval, ..Default::default() });
+        let (publisher, stop) = (relay.publisher(), CancellationToken::new());
+        let token = stop.clone();
+        let task = tokio::spawn(async move { relay.run(token).await });
+        // Past its first claim, so that only what the test does next can make it publish.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Self { publisher, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+impl World {
+    /// Waits (5 s at most) until the stream holds `count` messages and the outbox has no
+    /// unpublished row.
+    async fn published_and_marked(&mut self, what: &str, count: u64) {
+        eventually(what, Duration::from_secs(5), async || {
+            (self.stream_messages().await == count && outbox::pending(&self.db).await.unwrap() == 0).then_some(())
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn the_relay_publishes_as_soon_as_a_transaction_commits() {
     let mut w = world().await;
-    let stop = CancellationToken::new();
     // With an hour between polls, only the wake-up that follows the commit can make the relay
     // publish in time.
-    let relay = OutboxRelay::new(
-        w.db.clone(),
-        w.js.clone(),
-        RelayConfig { poll_interval: Duration::from_secs(3600), ..Default::default() },
-    );
-    let token = stop.clone();
-    let task = tokio::spawn(async move { relay.run(token).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
+    let relay = RunningRelay::start(&w, Duration::from_secs(3600)).await;
     w.send("wake up").await;
-    let mut seen = 0;
-    for _ in 0..100 {
-        seen = w.stream_messages().await;
-        if seen == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, 1, "not relayed within 5 s of the commit");
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    w.published_and_marked("the message relayed after its commit", 1).await;
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn inside_a_scope_the_commit_hands_its_messages_to_the_relay_and_a_rollback_hands_over_nothing() {
     let mut w = world().await;
-    let stop = CancellationToken::new();
     // With an hour between polls, only the hand-over can make the relay publish in time.
-    let relay = Arc::new(OutboxRelay::new(
-        w.db.clone(),
-        w.js.clone(),
-        RelayConfig { poll_interval: Duration::from_secs(3600), ..Default::default() },
-    ));
-    let publisher = relay.publisher();
-    let token = stop.clone();
-    let task = tokio::spawn({
-        let relay = relay.clone();
-        async move { relay.run(token).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let rolled_back = outbox::scope(&publisher, async {
+    let relay = RunningRelay::start(&w, Duration::from_secs(3600)).await;
+    let rolled_back = outbox::scope(&relay.publisher, async {
         let mut tx = w.db.begin().await.unwrap();
         let message = OutgoingMessage::new("ftgo.command.test.Do", "t", b"never".to_vec());
         outbox::enqueue(&mut tx, &message).await.unwrap();
@@ -208,7 +212,7 @@ async fn inside_a_scope_the_commit_hands_its_messages_to_the_relay_and_a_rollbac
         message
     })
     .await;
-    let committed = outbox::scope(&publisher, async {
+    let committed = outbox::scope(&relay.publisher, async {
         let mut tx = w.db.begin().await.unwrap();
         let message =
             OutgoingMessage::new("ftgo.command.test.Do", "t", b"hello".to_vec()).with_header("Ftgo-Saga-Id", "s-1");
@@ -217,53 +221,25 @@ async fn inside_a_scope_the_commit_hands_its_messages_to_the_relay_and_a_rollbac
         message
     })
     .await;
-    let mut seen = 0;
-    for _ in 0..100 {
-        seen = w.stream_messages().await;
-        if seen == 1 && outbox::pending(&w.db).await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, 1, "the committed message was not published within 5 s (or the rolled-back one was)");
-    assert_eq!(outbox::pending(&w.db).await.unwrap(), 0, "published and marked");
+    w.published_and_marked("the committed message published and marked, the rolled-back one never", 1).await;
     let published = w.stream.get_last_raw_message_by_subject("ftgo.command.test.Do").await.unwrap();
     let headers = published.headers;
     assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), committed.id.to_string());
     assert_eq!(headers.get("Ftgo-Saga-Id").unwrap().as_str(), "s-1");
     assert_ne!(committed.id, rolled_back.id);
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn a_row_that_no_wake_up_announced_is_found_by_the_poll() {
     let mut w = world().await;
-    let stop = CancellationToken::new();
-    let relay = OutboxRelay::new(
-        w.db.clone(),
-        w.js.clone(),
-        RelayConfig { poll_interval: Duration::from_millis(200), ..Default::default() },
-    );
-    let token = stop.clone();
-    let task = tokio::spawn(async move { relay.run(token).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
+    let relay = RunningRelay::start(&w, Duration::from_millis(200)).await;
     // Committed without `outbox::commit`: as if its writer had died right after the commit.
     let mut tx = w.db.begin().await.unwrap();
     outbox::enqueue(&mut tx, &OutgoingMessage::new("ftgo.command.test.Do", "t", b"orphan".to_vec())).await.unwrap();
     tx.commit().await.unwrap();
-    let mut seen = 0;
-    for _ in 0..100 {
-        seen = w.stream_messages().await;
-        if seen == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, 1, "the poll never found the row");
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    w.published_and_marked("the poll to find the row", 1).await;
+    relay.stop().await;
 }
 
 #[tokio::test]

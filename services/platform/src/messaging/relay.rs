@@ -26,7 +26,13 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use async_nats::{HeaderMap, jetstream};
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self,
+        context::{PublishAckFuture, PublishError},
+    },
+};
 use opentelemetry::metrics::Histogram;
 use sqlx::{PgPool, types::Json};
 use tokio::{sync::mpsc, time::Instant};
@@ -162,11 +168,7 @@ impl OutboxRelay {
         if ids.is_empty() {
             return;
         }
-        let marked =
-            sqlx::query("UPDATE messaging.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
-                .bind(&*ids)
-                .execute(&self.db)
-                .await;
+        let marked = sqlx::query(MARK_PUBLISHED).bind(&*ids).execute(&self.db).await;
         if let Err(e) = marked {
             tracing::warn!(error = %e, count = ids.len(), "could not mark published outbox rows");
         }
@@ -179,23 +181,15 @@ impl OutboxRelay {
         let mut pending = Vec::new();
         for (committed_at, messages) in batch {
             for message in messages {
-                let mut headers = HeaderMap::new();
-                for (name, value) in &message.headers {
-                    headers.insert(name.as_str(), value.as_str());
-                }
-                headers.insert(MSG_ID_HEADER, message.id.to_string().as_str());
-                headers.insert(MESSAGE_TYPE_HEADER, message.message_type.as_str());
-                let sent = self.js.publish_with_headers(message.subject, headers, message.payload.into()).await;
+                let sent = self
+                    .send(message.id, message.subject, &message.message_type, &message.headers, message.payload)
+                    .await;
                 pending.push((message.id, sent, committed_at));
             }
         }
         let mut published = Vec::with_capacity(pending.len());
         for (id, sent, committed_at) in pending {
-            let acked = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(anyhow::Error::from),
-                Err(e) => Err(e.into()),
-            };
-            match acked {
+            match acked(sent).await {
                 Ok(()) => {
                     published.push(id);
                     outbox_lag().record(committed_at.elapsed().as_secs_f64(), &[]);
@@ -241,25 +235,14 @@ impl OutboxRelay {
         // Send the whole batch, then collect the acknowledgements: one round trip, not one per row.
         let mut pending = Vec::with_capacity(rows.len());
         for (id, subject, message_type, Json(extra), payload, age) in rows {
-            let mut headers = HeaderMap::new();
-            for (name, value) in &extra {
-                headers.insert(name.as_str(), value.as_str());
-            }
-            headers.insert(MSG_ID_HEADER, id.to_string().as_str());
-            headers.insert(MESSAGE_TYPE_HEADER, message_type.as_str());
-            let sent = self.js.publish_with_headers(subject, headers, payload.into()).await;
-            pending.push((id, sent, age));
+            pending.push((id, self.send(id, subject, &message_type, &extra, payload).await, age));
         }
         // Mark the acknowledged prefix only: after the first failure, later rows may or may not
         // have been stored, and publishing them again is harmless (same Nats-Msg-Id).
         let mut published = Vec::new();
         let mut failure = None;
         for (id, sent, age) in pending {
-            let acked = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(anyhow::Error::from),
-                Err(e) => Err(e.into()),
-            };
-            match acked {
+            match acked(sent).await {
                 Ok(()) => {
                     published.push(id);
                     outbox_lag().record(age.max(0.0), &[]);
@@ -270,15 +253,31 @@ impl OutboxRelay {
                 }
             }
         }
-        sqlx::query("UPDATE messaging.outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(MARK_PUBLISHED).bind(&published).execute(&mut *tx).await?;
         tx.commit().await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(published.len()),
         }
+    }
+
+    /// Sends one message with its id as `Nats-Msg-Id` (JetStream's duplicate check) and its type;
+    /// its acknowledgement is awaited later with [`acked`], so a batch costs one round trip.
+    async fn send(
+        &self,
+        id: Uuid,
+        subject: String,
+        message_type: &str,
+        extra: &BTreeMap<String, String>,
+        payload: Vec<u8>,
+    ) -> Result<PublishAckFuture, PublishError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in extra {
+            headers.insert(name.as_str(), value.as_str());
+        }
+        headers.insert(MSG_ID_HEADER, id.to_string().as_str());
+        headers.insert(MESSAGE_TYPE_HEADER, message_type);
+        self.js.publish_with_headers(subject, headers, payload.into()).await
     }
 
     async fn delete_published(&self) -> sqlx::Result<()> {
@@ -289,6 +288,16 @@ impl OutboxRelay {
             .await?;
         Ok(())
     }
+}
+
+/// Marks rows published (never one a claim already marked).
+const MARK_PUBLISHED: &str =
+    "UPDATE messaging.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL";
+
+/// Waits for JetStream to acknowledge (store) a message that [`OutboxRelay::send`] sent.
+async fn acked(sent: Result<PublishAckFuture, PublishError>) -> Result<()> {
+    sent?.await?;
+    Ok(())
 }
 
 /// The outbox lag: seconds from a message's insert to JetStream's acknowledgement of it.
