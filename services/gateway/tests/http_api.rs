@@ -44,6 +44,13 @@ async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelle
         json!([{"menuItemId": "1", "name": "Vindaloo", "price": "12.50", "quantity": 2}])
     );
     assert!(approved.get("rejectionReason").is_none());
+    // The summary is the order alone: Kitchen and Accounting are not asked.
+    let summary = stack.get(&format!("/api/orders/{order_id}?wait=APPROVED,REJECTED&timeout=1s&view=summary")).await;
+    assert_eq!(summary.status, StatusCode::OK, "{:#}", summary.body);
+    let mut full = approved.clone();
+    full.as_object_mut().unwrap().retain(|key, _| key != "ticket" && key != "payment");
+    assert_eq!(summary.body, full);
+    assert_eq!(stack.get(&format!("/api/orders/{order_id}?view=full")).await.body, approved);
     let account = stack.get(&format!("/api/accounts/{consumer_id}")).await;
     assert_eq!(
         account.body,
@@ -268,6 +275,7 @@ async fn bad_input_is_answered_with_a_json_error_and_changes_nothing() {
         ("?wait=APPROVED&timeout=soon", "invalid_argument", "timeout"),
         ("?timeout=5s", "invalid_argument", "only allowed with wait"),
         ("?wiat=APPROVED", "invalid_query", "wiat"),
+        ("?view=everything", "invalid_query", "everything"),
     ] {
         let answer = stack.get(&format!("{order}{query}")).await;
         assert!(answer.error(StatusCode::BAD_REQUEST, code).contains(says), "{query}: {:#}", answer.body);
@@ -349,6 +357,8 @@ async fn the_openapi_document_describes_every_path() {
         assert_eq!(parameter["in"], "query");
         assert_eq!(parameter["schema"]["pattern"], pattern, "{parameter:#}");
     }
+    let view = parameters.iter().find(|p| p["name"] == "view").expect("no view parameter");
+    assert_eq!(view["schema"]["enum"], json!(["full", "summary"]), "{view:#}");
 }
 
 /// Every string field of every creating call, filled with something a hostile or careless client

@@ -133,11 +133,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(accepted(created, true))))
 }
 
-/// Waiting for a state instead of polling: `GET /api/orders/{orderId}?wait=APPROVED,REJECTED&timeout=5s`.
+/// `GET /api/orders/{orderId}`'s options: waiting for a state instead of polling
+/// (`?wait=APPROVED,REJECTED&timeout=5s`), and how much of the order to show (`?view=summary`).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct WaitQuery {
+pub struct GetOrderQuery {
     /// Order states, comma-separated (`APPROVED,REJECTED`). The answer comes as soon as the order
     /// is in one of them, or when `timeout` has passed: then with the order as it is, in whatever
     /// state. Left out: the answer comes at once.
@@ -147,6 +148,22 @@ pub struct WaitQuery {
     /// `wait` is given without it; only allowed with `wait`.
     #[param(example = "5s", pattern = "^[0-9]+(\\.[0-9]+)?(ms|s)$")]
     pub timeout: Option<String>,
+    /// `full` (the default): the order with its ticket and payment. `summary`: the order alone,
+    /// without asking the Kitchen and Accounting services; for a client that only needs the
+    /// outcome (`state`, `rejectionReason`).
+    #[param(inline, example = "summary")]
+    pub view: Option<OrderViewKind>,
+}
+
+/// How much of an order `GET /api/orders/{orderId}` shows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderViewKind {
+    /// The order with its ticket (Kitchen) and payment (Accounting).
+    #[default]
+    Full,
+    /// The order alone.
+    Summary,
 }
 
 /// How long a wait lasts when the client does not say.
@@ -154,7 +171,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 /// The longest wait (the Order Service's own limit).
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-impl WaitQuery {
+impl GetOrderQuery {
     /// The states to wait for (as the Order Service numbers them) and for how long, or `None`
     /// when the client does not wait.
     fn parse(&self) -> Result<Option<(Vec<i32>, Duration)>, ApiError> {
@@ -197,15 +214,15 @@ fn parse_timeout(text: &str) -> Option<Duration> {
     seconds.parse::<f64>().ok().filter(|s| s.is_finite() && *s <= 3600.0).map(Duration::from_secs_f64)
 }
 
-#[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders", params(("orderId" = String, Path), WaitQuery),
+#[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders", params(("orderId" = String, Path), GetOrderQuery),
     responses((status = 200, body = OrderView, description = "The order; with `wait`, once it is in one of \
         those states or when the timeout has passed"),
-        (status = 400, body = crate::error::ErrorBody, description = "A bad `wait` or `timeout`"),
+        (status = 400, body = crate::error::ErrorBody, description = "A bad `wait`, `timeout` or `view`"),
         (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get(
     State(backends): State<Backends>,
     ApiPath(order_id): ApiPath<String>,
-    ApiQuery(query): ApiQuery<WaitQuery>,
+    ApiQuery(query): ApiQuery<GetOrderQuery>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = path_id("order", &order_id)?;
     let (wait_for, wait) = query.parse()?.unwrap_or_default();
@@ -219,27 +236,10 @@ pub async fn get(
         .call_waiting(Idempotency::Idempotent, wait, request, |mut c, r| async move { c.get_order(r).await })
         .await?;
 
-    // The ticket and the payment are asked for together, and each is optional: a Kitchen or
-    // Accounting outage (or an open circuit) leaves its part out instead of failing the order.
-    let (ticket, payment) = tokio::join!(
-        backends.kitchen.call(
-            Idempotency::Idempotent,
-            kitchen::GetTicketByOrderRequest { order_id: order_id.clone() },
-            |mut c, r| async move { c.get_ticket_by_order(r).await }
-        ),
-        backends.accounting.call(
-            Idempotency::Idempotent,
-            accounting::GetAuthorizationRequest { order_id: order_id.clone() },
-            |mut c, r| async move { c.get_authorization(r).await }
-        ),
-    );
-    let ticket = optional_part("ticket", ticket).map(|t| TicketSummary {
-        state: enum_name(t.state, TicketState::as_str_name),
-        ready_by: timestamp(t.ready_by),
-        ticket_id: t.ticket_id,
-    });
-    let payment = optional_part("payment", payment)
-        .map(|a| Payment { state: enum_name(a.state, AuthorizationState::as_str_name), amount: money(a.amount) });
+    let (ticket, payment) = match query.view.unwrap_or_default() {
+        OrderViewKind::Full => ticket_and_payment(&backends, &order_id).await,
+        OrderViewKind::Summary => (None, None),
+    };
 
     Ok(Json(OrderView {
         state: state_name(found.state),
@@ -262,6 +262,31 @@ pub async fn get(
         ticket,
         payment,
     }))
+}
+
+/// The ticket and the payment of an order, asked for together. Each is optional: a Kitchen or
+/// Accounting outage (or an open circuit) leaves its part out instead of failing the order.
+async fn ticket_and_payment(backends: &Backends, order_id: &str) -> (Option<TicketSummary>, Option<Payment>) {
+    let (ticket, payment) = tokio::join!(
+        backends.kitchen.call(
+            Idempotency::Idempotent,
+            kitchen::GetTicketByOrderRequest { order_id: order_id.to_owned() },
+            |mut c, r| async move { c.get_ticket_by_order(r).await }
+        ),
+        backends.accounting.call(
+            Idempotency::Idempotent,
+            accounting::GetAuthorizationRequest { order_id: order_id.to_owned() },
+            |mut c, r| async move { c.get_authorization(r).await }
+        ),
+    );
+    let ticket = optional_part("ticket", ticket).map(|t| TicketSummary {
+        state: enum_name(t.state, TicketState::as_str_name),
+        ready_by: timestamp(t.ready_by),
+        ticket_id: t.ticket_id,
+    });
+    let payment = optional_part("payment", payment)
+        .map(|a| Payment { state: enum_name(a.state, AuthorizationState::as_str_name), amount: money(a.amount) });
+    (ticket, payment)
 }
 
 fn optional_part<T>(part: &str, answer: Result<T, tonic::Status>) -> Option<T> {
@@ -316,8 +341,8 @@ pub async fn revise(
 mod tests {
     use super::*;
 
-    fn query(wait: Option<&str>, timeout: Option<&str>) -> WaitQuery {
-        WaitQuery { wait: wait.map(Into::into), timeout: timeout.map(Into::into) }
+    fn query(wait: Option<&str>, timeout: Option<&str>) -> GetOrderQuery {
+        GetOrderQuery { wait: wait.map(Into::into), timeout: timeout.map(Into::into), view: None }
     }
 
     #[test]
