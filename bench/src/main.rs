@@ -14,7 +14,8 @@
 //! - the same through Fabio's HTTP listener;
 //!
 //! and once, next to them, an RPC floor: a tonic unary round trip (gRPC health `Check`) to the
-//! Order Service at the same concurrency.
+//! Order Service at the same concurrency, and the JetStream floor ([`jetstream_floor`]): the saga's
+//! 11 messages published and consumed on the system's NATS server, without the services.
 //!
 //! For every leg it reports sagas (or calls) per second, p50/p90/p99 latency (for a saga: from the
 //! `POST` to the answer of the `GET` that waits for its outcome; for the floor: its whole sequence of
@@ -29,6 +30,7 @@
 //! every wait has a deadline.
 
 mod floor;
+mod jetstream_floor;
 
 use std::{
     collections::BTreeMap,
@@ -108,6 +110,7 @@ struct System {
     /// Fabio's gRPC listener, through which the gateway calls every service.
     fabio_grpc: String,
     postgres: String,
+    nats: String,
     _state: tempfile::TempDir,
 }
 
@@ -148,6 +151,7 @@ impl System {
                 ["API", "gateway", url, ..] => found.insert("gateway", (*url).to_owned()),
                 ["fabio", "http", url, ..] => found.insert("fabio", (*url).to_owned()),
                 ["postgres", url, ..] => found.insert("postgres", (*url).to_owned()),
+                ["nats", url, ..] => found.insert("nats", (*url).to_owned()),
                 ["order-service", addr, ..] => found.insert("order", addr.replace("grpc://", "http://")),
                 ["fabio", "grpc", addr, ..] => found.insert("fabio_grpc", format!("http://{addr}")),
                 ["service", "logs", ..] => break,
@@ -162,6 +166,7 @@ impl System {
             order_grpc: take("order")?,
             fabio_grpc: take("fabio_grpc")?,
             postgres: take("postgres")?,
+            nats: take("nats")?,
             up,
             durability,
             _state: state,
@@ -284,6 +289,8 @@ enum Kind {
     Floor,
     /// A tonic round trip.
     Rpc,
+    /// The saga's 11 messages through JetStream, without the services.
+    Messages,
 }
 
 /// What one leg measured.
@@ -351,6 +358,12 @@ impl Client for floor::Client {
 }
 
 struct RpcClient(tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>);
+
+impl Client for jetstream_floor::Client {
+    async fn one(&mut self) -> Result<()> {
+        self.saga().await
+    }
+}
 
 impl Client for RpcClient {
     async fn one(&mut self) -> Result<()> {
@@ -518,7 +531,7 @@ async fn saga(http: &reqwest::Client, base: &str, consumer: &str, restaurant: &s
     let id = place_order(http, base, consumer, restaurant).await?;
     // One request that answers when the saga ends (`?wait=`): no polling.
     let deadline = Instant::now() + SAGA_DEADLINE;
-    let wait = format!("{base}/api/orders/{id}?wait={}&timeout={WAIT}", TERMINAL.join(","));
+    let wait = format!("{base}/api/orders/{id}?wait={}&timeout={WAIT}&view=summary", TERMINAL.join(","));
     loop {
         let response = http.get(&wait).send().await?;
         let status = response.status();
@@ -553,12 +566,20 @@ async fn run(args: Args) -> Result<()> {
     add_ratios_to_floor(&mut legs);
     let fabio_over_gateway = fabio_over_gateway(&legs);
     let fabio_cost = fabio_cost_per_call(&legs);
+    let floors_cpu = floors_cpu_per_saga(&legs);
 
     print_table(&legs, &fabio_over_gateway);
     if !fabio_cost.is_empty() {
         let parts: Vec<String> =
             fabio_cost.iter().map(|(clients, ms)| format!("{clients} clients {ms:+.2} ms")).collect();
         println!("Fabio's cost per gRPC call (p50 via fabio − direct): {}", parts.join(", "));
+    }
+    for (postgres, cpu) in &floors_cpu {
+        let parts: Vec<String> = cpu.iter().map(|(clients, ms)| format!("{clients} clients {ms:.1}")).collect();
+        println!(
+            "CPU ms per saga of the two floors together (Postgres + JetStream) [{postgres}]: {}",
+            parts.join(", ")
+        );
     }
     let report = json!({
         "profile": profile,
@@ -567,6 +588,7 @@ async fn run(args: Args) -> Result<()> {
         "legs": legs,
         "fabio_over_gateway": fabio_over_gateway,
         "fabio_p50_ms_added_per_grpc_call": fabio_cost,
+        "floors_cpu_ms_per_saga": floors_cpu,
     });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
@@ -640,6 +662,22 @@ async fn measure(system: &System, args: &Args, rpc: bool) -> Result<Vec<Leg>> {
             };
             legs.push(leg(spec, calls, args.seconds).await?);
         }
+        let messages = jetstream_floor::prepare(&system.nats).await?;
+        for &clients in &args.concurrency {
+            let mut connected = Vec::new();
+            for n in 0..clients {
+                connected.push(messages.client(n).await?);
+            }
+            let spec = LegSpec {
+                name: "JetStream floor (11 messages)".to_owned(),
+                kind: Kind::Messages,
+                postgres: None,
+                commits: Commits::All,
+                system,
+            };
+            legs.push(leg(spec, connected, args.seconds).await?);
+        }
+        messages.remove().await;
         // What Fabio adds to one call: the same GetOrder, directly and through Fabio's gRPC proxy.
         let order_id = place_order(&http, &system.gateway, &consumers[0], &restaurant).await?;
         for (via, address) in [("direct", &system.order_grpc), ("via fabio", &system.fabio_grpc)] {
@@ -683,6 +721,22 @@ fn add_ratios_to_floor(legs: &mut [Leg]) {
             .filter(|(_, _, floor)| *floor > 0.0)
             .map(|(_, _, floor)| leg.per_second / floor);
     }
+}
+
+/// Per Postgres settings and client count: the system's CPU per saga in the Postgres-only floor
+/// plus that in the JetStream floor, the part of a saga's CPU that its storage and its messages
+/// cost before any service does anything.
+fn floors_cpu_per_saga(legs: &[Leg]) -> BTreeMap<&'static str, BTreeMap<usize, f64>> {
+    let mut sums: BTreeMap<&'static str, BTreeMap<usize, f64>> = BTreeMap::new();
+    for floor in legs.iter().filter(|l| l.kind == Kind::Floor) {
+        let messages = legs.iter().find(|l| l.kind == Kind::Messages && l.clients == floor.clients);
+        if let (Some(postgres), Some(messages)) = (floor.postgres, messages) {
+            sums.entry(postgres)
+                .or_default()
+                .insert(floor.clients, floor.system_cpu_ms_per_op + messages.system_cpu_ms_per_op);
+        }
+    }
+    sums
 }
 
 /// Per Postgres settings and client count: the sagas through Fabio per second over those through

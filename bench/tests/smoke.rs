@@ -16,6 +16,8 @@ fn a_quick_bench_measures_every_leg_and_writes_its_report() {
         "sagas via gateway",
         "Postgres-only floor",
         "RPC floor",
+        "JetStream floor",
+        "CPU ms per saga of the two floors together",
         "sagas via fabio ÷ via gateway [fast]",
         "Fabio's cost per gRPC call",
     ] {
@@ -33,6 +35,7 @@ fn a_quick_bench_measures_every_leg_and_writes_its_report() {
         "RPC floor (gRPC health Check)",
         "RPC GetOrder direct",
         "RPC GetOrder via fabio",
+        "JetStream floor (11 messages)",
     ];
     for leg in every_leg {
         for clients in [1, 4] {
@@ -64,7 +67,14 @@ fn a_quick_bench_measures_every_leg_and_writes_its_report() {
         // The model makes 17 commits per saga.
         assert!(floor["commits_per_op"].as_f64().unwrap() > 10.0, "the floor commits the saga's transactions: {floor}");
     }
+    for messages in legs.iter().filter(|l| l["kind"] == "messages") {
+        assert!(
+            messages["cpu_ms_per_op"]["nats-server"].as_f64().is_some(),
+            "the messages go through NATS: {messages}"
+        );
+    }
     for clients in ["1", "4"] {
+        assert!(report["floors_cpu_ms_per_saga"]["fast"][clients].as_f64().unwrap() > 0.0, "{report}");
         assert!(report["fabio_over_gateway"]["fast"][clients].as_f64().unwrap() > 0.0, "{report}");
     }
 }
