@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use crate::{
-    catalog::ServiceName,
-    consul::{CatalogCheck, CatalogService, Registration},
-    validate::System,
-};
+use ftgo_platform::consul::{CatalogCheck, CatalogRegistration as Registration, CatalogService};
+
+use crate::{catalog::ServiceName, validate::System};
 
 /// One instance of a service, as Kubernetes reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

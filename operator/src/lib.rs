@@ -6,7 +6,6 @@
 //! interesting decisions are unit-tested without a cluster.
 
 pub mod catalog;
-pub mod consul;
 pub mod crd;
 pub mod database;
 pub mod desired;

@@ -3,8 +3,9 @@
 use kube::runtime::{controller::Action, events::EventType};
 use tracing::info;
 
+use ftgo_platform::consul::Consul;
+
 use crate::{
-    consul::Consul,
     crd::{FtgoSystem, InfrastructureMode},
     discovery,
     validate::validate,
@@ -32,9 +33,9 @@ pub(super) async fn cleanup(object: &FtgoSystem, ctx: &Context) -> Result<Action
         info!(system = %system.name, namespace = %system.namespace, "cleaned up (managed infrastructure)");
         return Ok(Action::await_change());
     }
-    let consul = Consul::new(&system.consul.url);
     let deregistered = async {
-        consul.deregister_node(&discovery::node_name(&system)).await?;
+        let consul = Consul::new(&system.consul.url)?;
+        consul.catalog_deregister_node(&discovery::node_name(&system)).await?;
         consul.kv_delete(&discovery::routes_key(&system)).await
     };
     if let Err(err) = deregistered.await {

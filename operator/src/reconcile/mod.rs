@@ -31,8 +31,9 @@ use kube::{
 use serde_json::json;
 use tracing::warn;
 
+use ftgo_platform::consul::Consul;
+
 use crate::{
-    consul::Consul,
     crd::{FtgoSystem, InfrastructureMode},
     database::generate_password,
     desired::{self, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY},
@@ -260,9 +261,13 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
             status::service_status(spec, deployment, database)
         })
         .collect();
-    let consul = Consul::new(&system.consul.url);
-    let registrations = register(&system, &consul, &services, &service_states, ctx, object).await;
-    let routes = configure_routes(&system, &consul, ctx, object).await;
+    let (registrations, routes) = match Consul::new(&system.consul.url) {
+        Ok(consul) => (
+            register(&system, &consul, &services, &service_states, ctx, object).await,
+            configure_routes(&system, &consul, ctx, object).await,
+        ),
+        Err(invalid) => (Err(invalid.to_string()), Err(invalid.to_string())),
+    };
     let observations = Observations {
         generation: system.generation,
         services: service_states,

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{ResourceExt, runtime::events::EventType};
 
+use ftgo_platform::consul::Consul;
+
 use crate::{
-    consul::Consul,
     crd::FtgoSystem,
     desired::{self},
     discovery,
@@ -49,11 +50,11 @@ pub(super) async fn register(
     let (write, remove) = discovery::plan(&desired, &registered, &checks);
     let mut changed = Vec::new();
     for registration in write {
-        consul.register(registration).await.map_err(|e| e.to_string())?;
+        consul.catalog_register(registration).await.map_err(|e| e.to_string())?;
         changed.push(format!("{} ({})", registration.service.id, registration.checks[0].status));
     }
     for id in &remove {
-        consul.deregister_service(&node, id).await.map_err(|e| e.to_string())?;
+        consul.catalog_deregister_service(&node, id).await.map_err(|e| e.to_string())?;
     }
     if !changed.is_empty() {
         ctx.event(object, EventType::Normal, "Registered", format!("registered in Consul: {}", changed.join(", ")))

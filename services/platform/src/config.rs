@@ -10,7 +10,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::runtime::Running;
+use crate::{consul::Consul, runtime::Running};
 
 use anyhow::{Context, Result};
 use figment::{
@@ -156,37 +156,29 @@ where
     T: Serialize + DeserializeOwned + Clone + Send + 'static,
     F: FnMut(T) + Send + 'static,
 {
-    let url = format!("{}/v1/kv/ftgo/config/{service}", consul_addr.trim_end_matches('/'));
+    let key = config_key(service);
+    let consul = Consul::new(consul_addr);
     let shutdown = running.shutdown_token();
     running.spawn("live configuration", async move {
-        // Longer than the 30 s a blocking query may wait.
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(40)).build()?;
+        let consul = consul?;
         let (mut index, mut last) = (0_u64, None::<String>);
         loop {
-            let request = http.get(format!("{url}?raw&index={index}&wait=30s")).send();
-            let response = tokio::select! {
+            let answer = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                response = request => response,
+                answer = consul.kv_watch(&key, index) => answer,
             };
-            let document = match response {
-                Ok(response)
-                    if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND =>
-                {
-                    let new_index = response
-                        .headers()
-                        .get("X-Consul-Index")
-                        .and_then(|v| v.to_str().ok()?.parse().ok())
-                        .unwrap_or(0);
+            let document = match answer {
+                Ok(state) => {
                     // Consul's index only goes backwards when its state was reset: start over.
-                    index = if new_index < index { 0 } else { new_index };
-                    if response.status().is_success() { response.text().await.ok() } else { None }
-                }
-                Ok(response) => {
-                    tracing::warn!(status = %response.status(), "reading live configuration from Consul failed");
-                    None
+                    index = if state.index < index { 0 } else { state.index };
+                    state.value
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "Consul is unreachable; the configuration stays as it is");
+                    if e.is_unreachable() {
+                        tracing::warn!(error = %e, "Consul is unreachable; the configuration stays as it is");
+                    } else {
+                        tracing::warn!(error = %e, "reading live configuration from Consul failed");
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -223,13 +215,14 @@ struct ConsulView {
     addr: String,
 }
 
-/// The service's TOML document from Consul KV, `None` when the key does not exist.
+/// Where a service's TOML document lives in Consul KV.
+pub fn config_key(service: &str) -> String {
+    format!("ftgo/config/{service}")
+}
+
+/// The service's TOML document from Consul KV, `None` when the key does not exist. Fails, rather
+/// than waits, when Consul does not answer within [`crate::consul::TIMEOUT`].
 pub async fn consul_document(consul: &str, service: &str) -> Result<Option<String>> {
-    let url = format!("{}/v1/kv/ftgo/config/{service}?raw", consul.trim_end_matches('/'));
-    let response = reqwest::get(&url).await.with_context(|| format!("reading {url}"))?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    let response = response.error_for_status().with_context(|| format!("reading {url}"))?;
-    Ok(Some(response.text().await?))
+    let key = config_key(service);
+    Consul::new(consul)?.kv_get(&key).await.with_context(|| format!("reading {key} from Consul"))
 }

@@ -1,11 +1,13 @@
 //! What every FTGO service needs, written once so that no service carries a copy:
 //! configuration ([`config`]), its database and migrations ([`db`]), reliable asynchronous
 //! messaging ([`messaging`]), its gRPC server ([`grpc`]), the lifecycle of its tasks
-//! ([`runtime`]) and the start-up that ties them together ([`service`]); and the value types
+//! ([`runtime`]) and the start-up that ties them together ([`service`]); the one Consul client
+//! ([`consul`]) behind registration ([`registry`]), configuration and the operator; and the value types
 //! several services share: [`money`], [`address`], checked client [`text`].
 
 pub mod address;
 pub mod config;
+pub mod consul;
 pub mod db;
 pub mod grpc;
 pub mod messaging;

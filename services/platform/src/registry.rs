@@ -4,8 +4,7 @@
 //! routes; it deregisters when it stops. On Kubernetes the operator registers the endpoints
 //! instead, and services leave `consul.register` off.
 //!
-//! Consul's agent API is a handful of JSON calls, so they are made with the HTTP client the
-//! platform already has rather than a Consul client crate.
+//! The calls go through the platform's one Consul client ([`crate::consul`]).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -13,7 +12,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Running;
+use crate::{consul::Consul, runtime::Running};
 
 /// How Consul decides whether an instance is healthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,49 +73,6 @@ impl Registration {
     }
 }
 
-/// A Consul agent's HTTP API.
-#[derive(Debug, Clone)]
-pub struct ConsulAgent {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl ConsulAgent {
-    pub fn new(addr: &str) -> Result<Self> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-        Ok(Self { base: addr.trim_end_matches('/').to_owned(), http })
-    }
-
-    pub async fn register(&self, registration: &Registration) -> Result<()> {
-        let url = format!("{}/v1/agent/service/register", self.base);
-        self.http
-            .put(&url)
-            .json(&registration.body())
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("registering {} in Consul at {}", registration.id(), self.base))?;
-        Ok(())
-    }
-
-    /// Whether the agent still has the instance (a restarted dev agent forgets everything).
-    pub async fn is_registered(&self, id: &str) -> Result<bool> {
-        let response = self.http.get(format!("{}/v1/agent/service/{id}", self.base)).send().await?;
-        Ok(response.status().is_success())
-    }
-
-    pub async fn deregister(&self, id: &str) -> Result<()> {
-        let url = format!("{}/v1/agent/service/deregister/{id}", self.base);
-        self.http
-            .put(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("deregistering {id} from Consul at {}", self.base))?;
-        Ok(())
-    }
-}
-
 /// Registers `registration` now (failing the start-up if Consul refuses), keeps it registered
 /// while the service runs (re-registering if the agent forgot it), and deregisters it on
 /// shutdown, as one of the service's tasks.
@@ -125,8 +81,11 @@ pub async fn register_while_running(
     consul_addr: &str,
     registration: Registration,
 ) -> Result<()> {
-    let agent = ConsulAgent::new(consul_addr)?;
-    agent.register(&registration).await?;
+    let agent = Consul::new(consul_addr)?;
+    agent
+        .agent_register(&registration.body())
+        .await
+        .with_context(|| format!("registering {} in Consul", registration.id()))?;
     tracing::info!(id = %registration.id(), consul = consul_addr, "registered in Consul");
     let shutdown: CancellationToken = running.shutdown_token();
     running.spawn("consul registration", async move {
@@ -135,11 +94,11 @@ pub async fn register_while_running(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(10)) => {
-                    match agent.is_registered(&id).await {
+                    match agent.agent_has_service(&id).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!(%id, "Consul forgot this instance; registering again");
-                            if let Err(e) = agent.register(&registration).await {
+                            if let Err(e) = agent.agent_register(&registration.body()).await {
                                 tracing::warn!(error = %format!("{e:#}"), "re-registration failed; will retry");
                             }
                         }
@@ -150,7 +109,7 @@ pub async fn register_while_running(
         }
         // Consul being gone at shutdown is no reason to fail the shutdown: its health check
         // would drop the instance anyway.
-        if let Err(e) = agent.deregister(&id).await {
+        if let Err(e) = agent.agent_deregister(&id).await {
             tracing::warn!(error = %format!("{e:#}"), "could not deregister");
         } else {
             tracing::info!(%id, "deregistered from Consul");
