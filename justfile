@@ -89,12 +89,11 @@ images: infra
     cargo build --locked --bins
     target/debug/ftgo-cluster images
 
-# The binaries that ship as container images (the Dockerfile's `--build-arg BIN=...`).
-images_bins := "consumer-service kitchen-service accounting-service order-service orchestrator-service api-gateway ftgo-operator"
-
-# Build every image with Docker instead, from the Dockerfile (same names, tags and contract).
+# Build every image with Docker instead, from the Dockerfile (same names, tags and contract): one
+# per binary that the service catalog ships as an image (`ftgo-local images` lists them).
 docker-images tag="0.1.0":
-    for bin in {{images_bins}}; do docker build --build-arg BIN=$bin -t ghcr.io/ftgo-rs/$bin:{{tag}} .; done
+    cargo build --locked -p ftgo-local
+    for bin in $(target/debug/ftgo-local images); do docker build --build-arg BIN=$bin -t ghcr.io/ftgo-rs/$bin:{{tag}} .; done
 
 # The same images and manifests as `just cluster-up`, on a kind cluster: the archives `just images`
 # builds are loaded with `kind load image-archive`, then the operator by its Helm chart and

@@ -5,7 +5,8 @@
 //! the service itself) and the API gateway on `127.0.0.1:8080`, waiting for each one's health
 //! check. It prints where everything is and runs until Ctrl-C, SIGTERM or `down`. Everything it
 //! started stops with it, in reverse order. `down`, from another terminal, asks the running `up`
-//! to stop and waits until it has. `demo` walks a few orders through the running system.
+//! to stop and waits until it has. `demo` walks a few orders through the running system. `images`
+//! prints the binaries that ship as container images, from the service catalog.
 //!
 //! The data lives in temporary directories: each `up` starts from empty databases.
 //!
@@ -34,8 +35,13 @@ async fn main() -> Result<()> {
         Some("up") => foreground().run(run_until_stopped()).await,
         Some("down") => foreground().stop(),
         Some("demo") => demo::run(&gateway_url()).await,
+        Some("images") => {
+            // For scripts (`just docker-images`): the binaries that ship as images, one per line.
+            ftgo_catalog::image_binaries().for_each(|binary| println!("{binary}"));
+            Ok(())
+        }
         _ => bail!(
-            "usage: ftgo-local up|down|demo (`up` reads FTGO_GATEWAY_LISTEN, FTGO_STATE_DIR, FTGO_POSTGRES=fast|durable)"
+            "usage: ftgo-local up|down|demo|images (`up` reads FTGO_GATEWAY_LISTEN, FTGO_STATE_DIR, FTGO_POSTGRES=fast|durable)"
         ),
     }
 }
@@ -100,13 +106,16 @@ async fn run_until_stopped() -> Result<()> {
 
     println!("starting the FTGO services (each migrates its own database) ...");
     let mut back_end = Vec::new();
-    for spec in &services::BACK_END {
-        let service = step(spec.binary, services::start(spec, &bin_dir, &logs, &postgres, &nats, &consul)).await?;
+    for name in ftgo_catalog::ServiceName::back_end() {
+        let service = step(name.binary(), services::start(name, &bin_dir, &logs, &postgres, &nats, &consul)).await?;
         back_end.push(service);
     }
     println!("starting the API gateway ...");
-    let gateway =
-        step("api-gateway", services::start_gateway(&bin_dir, &logs, gateway_listen, &consul, &fabio)).await?;
+    let gateway = step(
+        ftgo_catalog::ServiceName::Gateway.binary(),
+        services::start_gateway(&bin_dir, &logs, gateway_listen, &consul, &fabio),
+    )
+    .await?;
     println!("waiting for Fabio to route to every service ...");
     step("fabio routes", services::wait_for_routes(&fabio)).await?;
 

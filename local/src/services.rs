@@ -14,22 +14,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use ftgo_catalog::ServiceName;
 use ftgo_testenv::{Consul, Fabio, Nats, Postgres, process::ServerProcess};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-
-/// A gRPC service of the back end: its binary and the database it owns.
-pub struct Spec {
-    pub binary: &'static str,
-    pub database: &'static str,
-}
-
-pub const BACK_END: [Spec; 5] = [
-    Spec { binary: "consumer-service", database: "consumer" },
-    Spec { binary: "kitchen-service", database: "kitchen" },
-    Spec { binary: "accounting-service", database: "accounting" },
-    Spec { binary: "order-service", database: "order" },
-    Spec { binary: "orchestrator-service", database: "orchestrator" },
-];
 
 /// A running service process and where it answers.
 pub struct RunningService {
@@ -60,26 +47,26 @@ fn command(bin_dir: &Path, binary: &str) -> Result<Command> {
 /// Creates the service's database, starts it on a free port and waits until its gRPC health
 /// check answers `SERVING` (it migrates its database before it serves).
 pub async fn start(
-    spec: &Spec,
+    service: ServiceName,
     bin_dir: &Path,
     logs: &Path,
     postgres: &Postgres,
     nats: &Nats,
     consul: &Consul,
 ) -> Result<RunningService> {
-    let database = postgres.create_database(spec.database).await?;
+    let database = postgres.create_database(service.database().context("a back-end service owns a database")?).await?;
     let addr = SocketAddr::from(([127, 0, 0, 1], ftgo_testenv::process::free_port()?));
-    let mut cmd = command(bin_dir, spec.binary)?;
+    let mut cmd = command(bin_dir, service.binary())?;
     cmd.env("FTGO_GRPC__LISTEN", addr.to_string())
         .env("FTGO_DATABASE__URL", &database.url)
         .env("FTGO_NATS__URL", nats.url())
         .env("FTGO_CONSUL__ADDR", consul.http_url())
         .env("FTGO_CONSUL__REGISTER", "true");
-    let log = logs.join(format!("{}.log", spec.binary));
-    let mut process = ServerProcess::spawn(spec.binary, cmd, &log, libc::SIGTERM)?;
+    let log = logs.join(format!("{}.log", service.binary()));
+    let mut process = ServerProcess::spawn(service.binary(), cmd, &log, libc::SIGTERM)?;
     let url = format!("http://{addr}");
     process.wait_ready(Duration::from_secs(60), || serving(url.clone())).await?;
-    Ok(RunningService { binary: spec.binary, addr, _process: process })
+    Ok(RunningService { binary: service.binary(), addr, _process: process })
 }
 
 async fn serving(url: String) -> bool {
@@ -104,15 +91,17 @@ pub async fn start_gateway(
     consul: &Consul,
     fabio: &Fabio,
 ) -> Result<ServerProcess> {
-    let mut cmd = command(bin_dir, "api-gateway")?;
+    let gateway = ServiceName::Gateway.binary();
+    let mut cmd = command(bin_dir, gateway)?;
     cmd.env("FTGO_HTTP__LISTEN", listen.to_string())
         .env("FTGO_CONSUL__ADDR", consul.http_url())
         .env("FTGO_CONSUL__REGISTER", "true");
-    for spec in &BACK_END {
-        let key = spec.binary.trim_end_matches("-service").to_uppercase();
+    for service in ServiceName::back_end() {
+        // The gateway's `backends.<name>` setting.
+        let key = service.as_str().to_uppercase();
         cmd.env(format!("FTGO_BACKENDS__{key}"), format!("http://{}", fabio.grpc_addr()));
     }
-    let mut process = ServerProcess::spawn("api-gateway", cmd, &logs.join("api-gateway.log"), libc::SIGTERM)?;
+    let mut process = ServerProcess::spawn(gateway, cmd, &logs.join(format!("{gateway}.log")), libc::SIGTERM)?;
     let health = format!("http://{listen}/healthz");
     let http = reqwest::Client::new();
     process
@@ -123,23 +112,17 @@ pub async fn start_gateway(
     Ok(process)
 }
 
-/// The path prefixes Fabio must route before the system answers: each back-end service's gRPC
-/// service and the gateway's API.
-pub const ROUTES: [&str; 6] = [
-    "/ftgo.consumer.v1.ConsumerService",
-    "/ftgo.kitchen.v1.KitchenService",
-    "/ftgo.accounting.v1.AccountingService",
-    "/ftgo.order.v1.OrderService",
-    "/ftgo.orchestrator.v1.SagaService",
-    "/api",
-];
-
-/// Waits (up to 30 s) until Fabio has learnt every route from Consul's passing health checks.
+/// Waits (up to 30 s) until Fabio has learnt every route from Consul's passing health checks:
+/// each service's, as the catalog names them.
 pub async fn wait_for_routes(fabio: &Fabio) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let routes = fabio.routes().await.unwrap_or_default();
-        let missing: Vec<_> = ROUTES.iter().filter(|path| !routes.iter().any(|r| r["path"] == **path)).collect();
+        let missing: Vec<String> = ServiceName::ALL
+            .into_iter()
+            .flat_map(ServiceName::fabio_routes)
+            .filter(|path| !routes.iter().any(|r| r["path"] == path.as_str()))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }

@@ -15,7 +15,8 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{catalog::ServiceName, managed};
+use crate::managed;
+use ftgo_catalog::ServiceName;
 
 /// One FTGO deployment: its services, where its infrastructure is, and what happens to its data
 /// when it is deleted. The operator turns it into databases, ConfigMaps, Deployments, Services,

@@ -22,10 +22,9 @@ use k8s_openapi::{
 };
 use kube::api::ObjectMeta;
 
-use crate::{
-    catalog::{Protocol, ServiceName},
-    validate::System,
-};
+use ftgo_catalog::{Protocol, ServiceName};
+
+use crate::validate::System;
 
 /// The field manager of every server-side apply: the operator owns exactly the fields it sets.
 pub const FIELD_MANAGER: &str = "ftgo-operator";

@@ -11,7 +11,8 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use ftgo_platform::consul::{CatalogCheck, CatalogRegistration as Registration, CatalogService};
 
-use crate::{catalog::ServiceName, validate::System};
+use crate::validate::System;
+use ftgo_catalog::ServiceName;
 
 /// One instance of a service, as Kubernetes reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,6 @@
 //! → write `status`. Only the first and the last two steps talk to the outside world, so the
 //! interesting decisions are unit-tested without a cluster.
 
-pub mod catalog;
 pub mod crd;
 pub mod database;
 pub mod desired;

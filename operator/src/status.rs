@@ -193,7 +193,8 @@ mod tests {
     use k8s_openapi::api::apps::v1::DeploymentStatus;
 
     use super::*;
-    use crate::{catalog::ServiceName, crd::FtgoSystem, validate::validate};
+    use crate::{crd::FtgoSystem, validate::validate};
+    use ftgo_catalog::ServiceName;
 
     fn system() -> System {
         let system: FtgoSystem = serde_yaml::from_str(

@@ -10,8 +10,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
+use ftgo_catalog::ServiceName;
+
 use crate::{
-    catalog::ServiceName,
     crd::{
         ConsulConnection, DatabaseReclaimPolicy, FtgoSystem, InfrastructureMode, ManagedImages, NatsConnection,
         PostgresConnection, ServiceSpec,

@@ -24,7 +24,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use ftgo_operator::catalog::ServiceName;
 use ftgo_testenv::{
     KubeCluster,
     cluster::NODE_IP,
@@ -79,7 +78,7 @@ fn address(variable: &str, default: &str) -> Result<SocketAddr> {
 fn image_specs() -> Result<Vec<images::ImageSpec>> {
     let target = std::env::current_exe()?.parent().context("the binary has a directory")?.to_owned();
     let mut specs = Vec::new();
-    for binary in ServiceName::ALL.into_iter().map(ServiceName::binary).chain(["ftgo-operator"]) {
+    for binary in ftgo_catalog::image_binaries() {
         let path = target.join(binary);
         if !path.exists() {
             bail!("{} is missing: run `cargo build --bins` first (`just cluster-up` does)", path.display());

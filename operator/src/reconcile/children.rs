@@ -13,8 +13,9 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+use ftgo_catalog::ServiceName;
+
 use crate::{
-    catalog::ServiceName,
     crd::DatabaseReclaimPolicy,
     database::Admin,
     desired::{Desired, FIELD_MANAGER, LABEL_COMPONENT, instance_selector},

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt, runtime::events::EventType};
 
+use ftgo_catalog::ServiceName;
+
 use crate::{
-    catalog::ServiceName,
     crd::{DatabaseReclaimPolicy, FtgoSystem},
     database::{Admin, AdminLogin, generate_password},
     desired::{DatabaseCredentials, credentials_secret_name, database_name},

@@ -14,7 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftgo_operator::{catalog::ServiceName, crd::FtgoSystem, status};
+use ftgo_catalog::ServiceName;
+use ftgo_operator::{crd::FtgoSystem, status};
 use ftgo_testenv::{Consul, KubeCluster, Nats, Postgres, cluster::NODE_IP, eventually, host, images};
 use futures::StreamExt as _;
 use kube::{Api, runtime::watcher};
