@@ -14,9 +14,10 @@ pub mod resilience;
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
+use ftgo_catalog::ServiceName;
 use ftgo_platform::{
-    config::{self, ConsulConfig},
-    registry::{self, HealthCheck, Registration},
+    config::{self, ConsulConfig, Settings},
+    registry::{self, Registration},
     runtime::Running,
     telemetry,
 };
@@ -25,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use backends::Backends;
 
+/// The gateway in the catalog (`ftgo-catalog`).
+pub const NAME: ServiceName = ServiceName::Gateway;
 /// The name the gateway's configuration is found under (`config/api-gateway.toml`, Consul KV).
-pub const SERVICE: &str = "api-gateway";
+pub const SERVICE: &str = NAME.config_name();
 
 /// The gateway's settings. It has no database and no NATS connection: it only calls services.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,12 +86,13 @@ impl Default for Config {
             environment: "local".to_owned(),
             log_level: "info".to_owned(),
             http: HttpConfig { listen: "127.0.0.1:8080".parse().expect("static address"), max_body_bytes: 64 * 1024 },
+            // Each service on this machine at its catalog port.
             backends: BackendsConfig {
-                consumer: "http://127.0.0.1:7101".to_owned(),
-                kitchen: "http://127.0.0.1:7102".to_owned(),
-                accounting: "http://127.0.0.1:7103".to_owned(),
-                order: "http://127.0.0.1:7104".to_owned(),
-                orchestrator: "http://127.0.0.1:7105".to_owned(),
+                consumer: local_backend(ServiceName::Consumer),
+                kitchen: local_backend(ServiceName::Kitchen),
+                accounting: local_backend(ServiceName::Accounting),
+                order: local_backend(ServiceName::Order),
+                orchestrator: local_backend(ServiceName::Orchestrator),
             },
             resilience: ResilienceConfig {
                 call_timeout: Duration::from_secs(3),
@@ -98,6 +102,16 @@ impl Default for Config {
             },
             consul: ConsulConfig { addr: String::new(), register: false },
         }
+    }
+}
+
+fn local_backend(service: ServiceName) -> String {
+    format!("http://127.0.0.1:{}", service.port())
+}
+
+impl Settings for Config {
+    fn log_level(&self) -> &str {
+        &self.log_level
     }
 }
 
@@ -131,12 +145,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     if config.consul.register {
         // Fabio sends every public path to the gateway: the API and its health check.
-        let registration = Registration {
-            name: SERVICE.to_owned(),
-            addr,
-            tags: vec!["urlprefix-/api".to_owned(), "urlprefix-/healthz".to_owned()],
-            check: HealthCheck::Http("/healthz"),
-        };
+        let registration = Registration::of(NAME, addr);
         registry::register_while_running(&mut running, &config.consul.addr, registration).await?;
     }
     tracing::info!(%addr, "{SERVICE} serving");

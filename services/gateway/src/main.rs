@@ -1,12 +1,8 @@
-//! The API gateway binary: configuration, logging, signals; everything else is `start`.
+//! The API gateway binary: everything is the platform's `main` and the gateway's `start`.
 
-use ftgo_api_gateway::{Config, SERVICE, start};
-use ftgo_platform::{config, runtime, telemetry};
+use ftgo_api_gateway::{Config, NAME, start};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config: Config = config::load(SERVICE, Config::default()).await?;
-    let _telemetry = telemetry::init(SERVICE, &config.log_level);
-    let shutdown = runtime::shutdown_on_signals()?;
-    start(config, shutdown).await?.wait().await
+    ftgo_platform::service::main(NAME, Config::default(), start).await
 }

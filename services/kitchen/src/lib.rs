@@ -11,34 +11,29 @@ pub mod grpc;
 pub mod store;
 
 use anyhow::Result;
+use ftgo_catalog::ServiceName;
 use ftgo_platform::{
-    config::CommonConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
+    config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
 };
-use ftgo_proto::kitchen::v1::kitchen_service_server::{KitchenServiceServer, SERVICE_NAME};
-use serde::{Deserialize, Serialize};
+use ftgo_proto::kitchen::v1::kitchen_service_server::KitchenServiceServer;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-pub const SERVICE: &str = "kitchen-service";
+/// This service in the catalog (`ftgo-catalog`), where its binary, port, database and gRPC
+/// service are written.
+pub const NAME: ServiceName = ServiceName::Kitchen;
+/// Its binary's name, which names it in logs, traces, Consul and its message consumers.
+pub const SERVICE: &str = NAME.binary();
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Config {
-    #[serde(flatten)]
-    pub common: CommonConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { common: CommonConfig::local("kitchen") }
-    }
-}
+/// The Kitchen Service has only the settings every service has.
+pub type Config = ServiceConfig;
 
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
     let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
     let routes = tonic::service::Routes::new(KitchenServiceServer::new(grpc::KitchenApi::new(infra.db.clone())));
-    let mut running = infra.serve(SERVICE, &config.common, routes, &[SERVICE_NAME], shutdown).await?;
+    let mut running = infra.serve(NAME, &config.common, routes, shutdown).await?;
     let commands = ConsumerConfig::new(SERVICE, vec![commands::SUBJECTS.to_owned()]);
     infra.consume(&mut running, commands, commands::KitchenCommands);
     tracing::info!(addr = %running.addr, "{SERVICE} serving");

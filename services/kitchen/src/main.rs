@@ -1,12 +1,8 @@
-//! The Kitchen Service binary: configuration, logging, signals; everything else is `start`.
+//! The Kitchen Service binary: everything is the platform's `main` and this service's `start`.
 
-use ftgo_kitchen_service::{Config, SERVICE, start};
-use ftgo_platform::{config, runtime, telemetry};
+use ftgo_kitchen_service::{Config, NAME, start};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config: Config = config::load(SERVICE, Config::default()).await?;
-    let _telemetry = telemetry::init(SERVICE, &config.common.log_level);
-    let shutdown = runtime::shutdown_on_signals()?;
-    start(config, shutdown).await?.wait().await
+    ftgo_platform::service::main(NAME, Config::local(NAME), start).await
 }

@@ -14,28 +14,23 @@ pub mod watch;
 use std::sync::Arc;
 
 use anyhow::Result;
+use ftgo_catalog::ServiceName;
 use ftgo_platform::{
-    config::CommonConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
+    config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
 };
-use ftgo_proto::order::v1::order_service_server::{OrderServiceServer, SERVICE_NAME};
-use serde::{Deserialize, Serialize};
+use ftgo_proto::order::v1::order_service_server::OrderServiceServer;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-pub const SERVICE: &str = "order-service";
+/// This service in the catalog (`ftgo-catalog`), where its binary, port, database and gRPC
+/// service are written.
+pub const NAME: ServiceName = ServiceName::Order;
+/// Its binary's name, which names it in logs, traces, Consul and its message consumers.
+pub const SERVICE: &str = NAME.binary();
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Config {
-    #[serde(flatten)]
-    pub common: CommonConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { common: CommonConfig::local("order") }
-    }
-}
+/// The Order Service has only the settings every service has.
+pub type Config = ServiceConfig;
 
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
@@ -43,7 +38,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let watch = Arc::new(watch::OrderWatch::new(Some(infra.js.client()), shutdown.clone()));
     let api = grpc::OrderApi::new(infra.db.clone(), watch.clone(), infra.publisher());
     let routes = tonic::service::Routes::new(OrderServiceServer::new(api));
-    let mut running = infra.serve(SERVICE, &config.common, routes, &[SERVICE_NAME], shutdown.clone()).await?;
+    let mut running = infra.serve(NAME, &config.common, routes, shutdown.clone()).await?;
     let listener = watch.clone();
     running.spawn("order watch", async move { listener.listen(shutdown).await });
     let events =

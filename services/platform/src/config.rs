@@ -17,6 +17,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
+use ftgo_catalog::ServiceName;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Settings every FTGO service has. A service's own settings struct embeds this one with
@@ -83,6 +84,33 @@ impl CommonConfig {
             nats: NatsConfig { url: "nats://127.0.0.1:4222".to_owned() },
             consul: ConsulConfig { addr: String::new(), register: false },
         }
+    }
+}
+
+/// The settings of a service that has none beyond the common ones (every back-end service today).
+/// A service that needs its own adds a struct of its own that flattens [`CommonConfig`] in, as
+/// this one does, and implements [`Settings`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceConfig {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl ServiceConfig {
+    /// Defaults for `service` on one machine (its database as the catalog names it).
+    pub fn local(service: ServiceName) -> Self {
+        Self { common: CommonConfig::local(service.database().unwrap_or(service.as_str())) }
+    }
+}
+
+/// What [`crate::service::main`] needs of a service's settings, whatever else they hold.
+pub trait Settings: Serialize + DeserializeOwned {
+    fn log_level(&self) -> &str;
+}
+
+impl Settings for ServiceConfig {
+    fn log_level(&self) -> &str {
+        &self.common.log_level
     }
 }
 

@@ -9,6 +9,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
+use ftgo_catalog::{Protocol, ServiceName};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -41,8 +42,22 @@ impl Registration {
         Self {
             name: name.to_owned(),
             addr,
-            tags: grpc_services.iter().map(|s| format!("urlprefix-/{s} proto=grpc")).collect(),
+            tags: grpc_services.iter().map(|s| ftgo_catalog::grpc_route_tag(s)).collect(),
             check: HealthCheck::Grpc,
+        }
+    }
+
+    /// An instance of a catalogued service: its binary's name, its Fabio tags, and the health
+    /// check its protocol calls for.
+    pub fn of(service: ServiceName, addr: SocketAddr) -> Self {
+        Self {
+            name: service.binary().to_owned(),
+            addr,
+            tags: service.fabio_tags(),
+            check: match service.protocol() {
+                Protocol::Grpc => HealthCheck::Grpc,
+                Protocol::Http => HealthCheck::Http(ftgo_catalog::HTTP_HEALTH_PATH),
+            },
         }
     }
 

@@ -1,17 +1,19 @@
-//! The start-up every service shares: connect to its database and migrate it, connect to
-//! JetStream, serve gRPC, relay the outbox, run message consumers. A service's `start` is this,
-//! plus its own routes and handlers.
+//! The start-up every service shares: [`main`] (configuration, telemetry, signals), then
+//! [`Infrastructure`]: connect to its database and migrate it, connect to JetStream, serve gRPC,
+//! relay the outbox, run message consumers. A service's `start` is this, plus its own routes and
+//! handlers.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use async_nats::jetstream;
+use ftgo_catalog::ServiceName;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::{
-    config::{self, CommonConfig},
+    config::{self, CommonConfig, Settings},
     db,
     grpc::GrpcServer,
     messaging::{
@@ -21,9 +23,24 @@ use crate::{
         streams,
     },
     registry::{self, Registration},
-    runtime::Running,
+    runtime::{self, Running},
     telemetry,
 };
+
+/// A service binary's whole `main`: loads the service's settings (`defaults`, then its file,
+/// Consul and the environment, under the catalog's configuration name), starts logging and
+/// tracing under its binary's name, runs `start`, and waits until a signal has stopped it.
+pub async fn main<C, F, Fut>(service: ServiceName, defaults: C, start: F) -> Result<()>
+where
+    C: Settings,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<Running>>,
+{
+    let settings: C = config::load(service.config_name(), defaults).await?;
+    let _telemetry = telemetry::init(service.binary(), settings.log_level());
+    let shutdown = runtime::shutdown_on_signals()?;
+    start(settings, shutdown).await?.wait().await
+}
 
 /// What a service is connected to.
 #[derive(Clone)]
@@ -59,18 +76,17 @@ impl Infrastructure {
         self.relay.publisher()
     }
 
-    /// Starts the gRPC server with `routes` (plus health and reflection) and the outbox relay,
-    /// and registers `service` in Consul when configured to. `grpc_services` are the fully
-    /// qualified gRPC services in `routes`.
+    /// Starts the gRPC server with `routes` (the catalog's gRPC service of `service`, plus health
+    /// and reflection) and the outbox relay, and registers `service` in Consul when configured to.
     pub async fn serve(
         &self,
-        service: &'static str,
+        service: ServiceName,
         config: &CommonConfig,
         routes: Routes,
-        grpc_services: &[&str],
         shutdown: CancellationToken,
     ) -> Result<Running> {
-        let server = GrpcServer::bind(config.grpc.listen, routes, grpc_services).await?;
+        let grpc_services: Vec<&str> = service.grpc_service().into_iter().collect();
+        let server = GrpcServer::bind(config.grpc.listen, routes, &grpc_services).await?;
         let addr = server.local_addr()?;
         let mut running = Running::new(addr, shutdown.clone());
         running.spawn("grpc server", server.serve(shutdown.clone()));
@@ -78,14 +94,20 @@ impl Infrastructure {
         running.spawn("outbox relay", async move { relay.run(shutdown).await });
         if config::uses_consul(&config.environment, &config.consul.addr) {
             // Live: the log level. (Everything else is read at start.)
-            config::watch_consul(&mut running, service, &config.consul.addr, config.clone(), |c: CommonConfig| {
-                if let Err(e) = telemetry::set_log_level(&c.log_level) {
-                    tracing::warn!(error = %e, "ignoring the new log level");
-                }
-            });
+            config::watch_consul(
+                &mut running,
+                service.config_name(),
+                &config.consul.addr,
+                config.clone(),
+                |c: CommonConfig| {
+                    if let Err(e) = telemetry::set_log_level(&c.log_level) {
+                        tracing::warn!(error = %e, "ignoring the new log level");
+                    }
+                },
+            );
         }
         if config.consul.register {
-            let registration = Registration::grpc(service, addr, grpc_services);
+            let registration = Registration::of(service, addr);
             registry::register_while_running(&mut running, &config.consul.addr, registration).await?;
         }
         Ok(running)
