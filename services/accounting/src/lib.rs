@@ -15,28 +15,32 @@ use ftgo_platform::{
     config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
 };
 use ftgo_proto::accounting::v1::accounting_service_server::AccountingServiceServer;
-use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
-/// This service in the catalog (`ftgo-catalog`), where its binary, port, database and gRPC
-/// service are written.
+/// This service in the catalog (`ftgo-catalog`): its binary, port, database, gRPC service.
 pub const NAME: ServiceName = ServiceName::Accounting;
 /// Its binary's name, which names it in logs, traces, Consul and its message consumers.
-pub const SERVICE: &str = NAME.binary();
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+const SERVICE: &str = NAME.binary();
 
 /// The Accounting Service has only the settings every service has.
 pub type Config = ServiceConfig;
 
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
-    let routes = tonic::service::Routes::new(AccountingServiceServer::new(grpc::AccountingApi::new(infra.db.clone())));
-    let mut running = infra.serve(NAME, &config.common, routes, shutdown).await?;
-    let events = ConsumerConfig::new(format!("{SERVICE}-consumer-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
-    infra.consume(&mut running, events, messaging::ConsumerEvents);
-    let commands = ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]);
-    infra.consume(&mut running, commands, messaging::CardCommands);
-    tracing::info!(addr = %running.addr, "{SERVICE} serving");
+    let api =
+        |infra: &Infrastructure| Routes::new(AccountingServiceServer::new(grpc::AccountingApi::new(infra.db.clone())));
+    let (infra, mut running) =
+        Infrastructure::start(NAME, &config.common, &sqlx::migrate!("./migrations"), api, shutdown).await?;
+    infra.consume(
+        &mut running,
+        ConsumerConfig::new(format!("{SERVICE}-consumer-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]),
+        messaging::ConsumerEvents,
+    );
+    infra.consume(
+        &mut running,
+        ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]),
+        messaging::CardCommands,
+    );
     Ok(running)
 }

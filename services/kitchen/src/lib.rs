@@ -16,26 +16,26 @@ use ftgo_platform::{
     config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
 };
 use ftgo_proto::kitchen::v1::kitchen_service_server::KitchenServiceServer;
-use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
-/// This service in the catalog (`ftgo-catalog`), where its binary, port, database and gRPC
-/// service are written.
+/// This service in the catalog (`ftgo-catalog`): its binary, port, database, gRPC service.
 pub const NAME: ServiceName = ServiceName::Kitchen;
 /// Its binary's name, which names it in logs, traces, Consul and its message consumers.
-pub const SERVICE: &str = NAME.binary();
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+const SERVICE: &str = NAME.binary();
 
 /// The Kitchen Service has only the settings every service has.
 pub type Config = ServiceConfig;
 
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
-    let routes = tonic::service::Routes::new(KitchenServiceServer::new(grpc::KitchenApi::new(infra.db.clone())));
-    let mut running = infra.serve(NAME, &config.common, routes, shutdown).await?;
-    let commands = ConsumerConfig::new(SERVICE, vec![commands::SUBJECTS.to_owned()]);
-    infra.consume(&mut running, commands, commands::KitchenCommands);
-    tracing::info!(addr = %running.addr, "{SERVICE} serving");
+    let api = |infra: &Infrastructure| Routes::new(KitchenServiceServer::new(grpc::KitchenApi::new(infra.db.clone())));
+    let (infra, mut running) =
+        Infrastructure::start(NAME, &config.common, &sqlx::migrate!("./migrations"), api, shutdown).await?;
+    infra.consume(
+        &mut running,
+        ConsumerConfig::new(SERVICE, vec![commands::SUBJECTS.to_owned()]),
+        commands::KitchenCommands,
+    );
     Ok(running)
 }

@@ -16,28 +16,31 @@ use ftgo_platform::{
     config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
 };
 use ftgo_proto::orchestrator::v1::saga_service_server::SagaServiceServer;
-use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
-/// This service in the catalog (`ftgo-catalog`), where its binary, port, database and gRPC
-/// service are written.
+/// This service in the catalog (`ftgo-catalog`): its binary, port, database, gRPC service.
 pub const NAME: ServiceName = ServiceName::Orchestrator;
 /// Its binary's name, which names it in logs, traces, Consul and its message consumers.
-pub const SERVICE: &str = NAME.binary();
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+const SERVICE: &str = NAME.binary();
 
 /// The Orchestration Service has only the settings every service has.
 pub type Config = ServiceConfig;
 
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
-    let routes = tonic::service::Routes::new(SagaServiceServer::new(grpc::SagaApi::new(infra.db.clone())));
-    let mut running = infra.serve(NAME, &config.common, routes, shutdown).await?;
-    let events = ConsumerConfig::new(format!("{SERVICE}-order-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
-    infra.consume(&mut running, events, messaging::OrderEvents);
-    let replies = ConsumerConfig::new(format!("{SERVICE}-replies"), vec![messaging::REPLY_SUBJECTS.to_owned()]);
-    infra.consume(&mut running, replies, messaging::SagaReplies);
-    tracing::info!(addr = %running.addr, "{SERVICE} serving");
+    let api = |infra: &Infrastructure| Routes::new(SagaServiceServer::new(grpc::SagaApi::new(infra.db.clone())));
+    let (infra, mut running) =
+        Infrastructure::start(NAME, &config.common, &sqlx::migrate!("./migrations"), api, shutdown).await?;
+    infra.consume(
+        &mut running,
+        ConsumerConfig::new(format!("{SERVICE}-order-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]),
+        messaging::OrderEvents,
+    );
+    infra.consume(
+        &mut running,
+        ConsumerConfig::new(format!("{SERVICE}-replies"), vec![messaging::REPLY_SUBJECTS.to_owned()]),
+        messaging::SagaReplies,
+    );
     Ok(running)
 }

@@ -19,22 +19,19 @@ use ftgo_platform::{
     config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
 };
 use ftgo_proto::order::v1::order_service_server::OrderServiceServer;
-use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-/// This service in the catalog (`ftgo-catalog`), where its binary, port, database and gRPC
-/// service are written.
+/// This service in the catalog (`ftgo-catalog`): its binary, port, database, gRPC service.
 pub const NAME: ServiceName = ServiceName::Order;
 /// Its binary's name, which names it in logs, traces, Consul and its message consumers.
-pub const SERVICE: &str = NAME.binary();
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+const SERVICE: &str = NAME.binary();
 
 /// The Order Service has only the settings every service has.
 pub type Config = ServiceConfig;
 
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let infra = Infrastructure::connect(&config.common, &MIGRATIONS).await?;
+    let infra = Infrastructure::connect(&config.common, &sqlx::migrate!("./migrations")).await?;
     let watch = Arc::new(watch::OrderWatch::new(Some(infra.js.client()), shutdown.clone()));
     let api = grpc::OrderApi::new(infra.db.clone(), watch.clone(), infra.publisher());
     let routes = tonic::service::Routes::new(OrderServiceServer::new(api));
@@ -46,6 +43,5 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     infra.consume(&mut running, events, messaging::RestaurantEvents);
     let commands = ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]);
     infra.consume(&mut running, commands, messaging::OrderCommands { watch });
-    tracing::info!(addr = %running.addr, "{SERVICE} serving");
     Ok(running)
 }

@@ -70,6 +70,22 @@ impl Infrastructure {
         Ok(Self { db, js, stream, relay })
     }
 
+    /// The start of a service whose gRPC API needs only what it is connected to: connects and
+    /// migrates ([`connect`](Self::connect)), then serves `api(&infrastructure)`
+    /// ([`serve`](Self::serve)). The caller adds its message consumers with
+    /// [`consume`](Self::consume).
+    pub async fn start(
+        service: ServiceName,
+        config: &CommonConfig,
+        migrations: &Migrator,
+        api: impl FnOnce(&Self) -> Routes,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, Running)> {
+        let infra = Self::connect(config, migrations).await?;
+        let running = infra.serve(service, config, api(&infra), shutdown).await?;
+        Ok((infra, running))
+    }
+
     /// What a gRPC method that enqueues messages runs inside ([`outbox::scope`](crate::messaging::outbox::scope)), so that they are
     /// published the moment its transaction commits.
     pub fn publisher(&self) -> Publisher {
@@ -110,6 +126,7 @@ impl Infrastructure {
             let registration = Registration::of(service, addr);
             registry::register_while_running(&mut running, &config.consul.addr, registration).await?;
         }
+        tracing::info!(%addr, "{} serving", service.binary());
         Ok(running)
     }
 
