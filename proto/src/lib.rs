@@ -33,6 +33,10 @@ pub mod accounting {
 pub mod order {
     pub mod v1 {
         tonic::include_proto!("ftgo.order.v1");
+
+        /// The longest `GetOrderRequest.wait_timeout_ms` the Order Service accepts: part of the
+        /// contract, so that the gateway refuses a longer wait before it calls.
+        pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
     }
 }
 

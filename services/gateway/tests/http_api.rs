@@ -44,6 +44,9 @@ async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelle
         json!([{"menuItemId": "1", "name": "Vindaloo", "price": "12.50", "quantity": 2}])
     );
     assert!(approved.get("rejectionReason").is_none());
+    let placed_at = approved["createdAt"].as_str().expect("createdAt is filled");
+    let placed_at = chrono::DateTime::parse_from_rfc3339(placed_at).unwrap();
+    assert!((chrono::Utc::now() - placed_at.to_utc()).num_seconds().abs() < 300, "{placed_at}");
     // The summary is the order alone: Kitchen and Accounting are not asked.
     let summary = stack.get(&format!("/api/orders/{order_id}?wait=APPROVED,REJECTED&timeout=1s&view=summary")).await;
     assert_eq!(summary.status, StatusCode::OK, "{:#}", summary.body);

@@ -153,7 +153,7 @@ pub fn to_proto(order: &Order) -> api::Order {
         order_total: Some(order.pricing.total.into()),
         delivery_address: Some((&order.delivery_address).into()),
         rejection_reason: order.rejection_reason.clone().unwrap_or_default(),
-        created_at: None,
+        created_at: Some(std::time::SystemTime::from(order.created_at).into()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Orders and the menu replica in the `order` database.
 
+use chrono::{DateTime, Utc};
 use ftgo_platform::money::Money;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, types::Json};
@@ -117,20 +118,32 @@ type OrderRow = (
     Json<StoredAddress>,
     Option<String>,
     Option<Json<StoredPricing>>,
+    DateTime<Utc>,
 );
 
 macro_rules! select_orders {
     ($tail:literal) => {
         concat!(
             "SELECT id, consumer_id, restaurant_id, state, line_items, order_total_minor, delivery_address, ",
-            "rejection_reason, pending_revision FROM orders ",
+            "rejection_reason, pending_revision, created_at FROM orders ",
             $tail
         )
     };
 }
 
 fn order(row: OrderRow) -> sqlx::Result<Order> {
-    let (id, consumer_id, restaurant_id, state, Json(line_items), total, Json(a), rejection_reason, revision) = row;
+    let (
+        id,
+        consumer_id,
+        restaurant_id,
+        state,
+        Json(line_items),
+        total,
+        Json(a),
+        rejection_reason,
+        revision,
+        created_at,
+    ) = row;
     Ok(Order {
         id,
         consumer_id,
@@ -145,6 +158,7 @@ fn order(row: OrderRow) -> sqlx::Result<Order> {
                 Ok::<_, sqlx::Error>(Pricing { line_items: items(p.line_items)?, total: money(p.total_minor)? })
             })
             .transpose()?,
+        created_at,
     })
 }
 
@@ -158,8 +172,8 @@ pub async fn insert_order(tx: &mut PgConnection, o: &Order) -> sqlx::Result<()> 
         zip: a.zip.clone(),
     };
     sqlx::query(
-        "INSERT INTO orders (id, consumer_id, restaurant_id, state, line_items, order_total_minor, delivery_address)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO orders (id, consumer_id, restaurant_id, state, line_items, order_total_minor, delivery_address, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(o.id)
     .bind(&o.consumer_id)
@@ -168,6 +182,7 @@ pub async fn insert_order(tx: &mut PgConnection, o: &Order) -> sqlx::Result<()> 
     .bind(Json(stored_items(&o.pricing.line_items)))
     .bind(o.pricing.total.minor_units())
     .bind(Json(address))
+    .bind(o.created_at)
     .execute(tx)
     .await?;
     Ok(())

@@ -29,8 +29,8 @@ pub const SIGNAL_SUBJECT: &str = "ftgo.signal.order.changed";
 /// How often a waiter reads its order even when no signal came.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
-/// The longest wait a client may ask for.
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The longest wait a client may ask for (in the contract, `ftgo-proto`).
+pub use ftgo_proto::order::v1::MAX_WAIT;
 
 /// The orders someone is waiting for, in this process.
 pub struct OrderWatch {

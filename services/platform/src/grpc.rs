@@ -38,10 +38,6 @@ impl GrpcServer {
         Ok(self.listener.local_addr()?)
     }
 
-    pub fn health(&self) -> HealthReporter {
-        self.health.clone()
-    }
-
     /// Serves until `shutdown` is cancelled; then reports NOT_SERVING (so load balancers stop
     /// sending) and lets in-flight calls finish.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<()> {

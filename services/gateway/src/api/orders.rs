@@ -89,6 +89,8 @@ pub struct OrderView {
     pub order_total: String,
     pub line_items: Vec<OrderLineItem>,
     pub delivery_address: Address,
+    /// When the order was placed (RFC 3339).
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Why the order was rejected, naming the step that refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection_reason: Option<String>,
@@ -168,8 +170,8 @@ pub enum OrderViewKind {
 
 /// How long a wait lasts when the client does not say.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
-/// The longest wait (the Order Service's own limit).
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The longest wait (the Order Service's limit, in the contract).
+pub use order::MAX_WAIT;
 
 impl GetOrderQuery {
     /// The states to wait for (as the Order Service numbers them) and for how long, or `None`
@@ -255,6 +257,7 @@ pub async fn get(
             })
             .collect(),
         delivery_address: found.delivery_address.unwrap_or_default().into(),
+        created_at: timestamp(found.created_at),
         rejection_reason: Some(found.rejection_reason).filter(|r| !r.is_empty()),
         order_id: found.order_id,
         consumer_id: found.consumer_id,

@@ -9,6 +9,7 @@
 //!     REJECTED                   REVISION_PENDING
 //! ```
 
+use chrono::{DateTime, Utc};
 pub use ftgo_platform::address::Address;
 use ftgo_platform::money::Money;
 use uuid::Uuid;
@@ -94,6 +95,8 @@ pub struct Order {
     pub delivery_address: Address,
     pub rejection_reason: Option<String>,
     pub pending_revision: Option<Pricing>,
+    /// When the order was placed.
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +169,7 @@ impl Order {
             delivery_address,
             rejection_reason: None,
             pending_revision: None,
+            created_at: Utc::now(),
         })
     }
 

@@ -163,7 +163,8 @@ impl ConsumerConfig {
     }
 }
 
-/// Counters a consumer keeps about itself (exported as metrics by the service).
+/// Counters a consumer keeps about itself, for whoever holds it (tests read them). What is
+/// exported as a metric is the `ftgo.messages.handled` counter, by consumer and outcome.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
     pub processed: AtomicU64,
