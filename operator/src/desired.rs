@@ -22,7 +22,9 @@ use k8s_openapi::{
 };
 use kube::api::ObjectMeta;
 
+use ftgo_api_gateway::{BackendsConfig, Config as GatewayConfig, HttpConfig};
 use ftgo_catalog::{Protocol, ServiceName};
+use ftgo_platform::config::{ConsulConfig, ServiceConfig};
 
 use crate::validate::System;
 
@@ -153,55 +155,54 @@ fn credentials_secret(system: &System, service: ServiceName, credentials: &Datab
     }
 }
 
-/// The service's settings as the TOML file its layered configuration reads. A file, not
-/// environment variables: in the service's layering a file sits *below* Consul KV, so the
-/// settings an operator of the system changes live in Consul (the log level) still win.
+/// What the service's database URL says in its settings file: the real one, with its password,
+/// comes from the service's Secret as `FTGO_DATABASE__URL`, which wins over the file. Not a URL, so
+/// a pod without the variable fails at start with this message instead of trying localhost.
+pub const DATABASE_URL_FROM_SECRET: &str = "set by FTGO_DATABASE__URL from the service's Secret";
+
+/// The service's settings as the TOML file its layered configuration reads: the very settings
+/// type the service loads (`ftgo_platform::config::ServiceConfig`, or the gateway's `Config`),
+/// filled in and serialised. A file, not environment variables: in the service's layering a file
+/// sits *below* Consul KV, so the settings an operator of the system changes live in Consul (the
+/// log level) still win.
 pub fn config_file(system: &System, service: ServiceName) -> String {
-    let mut toml = String::new();
-    let mut line = |key: &str, value: &str| toml.push_str(&format!("{key} = {}\n", toml_string(value)));
-    line("environment", "kubernetes");
-    line("log_level", &system.log_level);
-    let listen = format!("0.0.0.0:{}", service.port());
-    match service.protocol() {
+    let listen = std::net::SocketAddr::from(([0, 0, 0, 0], service.port()));
+    let consul = ConsulConfig { addr: system.consul.url.trim_end_matches('/').to_owned(), register: false };
+    let written = match service.protocol() {
         Protocol::Grpc => {
-            toml.push_str("\n[grpc]\n");
-            toml.push_str(&format!("listen = {}\n", toml_string(&listen)));
-            toml.push_str("\n[nats]\n");
-            toml.push_str(&format!("url = {}\n", toml_string(&system.nats.url)));
+            let mut settings = ServiceConfig::local(service);
+            let common = &mut settings.common;
+            common.environment = ENVIRONMENT.to_owned();
+            common.log_level = system.log_level.clone();
+            common.grpc.listen = listen;
+            common.nats.url = system.nats.url.clone();
+            common.database.url = DATABASE_URL_FROM_SECRET.to_owned();
+            common.consul = consul;
+            toml::to_string(&settings)
         }
         Protocol::Http => {
-            toml.push_str("\n[http]\n");
-            toml.push_str(&format!("listen = {}\n", toml_string(&listen)));
-            // Every backend, named or not: a missing service then shows up in the gateway as an
-            // unreachable backend (and a degraded answer), not as a configuration error.
-            toml.push_str("\n[backends]\n");
-            for backend in ServiceName::ALL.into_iter().filter(|s| s.protocol() == Protocol::Grpc) {
-                let url =
-                    format!("http://{}.{}.svc:{}", child_name(&system.name, backend), system.namespace, backend.port());
-                toml.push_str(&format!("{backend} = {}\n", toml_string(&url)));
-            }
+            let defaults = GatewayConfig::default();
+            let settings = GatewayConfig {
+                environment: ENVIRONMENT.to_owned(),
+                log_level: system.log_level.clone(),
+                http: HttpConfig { listen, ..defaults.http },
+                // Every backend, named or not: a missing service then shows up in the gateway as
+                // an unreachable backend (and a degraded answer), not as a configuration error.
+                backends: BackendsConfig::each(|backend| {
+                    format!("http://{}.{}.svc:{}", child_name(&system.name, backend), system.namespace, backend.port())
+                }),
+                consul,
+                ..defaults
+            };
+            toml::to_string(&settings)
         }
-    }
-    toml.push_str("\n[consul]\n");
-    toml.push_str(&format!("addr = {}\n", toml_string(system.consul.url.trim_end_matches('/'))));
-    toml
+    };
+    // Plain structs of strings, numbers and tables, with the tables last: nothing TOML cannot hold.
+    written.expect("a service's settings serialise to TOML")
 }
 
-/// A TOML basic string: quotes, backslashes and control characters escaped.
-fn toml_string(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// The `environment` a service on Kubernetes runs in: anything but `local` reads Consul KV.
+const ENVIRONMENT: &str = "kubernetes";
 
 fn config_map(system: &System, service: ServiceName, config: String) -> ConfigMap {
     ConfigMap {
@@ -544,7 +545,9 @@ mod tests {
         assert_eq!(
             config_file(&system, ServiceName::Order),
             "environment = \"kubernetes\"\nlog_level = \"debug\"\n\n[grpc]\nlisten = \"0.0.0.0:7104\"\n\n\
-             [nats]\nurl = \"nats://nats.infra:4222\"\n\n[consul]\naddr = \"http://consul.infra:8500\"\n"
+             [database]\nurl = \"set by FTGO_DATABASE__URL from the service's Secret\"\nmax_connections = 10\n\
+             connect_timeout = 5.0\n\n[nats]\nurl = \"nats://nats.infra:4222\"\n\n\
+             [consul]\naddr = \"http://consul.infra:8500\"\nregister = false\n"
         );
         let gateway = config_file(&system, ServiceName::Gateway);
         assert!(gateway.contains("[http]\nlisten = \"0.0.0.0:8080\"\n"), "{gateway}");
@@ -589,8 +592,34 @@ mod tests {
         assert_eq!(order.selector, Some(selector_labels("shop", ServiceName::Order)));
     }
 
+    /// What the operator writes is what the service reads: each file, loaded by the services' own
+    /// layered loader over the service's defaults, gives back the settings it was written from.
     #[test]
-    fn toml_strings_are_escaped() {
-        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
+    fn every_config_file_round_trips_through_the_services_own_loader() {
+        let mut system = shop();
+        // Values that need escaping in TOML must survive it.
+        system.log_level = "info,ftgo=debug,\"quoted\"\\path".to_owned();
+        for service in ServiceName::ALL {
+            let file = config_file(&system, service);
+            let name = service.config_name();
+            match service.protocol() {
+                Protocol::Grpc => {
+                    let loaded: ServiceConfig =
+                        ftgo_platform::config::with_consul_document(name, ServiceConfig::local(service), &file)
+                            .unwrap();
+                    assert_eq!(toml::to_string(&loaded).unwrap(), file, "{service}");
+                    assert_eq!(loaded.common.log_level, system.log_level);
+                    assert_eq!(loaded.common.grpc.listen.port(), service.port());
+                    assert_eq!(loaded.common.database.url, DATABASE_URL_FROM_SECRET);
+                }
+                Protocol::Http => {
+                    let loaded: GatewayConfig =
+                        ftgo_platform::config::with_consul_document(name, GatewayConfig::default(), &file).unwrap();
+                    assert_eq!(toml::to_string(&loaded).unwrap(), file, "{service}");
+                    assert_eq!(loaded.backends.orchestrator, "http://shop-orchestrator.food.svc:7105");
+                    assert_eq!(loaded.consul.addr, "http://consul.infra:8500");
+                }
+            }
+        }
     }
 }

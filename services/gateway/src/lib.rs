@@ -64,6 +64,19 @@ pub struct BackendsConfig {
     pub orchestrator: String,
 }
 
+impl BackendsConfig {
+    /// Every backend at the address `address` gives its service.
+    pub fn each(address: impl Fn(ServiceName) -> String) -> Self {
+        Self {
+            consumer: address(ServiceName::Consumer),
+            kitchen: address(ServiceName::Kitchen),
+            accounting: address(ServiceName::Accounting),
+            order: address(ServiceName::Order),
+            orchestrator: address(ServiceName::Orchestrator),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResilienceConfig {
@@ -87,13 +100,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             http: HttpConfig { listen: "127.0.0.1:8080".parse().expect("static address"), max_body_bytes: 64 * 1024 },
             // Each service on this machine at its catalog port.
-            backends: BackendsConfig {
-                consumer: local_backend(ServiceName::Consumer),
-                kitchen: local_backend(ServiceName::Kitchen),
-                accounting: local_backend(ServiceName::Accounting),
-                order: local_backend(ServiceName::Order),
-                orchestrator: local_backend(ServiceName::Orchestrator),
-            },
+            backends: BackendsConfig::each(|service| format!("http://127.0.0.1:{}", service.port())),
             resilience: ResilienceConfig {
                 call_timeout: Duration::from_secs(3),
                 connect_timeout: Duration::from_secs(1),
@@ -103,10 +110,6 @@ impl Default for Config {
             consul: ConsulConfig { addr: String::new(), register: false },
         }
     }
-}
-
-fn local_backend(service: ServiceName) -> String {
-    format!("http://127.0.0.1:{}", service.port())
 }
 
 impl Settings for Config {
