@@ -11,7 +11,7 @@
 //! The data lives in temporary directories: each `up` starts from empty databases.
 //!
 //! Environment of `up`: `FTGO_GATEWAY_LISTEN` (the gateway's address, 127.0.0.1:8080),
-//! `FTGO_STATE_DIR` (the pid file and logs, `.ftgo`) and `FTGO_POSTGRES`: `fast` (the default:
+//! `FTGO_STATE_DIR` (the pid file, the services' settings files and logs, `.ftgo`) and `FTGO_POSTGRES`: `fast` (the default:
 //! fsync, synchronous_commit and full_page_writes off, as in the tests) or `durable` (all three on:
 //! every commit waits for its WAL on disk, as `just bench`'s first leg runs it).
 
@@ -90,10 +90,15 @@ async fn run_until_stopped() -> Result<()> {
         std::net::TcpListener::bind(gateway_listen)
             .with_context(|| format!("{gateway_listen} is in use; set FTGO_GATEWAY_LISTEN to another address"))?,
     );
-    let bin_dir = services::binary_dir()?;
-    let logs = state_dir().join("logs");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs)?;
+    let dirs = services::Dirs {
+        bin: services::binary_dir()?,
+        settings: state_dir().join("settings"),
+        logs: state_dir().join("logs"),
+    };
+    for dir in [&dirs.settings, &dirs.logs] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+    }
 
     println!("starting Postgres, NATS JetStream and Consul ...");
     let (postgres, nats, consul) = tokio::try_join!(
@@ -107,13 +112,13 @@ async fn run_until_stopped() -> Result<()> {
     println!("starting the FTGO services (each migrates its own database) ...");
     let mut back_end = Vec::new();
     for name in ftgo_catalog::ServiceName::back_end() {
-        let service = step(name.binary(), services::start(name, &bin_dir, &logs, &postgres, &nats, &consul)).await?;
+        let service = step(name.binary(), services::start(name, &dirs, &postgres, &nats, &consul)).await?;
         back_end.push(service);
     }
     println!("starting the API gateway ...");
     let gateway = step(
         ftgo_catalog::ServiceName::Gateway.binary(),
-        services::start_gateway(&bin_dir, &logs, gateway_listen, &consul, &fabio),
+        services::start_gateway(&dirs, gateway_listen, &consul, &fabio),
     )
     .await?;
     println!("waiting for Fabio to route to every service ...");
@@ -130,7 +135,8 @@ async fn run_until_stopped() -> Result<()> {
     println!("  fabio http    {}   (the same API, through the load balancer)", fabio.http_url());
     println!("  fabio grpc    {}   (how the gateway reaches every service)", fabio.grpc_addr());
     println!("  fabio admin   {}   (the routing table)", fabio.admin_url());
-    println!("  service logs  {}", logs.display());
+    println!("  settings      {}   (each service's settings file)", dirs.settings.display());
+    println!("  service logs  {}", dirs.logs.display());
     println!("\nPlace an order: `just demo` (or see README.md for curl commands).");
     println!("Ctrl-C here, or `just down` from another terminal, stops everything.");
 

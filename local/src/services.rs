@@ -1,6 +1,7 @@
 //! The FTGO services as child processes of `ftgo-local up`: each binary started with its
-//! configuration in `FTGO_*` variables (the same keys a deployment uses), its log in
-//! `.ftgo/logs/`, and a health check before the next step.
+//! settings file in `.ftgo/settings/` (the service's own settings type, filled in and written as
+//! the TOML its loader reads, `FTGO_CONFIG_FILE`), its log in `.ftgo/logs/`, and a health check
+//! before the next step.
 //!
 //! Every service registers itself in Consul; the gateway calls them all through Fabio's gRPC
 //! listener, which routes each call by its gRPC service name to a healthy instance (server-side
@@ -14,9 +15,19 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use ftgo_api_gateway::{BackendsConfig, Config as GatewayConfig, HttpConfig};
 use ftgo_catalog::ServiceName;
+use ftgo_platform::config::{ConsulConfig, ServiceConfig};
 use ftgo_testenv::{Consul, Fabio, Nats, Postgres, process::ServerProcess};
+use serde::Serialize;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// Where `up` finds the binaries and writes the services' settings files and logs.
+pub struct Dirs {
+    pub bin: PathBuf,
+    pub settings: PathBuf,
+    pub logs: PathBuf,
+}
 
 /// A running service process and where it answers.
 pub struct RunningService {
@@ -40,29 +51,44 @@ fn command(bin_dir: &Path, binary: &str) -> Result<Command> {
     let mut cmd = Command::new(path);
     // The services' own defaults decide their log level; a RUST_LOG meant for ftgo-local must
     // not leak into them.
-    cmd.env_remove("RUST_LOG").env("FTGO_ENVIRONMENT", "local");
+    cmd.env_remove("RUST_LOG");
     Ok(cmd)
+}
+
+/// Writes `settings` as `service`'s settings file in `dir` and points `cmd` at it. Variables
+/// (`FTGO_LOG_LEVEL=debug just up`) still override it, as the service's layering says.
+fn use_settings<T: Serialize>(cmd: &mut Command, dir: &Path, service: ServiceName, settings: &T) -> Result<()> {
+    let path = dir.join(format!("{}.toml", service.config_name()));
+    let written = toml::to_string(settings).with_context(|| format!("writing {service}'s settings"))?;
+    std::fs::write(&path, written).with_context(|| format!("writing {}", path.display()))?;
+    cmd.env("FTGO_CONFIG_FILE", path);
+    Ok(())
+}
+
+/// Every service here registers itself in the one Consul, from which Fabio routes.
+fn registering(consul: &Consul) -> ConsulConfig {
+    ConsulConfig { addr: consul.http_url(), register: true }
 }
 
 /// Creates the service's database, starts it on a free port and waits until its gRPC health
 /// check answers `SERVING` (it migrates its database before it serves).
 pub async fn start(
     service: ServiceName,
-    bin_dir: &Path,
-    logs: &Path,
+    dirs: &Dirs,
     postgres: &Postgres,
     nats: &Nats,
     consul: &Consul,
 ) -> Result<RunningService> {
     let database = postgres.create_database(service.database().context("a back-end service owns a database")?).await?;
     let addr = SocketAddr::from(([127, 0, 0, 1], ftgo_testenv::process::free_port()?));
-    let mut cmd = command(bin_dir, service.binary())?;
-    cmd.env("FTGO_GRPC__LISTEN", addr.to_string())
-        .env("FTGO_DATABASE__URL", &database.url)
-        .env("FTGO_NATS__URL", nats.url())
-        .env("FTGO_CONSUL__ADDR", consul.http_url())
-        .env("FTGO_CONSUL__REGISTER", "true");
-    let log = logs.join(format!("{}.log", service.binary()));
+    let mut cmd = command(&dirs.bin, service.binary())?;
+    let mut settings = ServiceConfig::local(service);
+    settings.common.grpc.listen = addr;
+    settings.common.database.url = database.url.clone();
+    settings.common.nats.url = nats.url();
+    settings.common.consul = registering(consul);
+    use_settings(&mut cmd, &dirs.settings, service, &settings)?;
+    let log = dirs.logs.join(format!("{}.log", service.binary()));
     let mut process = ServerProcess::spawn(service.binary(), cmd, &log, libc::SIGTERM)?;
     let url = format!("http://{addr}");
     process.wait_ready(Duration::from_secs(60), || serving(url.clone())).await?;
@@ -84,24 +110,19 @@ async fn serving(url: String) -> bool {
 
 /// Starts the API gateway on `listen`, calling every back-end service through Fabio, and waits
 /// for `/healthz`.
-pub async fn start_gateway(
-    bin_dir: &Path,
-    logs: &Path,
-    listen: SocketAddr,
-    consul: &Consul,
-    fabio: &Fabio,
-) -> Result<ServerProcess> {
+pub async fn start_gateway(dirs: &Dirs, listen: SocketAddr, consul: &Consul, fabio: &Fabio) -> Result<ServerProcess> {
     let gateway = ServiceName::Gateway.binary();
-    let mut cmd = command(bin_dir, gateway)?;
-    cmd.env("FTGO_HTTP__LISTEN", listen.to_string())
-        .env("FTGO_CONSUL__ADDR", consul.http_url())
-        .env("FTGO_CONSUL__REGISTER", "true");
-    for service in ServiceName::back_end() {
-        // The gateway's `backends.<name>` setting.
-        let key = service.as_str().to_uppercase();
-        cmd.env(format!("FTGO_BACKENDS__{key}"), format!("http://{}", fabio.grpc_addr()));
-    }
-    let mut process = ServerProcess::spawn(gateway, cmd, &logs.join(format!("{gateway}.log")), libc::SIGTERM)?;
+    let mut cmd = command(&dirs.bin, gateway)?;
+    let defaults = GatewayConfig::default();
+    let settings = GatewayConfig {
+        http: HttpConfig { listen, ..defaults.http },
+        // Every call goes through Fabio's gRPC listener, which routes it by its gRPC service.
+        backends: BackendsConfig::each(|_| format!("http://{}", fabio.grpc_addr())),
+        consul: registering(consul),
+        ..defaults
+    };
+    use_settings(&mut cmd, &dirs.settings, ServiceName::Gateway, &settings)?;
+    let mut process = ServerProcess::spawn(gateway, cmd, &dirs.logs.join(format!("{gateway}.log")), libc::SIGTERM)?;
     let health = format!("http://{listen}/healthz");
     let http = reqwest::Client::new();
     process
