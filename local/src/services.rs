@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use ftgo_api_gateway::{BackendsConfig, Config as GatewayConfig, HttpConfig};
 use ftgo_catalog::ServiceName;
-use ftgo_platform::config::{ConsulConfig, ServiceConfig};
+use ftgo_platform::config::{BaseConfig, ConsulConfig, ServiceConfig};
 use ftgo_testenv::{Consul, Fabio, Nats, Postgres, process::ServerProcess};
 use serde::Serialize;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -86,7 +86,7 @@ pub async fn start(
     settings.common.grpc.listen = addr;
     settings.common.database.url = database.url.clone();
     settings.common.nats.url = nats.url();
-    settings.common.consul = registering(consul);
+    settings.common.base.consul = registering(consul);
     use_settings(&mut cmd, &dirs.settings, service, &settings)?;
     let log = dirs.logs.join(format!("{}.log", service.binary()));
     let mut process = ServerProcess::spawn(service.binary(), cmd, &log, libc::SIGTERM)?;
@@ -118,7 +118,7 @@ pub async fn start_gateway(dirs: &Dirs, listen: SocketAddr, consul: &Consul, fab
         http: HttpConfig { listen, ..defaults.http },
         // Every call goes through Fabio's gRPC listener, which routes it by its gRPC service.
         backends: BackendsConfig::each(|_| format!("http://{}", fabio.grpc_addr())),
-        consul: registering(consul),
+        base: BaseConfig { consul: registering(consul), ..defaults.base },
         ..defaults
     };
     use_settings(&mut cmd, &dirs.settings, ServiceName::Gateway, &settings)?;

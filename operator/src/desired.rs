@@ -24,7 +24,7 @@ use kube::api::ObjectMeta;
 
 use ftgo_api_gateway::{BackendsConfig, Config as GatewayConfig, HttpConfig};
 use ftgo_catalog::{Protocol, ServiceName};
-use ftgo_platform::config::{ConsulConfig, ServiceConfig};
+use ftgo_platform::config::{BaseConfig, ConsulConfig, ServiceConfig};
 
 use crate::validate::System;
 
@@ -167,31 +167,31 @@ pub const DATABASE_URL_FROM_SECRET: &str = "set by FTGO_DATABASE__URL from the s
 /// log level) still win.
 pub fn config_file(system: &System, service: ServiceName) -> String {
     let listen = std::net::SocketAddr::from(([0, 0, 0, 0], service.port()));
-    let consul = ConsulConfig { addr: system.consul.url.trim_end_matches('/').to_owned(), register: false };
+    let base = BaseConfig {
+        environment: ENVIRONMENT.to_owned(),
+        log_level: system.log_level.clone(),
+        consul: ConsulConfig { addr: system.consul.url.trim_end_matches('/').to_owned(), register: false },
+    };
     let written = match service.protocol() {
         Protocol::Grpc => {
             let mut settings = ServiceConfig::local(service);
             let common = &mut settings.common;
-            common.environment = ENVIRONMENT.to_owned();
-            common.log_level = system.log_level.clone();
+            common.base = base;
             common.grpc.listen = listen;
             common.nats.url = system.nats.url.clone();
             common.database.url = DATABASE_URL_FROM_SECRET.to_owned();
-            common.consul = consul;
             toml::to_string(&settings)
         }
         Protocol::Http => {
             let defaults = GatewayConfig::default();
             let settings = GatewayConfig {
-                environment: ENVIRONMENT.to_owned(),
-                log_level: system.log_level.clone(),
+                base,
                 http: HttpConfig { listen, ..defaults.http },
                 // Every backend, named or not: a missing service then shows up in the gateway as
                 // an unreachable backend (and a degraded answer), not as a configuration error.
                 backends: BackendsConfig::each(|backend| {
                     format!("http://{}.{}.svc:{}", child_name(&system.name, backend), system.namespace, backend.port())
                 }),
-                consul,
                 ..defaults
             };
             toml::to_string(&settings)
@@ -544,10 +544,11 @@ mod tests {
         let system = shop();
         assert_eq!(
             config_file(&system, ServiceName::Order),
-            "environment = \"kubernetes\"\nlog_level = \"debug\"\n\n[grpc]\nlisten = \"0.0.0.0:7104\"\n\n\
+            "environment = \"kubernetes\"\nlog_level = \"debug\"\n\n\
+             [consul]\naddr = \"http://consul.infra:8500\"\nregister = false\n\n\
+             [grpc]\nlisten = \"0.0.0.0:7104\"\n\n\
              [database]\nurl = \"set by FTGO_DATABASE__URL from the service's Secret\"\nmax_connections = 10\n\
-             connect_timeout = 5.0\n\n[nats]\nurl = \"nats://nats.infra:4222\"\n\n\
-             [consul]\naddr = \"http://consul.infra:8500\"\nregister = false\n"
+             connect_timeout = 5.0\n\n[nats]\nurl = \"nats://nats.infra:4222\"\n"
         );
         let gateway = config_file(&system, ServiceName::Gateway);
         assert!(gateway.contains("[http]\nlisten = \"0.0.0.0:8080\"\n"), "{gateway}");
@@ -608,7 +609,7 @@ mod tests {
                         ftgo_platform::config::with_consul_document(name, ServiceConfig::local(service), &file)
                             .unwrap();
                     assert_eq!(toml::to_string(&loaded).unwrap(), file, "{service}");
-                    assert_eq!(loaded.common.log_level, system.log_level);
+                    assert_eq!(loaded.common.base.log_level, system.log_level);
                     assert_eq!(loaded.common.grpc.listen.port(), service.port());
                     assert_eq!(loaded.common.database.url, DATABASE_URL_FROM_SECRET);
                 }
@@ -617,7 +618,7 @@ mod tests {
                         ftgo_platform::config::with_consul_document(name, GatewayConfig::default(), &file).unwrap();
                     assert_eq!(toml::to_string(&loaded).unwrap(), file, "{service}");
                     assert_eq!(loaded.backends.orchestrator, "http://shop-orchestrator.food.svc:7105");
-                    assert_eq!(loaded.consul.addr, "http://consul.infra:8500");
+                    assert_eq!(loaded.base.consul.addr, "http://consul.infra:8500");
                 }
             }
         }

@@ -16,10 +16,9 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{Context, Result};
 use ftgo_catalog::ServiceName;
 use ftgo_platform::{
-    config::{self, ConsulConfig, Settings},
-    registry::{self, Registration},
+    config::{BaseConfig, Settings},
     runtime::Running,
-    telemetry,
+    service,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -34,14 +33,12 @@ pub const SERVICE: &str = NAME.config_name();
 /// The gateway's settings. It has no database and no NATS connection: it only calls services.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Config {
-    /// `local` runs without Consul KV; any other value reads it.
-    pub environment: String,
-    /// A `tracing` filter: `info`, `ftgo_api_gateway=debug`, ...
-    pub log_level: String,
+    /// `environment`, `log_level` and `consul`, as every FTGO program has them.
+    #[serde(flatten)]
+    pub base: BaseConfig,
     pub http: HttpConfig,
     pub backends: BackendsConfig,
     pub resilience: ResilienceConfig,
-    pub consul: ConsulConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,8 +93,7 @@ pub struct ResilienceConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            environment: "local".to_owned(),
-            log_level: "info".to_owned(),
+            base: BaseConfig::local(),
             http: HttpConfig { listen: "127.0.0.1:8080".parse().expect("static address"), max_body_bytes: 64 * 1024 },
             // Each service on this machine at its catalog port.
             backends: BackendsConfig::each(|service| format!("http://127.0.0.1:{}", service.port())),
@@ -107,14 +103,13 @@ impl Default for Config {
                 breaker_failures: 5,
                 breaker_open_for: Duration::from_secs(10),
             },
-            consul: ConsulConfig { addr: String::new(), register: false },
         }
     }
 }
 
 impl Settings for Config {
-    fn log_level(&self) -> &str {
-        &self.log_level
+    fn base(&self) -> &BaseConfig {
+        &self.base
     }
 }
 
@@ -136,21 +131,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
         Ok(())
     });
-    if config::uses_consul(&config.environment, &config.consul.addr) {
-        // Live: deadlines and breaker thresholds, and the log level.
-        config::watch_consul(&mut running, SERVICE, &config.consul.addr, Config::default(), move |live: Config| {
-            backends.configure(&live.resilience);
-            if let Err(e) = telemetry::set_log_level(&live.log_level) {
-                tracing::warn!(error = %e, "ignoring the new log level");
-            }
-            tracing::info!(resilience = ?live.resilience, "live configuration applied");
-        });
-    }
-    if config.consul.register {
-        // Fabio sends every public path to the gateway: the API and its health check.
-        let registration = Registration::of(NAME, addr);
-        registry::register_while_running(&mut running, &config.consul.addr, registration).await?;
-    }
+    // Live: the log level, deadlines and breaker thresholds. Registered, Fabio sends every public
+    // path to the gateway: the API and its health check.
+    service::join_consul(&mut running, NAME, addr, config.clone(), move |live: Config| {
+        backends.configure(&live.resilience);
+        tracing::info!(resilience = ?live.resilience, "live configuration applied");
+    })
+    .await?;
     tracing::info!(%addr, "{SERVICE} serving");
     Ok(running)
 }

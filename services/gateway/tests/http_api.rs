@@ -439,8 +439,8 @@ async fn breaker_thresholds_change_live_from_consul() {
     let consul = ftgo_testenv::Consul::start().await.unwrap();
     let consul_url = consul.http_url();
     let mut stack = Stack::start_with(|config| {
-        config.environment = "test".to_owned();
-        config.consul.addr = consul_url.clone();
+        config.base.environment = "test".to_owned();
+        config.base.consul.addr = consul_url.clone();
         // So high that no circuit opens in this test unless the threshold changes.
         config.resilience.breaker_failures = 1000;
     })

@@ -20,19 +20,44 @@ use figment::{
 use ftgo_catalog::ServiceName;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// Settings every FTGO service has. A service's own settings struct embeds this one with
-/// `#[serde(flatten)]`. Unknown keys are refused inside each section (a typo such as
-/// `FTGO_DATABASE__URLL` is an error), not at the top, where other `FTGO_` variables live.
+/// What every FTGO program has, a gRPC service or the gateway: where it runs, how much it logs,
+/// and its Consul. Embedded with `#[serde(flatten)]`, so its keys sit at the top of the file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CommonConfig {
+pub struct BaseConfig {
     /// `local` runs without Consul KV; any other value reads it.
     pub environment: String,
     /// A `tracing` filter: `info`, `ftgo=debug,sqlx=warn`, ...
     pub log_level: String,
+    pub consul: ConsulConfig,
+}
+
+impl BaseConfig {
+    /// On one machine, without Consul.
+    pub fn local() -> Self {
+        Self {
+            environment: "local".to_owned(),
+            log_level: "info".to_owned(),
+            consul: ConsulConfig { addr: String::new(), register: false },
+        }
+    }
+
+    /// Whether the program reads (and so watches) Consul KV.
+    pub fn uses_consul(&self) -> bool {
+        uses_consul(&self.environment, &self.consul.addr)
+    }
+}
+
+/// Settings every FTGO gRPC service has: the [`BaseConfig`], its gRPC listener, its database and
+/// NATS. A service's own settings struct embeds this one with `#[serde(flatten)]`. Unknown keys
+/// are refused inside each section (a typo such as `FTGO_DATABASE__URLL` is an error), not at the
+/// top, where other `FTGO_` variables live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommonConfig {
+    #[serde(flatten)]
+    pub base: BaseConfig,
     pub grpc: GrpcConfig,
     pub database: DatabaseConfig,
     pub nats: NatsConfig,
-    pub consul: ConsulConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -73,8 +98,7 @@ impl CommonConfig {
     /// Defaults for a service on one machine; `database` is the service's database name.
     pub fn local(database: &str) -> Self {
         Self {
-            environment: "local".to_owned(),
-            log_level: "info".to_owned(),
+            base: BaseConfig::local(),
             grpc: GrpcConfig { listen: "127.0.0.1:0".parse().expect("static address") },
             database: DatabaseConfig {
                 url: format!("postgres://postgres@127.0.0.1:5432/{database}"),
@@ -82,7 +106,6 @@ impl CommonConfig {
                 connect_timeout: Duration::from_secs(5),
             },
             nats: NatsConfig { url: "nats://127.0.0.1:4222".to_owned() },
-            consul: ConsulConfig { addr: String::new(), register: false },
         }
     }
 }
@@ -103,14 +126,21 @@ impl ServiceConfig {
     }
 }
 
-/// What [`crate::service::main`] needs of a service's settings, whatever else they hold.
-pub trait Settings: Serialize + DeserializeOwned {
-    fn log_level(&self) -> &str;
+/// What [`crate::service::main`] and [`crate::service::join_consul`] need of a program's
+/// settings, whatever else they hold: its [`BaseConfig`].
+pub trait Settings: Serialize + DeserializeOwned + Clone + Send + 'static {
+    fn base(&self) -> &BaseConfig;
+}
+
+impl Settings for CommonConfig {
+    fn base(&self) -> &BaseConfig {
+        &self.base
+    }
 }
 
 impl Settings for ServiceConfig {
-    fn log_level(&self) -> &str {
-        &self.common.log_level
+    fn base(&self) -> &BaseConfig {
+        &self.common.base
     }
 }
 

@@ -37,9 +37,35 @@ where
     Fut: Future<Output = Result<Running>>,
 {
     let settings: C = config::load(service.config_name(), defaults).await?;
-    let _telemetry = telemetry::init(service.binary(), settings.log_level());
+    let _telemetry = telemetry::init(service.binary(), &settings.base().log_level);
     let shutdown = runtime::shutdown_on_signals()?;
     start(settings, shutdown).await?.wait().await
+}
+
+/// Joins Consul as the program's loaded `settings` say. Outside `local`, it watches the program's
+/// settings document (each new version layered over `settings`), applies its log level and hands
+/// the whole of it to `apply` for the rest of what may change live. With `consul.register`, it registers the instance at `addr`
+/// (with the catalog's tags and health check) until the program stops.
+pub async fn join_consul<C: Settings>(
+    running: &mut Running,
+    service: ServiceName,
+    addr: std::net::SocketAddr,
+    settings: C,
+    mut apply: impl FnMut(C) + Send + 'static,
+) -> Result<()> {
+    let base = settings.base().clone();
+    if base.uses_consul() {
+        config::watch_consul(running, service.config_name(), &base.consul.addr, settings, move |live: C| {
+            if let Err(e) = telemetry::set_log_level(&live.base().log_level) {
+                tracing::warn!(error = %e, "ignoring the new log level");
+            }
+            apply(live);
+        });
+    }
+    if base.consul.register {
+        registry::register_while_running(running, &base.consul.addr, Registration::of(service, addr)).await?;
+    }
+    Ok(())
 }
 
 /// What a service is connected to.
@@ -108,24 +134,8 @@ impl Infrastructure {
         running.spawn("grpc server", server.serve(shutdown.clone()));
         let relay = self.relay.clone();
         running.spawn("outbox relay", async move { relay.run(shutdown).await });
-        if config::uses_consul(&config.environment, &config.consul.addr) {
-            // Live: the log level. (Everything else is read at start.)
-            config::watch_consul(
-                &mut running,
-                service.config_name(),
-                &config.consul.addr,
-                config.clone(),
-                |c: CommonConfig| {
-                    if let Err(e) = telemetry::set_log_level(&c.log_level) {
-                        tracing::warn!(error = %e, "ignoring the new log level");
-                    }
-                },
-            );
-        }
-        if config.consul.register {
-            let registration = Registration::of(service, addr);
-            registry::register_while_running(&mut running, &config.consul.addr, registration).await?;
-        }
+        // Live: the log level. (Everything else is read at start.)
+        join_consul(&mut running, service, addr, config.clone(), |_: CommonConfig| {}).await?;
         tracing::info!(%addr, "{} serving", service.binary());
         Ok(running)
     }

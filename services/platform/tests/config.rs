@@ -20,7 +20,7 @@ async fn defaults_then_file_then_consul_then_environment_with_clear_errors_for_b
     std::fs::write(&file, "log_level = \"debug\"\n[grpc]\nlisten = \"127.0.0.1:7001\"\n").unwrap();
     set("FTGO_CONFIG_FILE", file.to_str().unwrap());
     let loaded = config::load("test-service", defaults.clone()).await.unwrap();
-    assert_eq!(loaded.log_level, "debug");
+    assert_eq!(loaded.base.log_level, "debug");
     assert_eq!(loaded.grpc.listen.port(), 7001);
     assert_eq!(loaded.database, defaults.database);
 
@@ -40,14 +40,14 @@ async fn defaults_then_file_then_consul_then_environment_with_clear_errors_for_b
     set("FTGO_ENVIRONMENT", "staging");
     let staged = config::load("test-service", defaults.clone()).await.unwrap();
     assert_eq!(staged.database.max_connections, 3, "Consul overrides the defaults");
-    assert_eq!(staged.log_level, "trace", "Consul overrides the file");
+    assert_eq!(staged.base.log_level, "trace", "Consul overrides the file");
     assert_eq!(staged.grpc.listen.port(), 7001, "what Consul does not set comes from the file");
 
     // The environment overrides everything.
     set("FTGO_LOG_LEVEL", "warn");
     set("FTGO_DATABASE__MAX_CONNECTIONS", "7");
     let overridden = config::load("test-service", defaults.clone()).await.unwrap();
-    assert_eq!(overridden.log_level, "warn");
+    assert_eq!(overridden.base.log_level, "warn");
     assert_eq!(overridden.database.max_connections, 7);
 
     // Bad values are errors that name the key, not silent defaults.

@@ -35,12 +35,12 @@ async fn each_new_document_is_applied_while_running_and_a_broken_one_is_ignored(
     };
 
     put(&consul, "log_level = \"debug\"\n").await;
-    assert_eq!(next(&mut received).await.log_level, "debug");
+    assert_eq!(next(&mut received).await.base.log_level, "debug");
 
     put(&consul, "log_level = 42\n[database]\nmax_connections = \"many\"\n").await;
     put(&consul, "log_level = \"warn\"\n").await;
     let applied = next(&mut received).await;
-    assert_eq!(applied.log_level, "warn", "the broken document was skipped, not applied");
+    assert_eq!(applied.base.log_level, "warn", "the broken document was skipped, not applied");
     assert_eq!(applied.database.max_connections, 10, "keys the document leaves out keep their defaults");
 
     running.stop().await.unwrap();
