@@ -22,9 +22,11 @@ use axum::{
     http::{StatusCode, Uri},
     middleware::{self, Next},
     response::Response,
-    routing::{get, post},
+    routing::get,
 };
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use ftgo_platform::telemetry;
 use opentelemetry::{KeyValue, metrics::Histogram};
@@ -70,27 +72,37 @@ pub fn path_id(kind: &str, raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::not_found(format!("{kind} {raw:?} does not exist")))
 }
 
-/// Every route of the public API.
+/// Every path of the public API, each with its OpenAPI description: the one list both the router
+/// and the OpenAPI document are made from (each handler's `#[utoipa::path]` names its method and
+/// path), so a route cannot exist undocumented or be documented without existing.
+pub fn routes() -> OpenApiRouter<Backends> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(consumers::create))
+        .routes(routes!(consumers::get))
+        .routes(routes!(accounts::get, accounts::update))
+        .routes(routes!(restaurants::create))
+        .routes(routes!(restaurants::get))
+        .routes(routes!(orders::create))
+        .routes(routes!(orders::get))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(orders::revise))
+        .routes(routes!(sagas::for_order))
+        .routes(routes!(sagas::get))
+        .routes(routes!(tickets::get))
+        .routes(routes!(tickets::accept))
+        .routes(routes!(tickets::preparing))
+        .routes(routes!(tickets::ready))
+        .routes(routes!(tickets::picked_up))
+}
+
+/// The public API's router: [`routes`], the OpenAPI document at `/api/openapi.json`, and JSON
+/// errors for unknown paths and methods.
 pub fn router(backends: Backends, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
-        .route("/api/consumers", post(consumers::create))
-        .route("/api/consumers/{consumer_id}", get(consumers::get))
-        .route("/api/accounts/{consumer_id}", get(accounts::get).put(accounts::update))
-        .route("/api/restaurants", post(restaurants::create))
-        .route("/api/restaurants/{restaurant_id}", get(restaurants::get))
-        .route("/api/orders", post(orders::create))
-        .route("/api/orders/{order_id}", get(orders::get))
-        .route("/api/orders/{order_id}/cancel", post(orders::cancel))
-        .route("/api/orders/{order_id}/revise", post(orders::revise))
-        .route("/api/orders/{order_id}/sagas", get(sagas::for_order))
-        .route("/api/sagas/{saga_id}", get(sagas::get))
-        .route("/api/tickets/{ticket_id}", get(tickets::get))
-        .route("/api/tickets/{ticket_id}/accept", post(tickets::accept))
-        .route("/api/tickets/{ticket_id}/preparing", post(tickets::preparing))
-        .route("/api/tickets/{ticket_id}/ready", post(tickets::ready))
-        .route("/api/tickets/{ticket_id}/pickedup", post(tickets::picked_up))
+    let (routes, document) = routes().split_for_parts();
+    let document = Arc::new(document);
+    routes
+        .route("/api/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
         .fallback(unknown_path)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
