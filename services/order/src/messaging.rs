@@ -138,7 +138,7 @@ mod tests {
             api::RejectOrder { order_id: order_id.clone(), reason: "no credit".into() }.encode_to_vec(),
             api::ConfirmCancelOrder { order_id: order_id.clone() }.encode_to_vec(),
             api::UndoCancelOrder { order_id: order_id.clone(), ..Default::default() }.encode_to_vec(),
-            api::ConfirmReviseOrder { order_id: order_id.clone(), ..Default::default() }.encode_to_vec(),
+            api::ConfirmReviseOrder { order_id: order_id.clone() }.encode_to_vec(),
             api::UndoReviseOrder { order_id, ..Default::default() }.encode_to_vec(),
         ];
         for bytes in encoded {

@@ -191,7 +191,7 @@ async fn a_revision_is_priced_held_pending_and_applied_only_when_the_saga_confir
     assert_eq!((order.state(), order.order_total), (OrderState::Approved, money(2500)));
 
     app.client.revise_order(revise()).await.unwrap();
-    let confirm = api::ConfirmReviseOrder { order_id: id.clone(), revised_line_items: vec![], revised_total: None };
+    let confirm = api::ConfirmReviseOrder { order_id: id.clone() };
     app.command(&confirm, "confirm").await.unwrap();
     let order = app.order(&id).await;
     assert_eq!((order.state(), order.order_total), (OrderState::Approved, money(1500)));

@@ -5,7 +5,7 @@
 use ftgo_proto::{accounting::v1 as accounting, kitchen::v1 as kitchen, order::v1 as order};
 use serde::{Deserialize, Serialize};
 
-use super::{Command, SagaDefinition, Step, command};
+use super::{Built, SagaDefinition, Step, command};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelOrderData {
@@ -13,30 +13,30 @@ pub struct CancelOrderData {
     pub consumer_id: String,
 }
 
-fn undo_cancel_order(d: &CancelOrderData, reason: &str) -> Command {
+fn undo_cancel_order(d: &CancelOrderData, reason: &str) -> Built {
     command("order", &order::UndoCancelOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
 }
 
-fn begin_cancel_ticket(d: &CancelOrderData) -> Command {
+fn begin_cancel_ticket(d: &CancelOrderData) -> Built {
     command("kitchen", &kitchen::BeginCancelTicket { order_id: d.order_id.clone() })
 }
 
-fn undo_begin_cancel_ticket(d: &CancelOrderData, _reason: &str) -> Command {
+fn undo_begin_cancel_ticket(d: &CancelOrderData, _reason: &str) -> Built {
     command("kitchen", &kitchen::UndoBeginCancelTicket { order_id: d.order_id.clone() })
 }
 
-fn reverse_authorization(d: &CancelOrderData) -> Command {
+fn reverse_authorization(d: &CancelOrderData) -> Built {
     command(
         "accounting",
         &accounting::ReverseAuthorization { consumer_id: d.consumer_id.clone(), order_id: d.order_id.clone() },
     )
 }
 
-fn confirm_cancel_ticket(d: &CancelOrderData) -> Command {
+fn confirm_cancel_ticket(d: &CancelOrderData) -> Built {
     command("kitchen", &kitchen::ConfirmCancelTicket { order_id: d.order_id.clone() })
 }
 
-fn confirm_cancel_order(d: &CancelOrderData) -> Command {
+fn confirm_cancel_order(d: &CancelOrderData) -> Built {
     command("order", &order::ConfirmCancelOrder { order_id: d.order_id.clone() })
 }
 

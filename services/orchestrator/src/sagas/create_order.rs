@@ -9,7 +9,7 @@ use ftgo_proto::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Command, Reply, SagaDefinition, Step, command};
+use super::{Built, Reply, SagaDefinition, Step, command};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketLine {
@@ -65,11 +65,11 @@ pub fn ticket_lines(lines: &[TicketLine]) -> Vec<kitchen::TicketLineItem> {
         .collect()
 }
 
-fn reject_order(d: &CreateOrderData, reason: &str) -> Command {
+fn reject_order(d: &CreateOrderData, reason: &str) -> Built {
     command("order", &order::RejectOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
 }
 
-fn verify_consumer(d: &CreateOrderData) -> Command {
+fn verify_consumer(d: &CreateOrderData) -> Built {
     let verify = consumer::VerifyConsumer {
         consumer_id: d.consumer_id.clone(),
         order_id: d.order_id.clone(),
@@ -78,7 +78,7 @@ fn verify_consumer(d: &CreateOrderData) -> Command {
     command("consumer", &verify)
 }
 
-fn create_ticket(d: &CreateOrderData) -> Command {
+fn create_ticket(d: &CreateOrderData) -> Built {
     let create = kitchen::CreateTicket {
         order_id: d.order_id.clone(),
         restaurant_id: d.restaurant_id.clone(),
@@ -88,15 +88,24 @@ fn create_ticket(d: &CreateOrderData) -> Command {
 }
 
 fn learn_ticket_id(d: &mut CreateOrderData, reply: &Reply) -> Result<(), String> {
-    d.ticket_id = Some(reply.decode::<kitchen::TicketCreated>()?.ticket_id);
+    let ticket_id = reply.decode::<kitchen::TicketCreated>()?.ticket_id;
+    if ticket_id.trim().is_empty() {
+        return Err("the Kitchen Service created a ticket without an id".to_owned());
+    }
+    d.ticket_id = Some(ticket_id);
     Ok(())
 }
 
-fn cancel_create_ticket(d: &CreateOrderData, _reason: &str) -> Command {
-    command("kitchen", &kitchen::CancelCreateTicket { ticket_id: d.ticket_id.clone().unwrap_or_default() })
+/// The ticket the Kitchen Service created, which every later ticket command names.
+fn ticket_id(d: &CreateOrderData) -> Result<String, String> {
+    d.ticket_id.clone().ok_or_else(|| "the saga has no ticket id (no TicketCreated was recorded)".to_owned())
 }
 
-fn authorize_card(d: &CreateOrderData) -> Command {
+fn cancel_create_ticket(d: &CreateOrderData, _reason: &str) -> Built {
+    command("kitchen", &kitchen::CancelCreateTicket { ticket_id: ticket_id(d)? })
+}
+
+fn authorize_card(d: &CreateOrderData) -> Built {
     let authorize = accounting::AuthorizeCard {
         consumer_id: d.consumer_id.clone(),
         order_id: d.order_id.clone(),
@@ -105,18 +114,18 @@ fn authorize_card(d: &CreateOrderData) -> Command {
     command("accounting", &authorize)
 }
 
-fn reverse_authorization(d: &CreateOrderData, _reason: &str) -> Command {
+fn reverse_authorization(d: &CreateOrderData, _reason: &str) -> Built {
     command(
         "accounting",
         &accounting::ReverseAuthorization { consumer_id: d.consumer_id.clone(), order_id: d.order_id.clone() },
     )
 }
 
-fn confirm_create_ticket(d: &CreateOrderData) -> Command {
-    command("kitchen", &kitchen::ConfirmCreateTicket { ticket_id: d.ticket_id.clone().unwrap_or_default() })
+fn confirm_create_ticket(d: &CreateOrderData) -> Built {
+    command("kitchen", &kitchen::ConfirmCreateTicket { ticket_id: ticket_id(d)? })
 }
 
-fn approve_order(d: &CreateOrderData) -> Command {
+fn approve_order(d: &CreateOrderData) -> Built {
     command("order", &order::ApproveOrder { order_id: d.order_id.clone() })
 }
 
@@ -189,6 +198,38 @@ mod tests {
         assert_eq!(saga.state, SagaState::Succeeded);
         assert!(saga.history.iter().all(|r| r.status == StepStatus::Done));
         assert_eq!(saga.history.len(), 6);
+    }
+
+    #[test]
+    fn a_ticket_without_an_id_is_a_refusal_and_a_missing_id_is_never_sent_blank() {
+        // A TicketCreated without an id refuses the step: the order is rejected.
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
+        let next = answer(&mut saga, &reply(&kitchen::TicketCreated { ticket_id: " ".into() }));
+        assert_eq!(next.unwrap(), order::RejectOrder::full_name());
+        assert_eq!(
+            saga.failure_reason.as_deref(),
+            Some("create ticket refused: the Kitchen Service created a ticket without an id")
+        );
+        assert_eq!(saga.data.ticket_id, None);
+
+        // Should the id be lost anyway, the ticket commands are not sent with a blank id: the
+        // confirmation counts as refused, the card is released, and the ticket's compensation,
+        // which cannot name it either, is recorded as refused for an operator.
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
+        answer(&mut saga, &created());
+        saga.data.ticket_id = None;
+        let next = answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
+        assert_eq!(next.unwrap(), accounting::ReverseAuthorization::full_name());
+        assert!(saga.failure_reason.as_deref().unwrap().starts_with("confirm ticket could not be sent"), "{saga:?}");
+        let next = answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
+        assert_eq!(next.unwrap(), order::RejectOrder::full_name());
+        let ticket =
+            saga.history.iter().find(|r| r.name == "create ticket" && r.status == StepStatus::CompensationRefused);
+        assert!(ticket.is_some_and(|r| r.detail.as_deref().unwrap().contains("no ticket id")), "{:#?}", saga.history);
+        assert_eq!(answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() })), None);
+        assert_eq!(saga.state, SagaState::Compensated);
     }
 
     #[test]

@@ -86,13 +86,17 @@ pub struct Command {
     pub payload: Vec<u8>,
 }
 
+/// A step's command, or why it cannot be built from the saga's data (a fact an earlier reply should
+/// have taught it is missing): the step then counts as refused, never sent with a blank field.
+pub type Built = Result<Command, String>;
+
 /// The command `message` for `service`'s command subject.
-pub fn command<M: Message + Name>(service: &str, message: &M) -> Command {
-    Command {
+pub fn command<M: Message + Name>(service: &str, message: &M) -> Built {
+    Ok(Command {
         subject: command_subject(service, M::NAME),
         message_type: M::full_name(),
         payload: message.encode_to_vec(),
-    }
+    })
 }
 
 /// A participant's reply, as the engine sees it.
@@ -137,9 +141,9 @@ pub type LearnFromReply<D> = fn(&mut D, &Reply) -> Result<(), String>;
 pub struct Step<D> {
     pub name: &'static str,
     /// The command that performs the step; `None` for step 0, done by the saga's initiator.
-    pub action: Option<fn(&D) -> Command>,
+    pub action: Option<fn(&D) -> Built>,
     /// The command that undoes the step, given the saga's failure reason.
-    pub compensation: Option<fn(&D, &str) -> Command>,
+    pub compensation: Option<fn(&D, &str) -> Built>,
     /// What a successful reply teaches the saga (the ticket id, ...). An `Err` makes the reply a
     /// refusal.
     pub on_success: Option<LearnFromReply<D>>,
@@ -261,7 +265,21 @@ impl<D: SagaDefinition> Saga<D> {
         for (index, step) in steps.iter().enumerate().skip(from) {
             if let Some(action) = step.action {
                 self.step = index;
-                return Some(Next { command: action(&self.data), step_header: self.expected_step_header() });
+                match action(&self.data) {
+                    Ok(command) => return Some(Next { command, step_header: self.expected_step_header() }),
+                    Err(reason) => {
+                        let reason = format!("could not be sent: {reason}");
+                        self.history.push(StepRecord {
+                            name: step.name.to_owned(),
+                            status: StepStatus::Refused,
+                            at: now,
+                            detail: Some(reason.clone()),
+                        });
+                        self.failure_reason = Some(format!("{} {reason}", step.name));
+                        self.state = SagaState::Compensating;
+                        return self.compensate_from(index.checked_sub(1), now);
+                    }
+                }
             }
             self.history.push(StepRecord {
                 name: step.name.to_owned(),
@@ -275,17 +293,23 @@ impl<D: SagaDefinition> Saga<D> {
         None
     }
 
-    fn compensate_from(&mut self, from: Option<usize>, _now: DateTime<Utc>) -> Option<Next> {
+    fn compensate_from(&mut self, from: Option<usize>, now: DateTime<Utc>) -> Option<Next> {
         let steps = D::steps();
         let reason = self.failure_reason.clone().unwrap_or_default();
         let mut index = from;
         while let Some(i) = index {
             if let Some(compensation) = steps[i].compensation {
                 self.step = i;
-                return Some(Next {
-                    command: compensation(&self.data, &reason),
-                    step_header: self.expected_step_header(),
-                });
+                match compensation(&self.data, &reason) {
+                    Ok(command) => return Some(Next { command, step_header: self.expected_step_header() }),
+                    // Kept for an operator, as a refused compensation is; the saga undoes the rest.
+                    Err(why) => self.history.push(StepRecord {
+                        name: steps[i].name.to_owned(),
+                        status: StepStatus::CompensationRefused,
+                        at: now,
+                        detail: Some(format!("could not be sent: {why}")),
+                    }),
+                }
             }
             index = i.checked_sub(1);
         }

@@ -7,7 +7,7 @@ use ftgo_proto::{accounting::v1 as accounting, common::v1::Money, kitchen::v1 as
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Command, SagaDefinition, Step, command,
+    Built, SagaDefinition, Step, command,
     create_order::{TicketLine, ticket_lines},
 };
 
@@ -21,11 +21,11 @@ pub struct ReviseOrderData {
     pub original_total_minor: i64,
 }
 
-fn undo_revise_order(d: &ReviseOrderData, reason: &str) -> Command {
+fn undo_revise_order(d: &ReviseOrderData, reason: &str) -> Built {
     command("order", &order::UndoReviseOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
 }
 
-fn begin_revise_ticket(d: &ReviseOrderData) -> Command {
+fn begin_revise_ticket(d: &ReviseOrderData) -> Built {
     let begin = kitchen::BeginReviseTicket {
         order_id: d.order_id.clone(),
         revised_line_items: ticket_lines(&d.revised_line_items),
@@ -33,11 +33,11 @@ fn begin_revise_ticket(d: &ReviseOrderData) -> Command {
     command("kitchen", &begin)
 }
 
-fn undo_begin_revise_ticket(d: &ReviseOrderData, _reason: &str) -> Command {
+fn undo_begin_revise_ticket(d: &ReviseOrderData, _reason: &str) -> Built {
     command("kitchen", &kitchen::UndoBeginReviseTicket { order_id: d.order_id.clone() })
 }
 
-fn revise_authorization_to(d: &ReviseOrderData, total: i64) -> Command {
+fn revise_authorization_to(d: &ReviseOrderData, total: i64) -> Built {
     let revise = accounting::ReviseAuthorization {
         consumer_id: d.consumer_id.clone(),
         order_id: d.order_id.clone(),
@@ -46,15 +46,15 @@ fn revise_authorization_to(d: &ReviseOrderData, total: i64) -> Command {
     command("accounting", &revise)
 }
 
-fn revise_authorization(d: &ReviseOrderData) -> Command {
+fn revise_authorization(d: &ReviseOrderData) -> Built {
     revise_authorization_to(d, d.revised_total_minor)
 }
 
-fn restore_authorization(d: &ReviseOrderData, _reason: &str) -> Command {
+fn restore_authorization(d: &ReviseOrderData, _reason: &str) -> Built {
     revise_authorization_to(d, d.original_total_minor)
 }
 
-fn confirm_revise_ticket(d: &ReviseOrderData) -> Command {
+fn confirm_revise_ticket(d: &ReviseOrderData) -> Built {
     let confirm = kitchen::ConfirmReviseTicket {
         order_id: d.order_id.clone(),
         revised_line_items: ticket_lines(&d.revised_line_items),
@@ -62,15 +62,8 @@ fn confirm_revise_ticket(d: &ReviseOrderData) -> Command {
     command("kitchen", &confirm)
 }
 
-fn confirm_revise_order(d: &ReviseOrderData) -> Command {
-    command(
-        "order",
-        &order::ConfirmReviseOrder {
-            order_id: d.order_id.clone(),
-            revised_line_items: vec![],
-            revised_total: Some(Money { minor_units: d.revised_total_minor }),
-        },
-    )
+fn confirm_revise_order(d: &ReviseOrderData) -> Built {
+    command("order", &order::ConfirmReviseOrder { order_id: d.order_id.clone() })
 }
 
 static STEPS: [Step<ReviseOrderData>; 5] = [
