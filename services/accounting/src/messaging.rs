@@ -5,7 +5,7 @@ use ftgo_platform::{
     messaging::{
         inbox::{HandlerError, IncomingMessage, MessageHandler},
         outbox,
-        saga::reply_to,
+        saga::{self, reply_to},
     },
     money::Money,
 };
@@ -69,7 +69,7 @@ impl MessageHandler for CardCommands {
             Ok(()) => reply_to(message, &api::CardAuthorized { order_id })?,
             Err(reason) => {
                 tracing::info!(%order_id, %reason, "card authorization refused");
-                reply_to(message, &api::CardAuthorizationFailed { order_id, reason })?
+                saga::refuse(message, &api::CardAuthorizationFailed { order_id, reason: reason.clone() }, &reason)?
             }
         };
         outbox::enqueue(tx, &reply).await?;

@@ -3,7 +3,7 @@
 use ftgo_platform::messaging::{
     inbox::{HandlerError, IncomingMessage, MessageHandler},
     outbox,
-    saga::reply_to,
+    saga::{self, reply_to},
 };
 use ftgo_proto::consumer::v1 as api;
 use prost::Name;
@@ -35,7 +35,8 @@ async fn verify_consumer(tx: &mut PgConnection, message: &IncomingMessage) -> Re
         Ok(()) => reply_to(message, &api::ConsumerVerified { consumer_id: command.consumer_id })?,
         Err(reason) => {
             tracing::info!(consumer_id = %command.consumer_id, order_id = %command.order_id, %reason, "consumer refused");
-            reply_to(message, &api::ConsumerVerificationFailed { consumer_id: command.consumer_id, reason })?
+            let refusal = api::ConsumerVerificationFailed { consumer_id: command.consumer_id, reason: reason.clone() };
+            saga::refuse(message, &refusal, &reason)?
         }
     };
     outbox::enqueue(tx, &reply).await?;

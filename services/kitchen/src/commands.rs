@@ -7,7 +7,7 @@ use ftgo_platform::messaging::{
     OutgoingMessage,
     inbox::{HandlerError, IncomingMessage, MessageHandler},
     outbox,
-    saga::reply_to,
+    saga::{self, reply_to},
 };
 use ftgo_proto::kitchen::v1 as api;
 use prost::Name;
@@ -84,7 +84,7 @@ fn reply(command: &IncomingMessage, outcome: Outcome) -> Result<OutgoingMessage,
         Outcome::Succeeded(id) => reply_to(command, &api::TicketCommandSucceeded { ticket_id: id.to_string() }),
         Outcome::Refused(reason) => {
             tracing::info!(command = %command.message_type, %reason, "kitchen refused");
-            reply_to(command, &api::TicketCommandRefused { reason })
+            saga::refuse(command, &api::TicketCommandRefused { reason: reason.clone() }, &reason)
         }
     }
 }

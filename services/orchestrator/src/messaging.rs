@@ -99,7 +99,11 @@ impl MessageHandler for SagaReplies {
         let saga_id: Uuid = saga_id.parse().map_err(|_| refuse(format!("saga id {saga_id:?} is not a UUID")))?;
         let step = message.header(SAGA_STEP_HEADER).ok_or_else(|| refuse("a reply without a saga step"))?.to_owned();
         let row = store::lock(tx, saga_id).await?.ok_or_else(|| refuse(format!("saga {saga_id} does not exist")))?;
-        let reply = Reply { message_type: message.message_type.clone(), payload: message.payload.to_vec() };
+        let reply = Reply {
+            message_type: message.message_type.clone(),
+            payload: message.payload.to_vec(),
+            outcome: message.saga_outcome()?,
+        };
         match row.saga_type.as_str() {
             CreateOrderData::TYPE => advance::<CreateOrderData>(tx, &row, &step, &reply).await,
             CancelOrderData::TYPE => advance::<CancelOrderData>(tx, &row, &step, &reply).await,

@@ -5,7 +5,7 @@ use ftgo_platform::{
     messaging::{
         inbox::{HandlerError, IncomingMessage, MessageHandler},
         outbox,
-        saga::reply_to,
+        saga::{self, reply_to},
     },
     money::Money,
 };
@@ -95,7 +95,9 @@ impl MessageHandler for OrderCommands {
         };
         let reply = match result {
             Ok(()) => reply_to(message, &api::OrderCommandSucceeded { order_id })?,
-            Err(reason) => reply_to(message, &api::OrderCommandRefused { order_id, reason })?,
+            Err(reason) => {
+                saga::refuse(message, &api::OrderCommandRefused { order_id, reason: reason.clone() }, &reason)?
+            }
         };
         outbox::enqueue(tx, &reply).await?;
         Ok(())

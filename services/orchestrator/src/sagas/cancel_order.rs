@@ -69,7 +69,7 @@ mod tests {
     use super::*;
     use crate::sagas::{
         Saga, SagaState,
-        testing::{answer, reply},
+        testing::{answer, refusal, reply},
     };
 
     #[test]
@@ -77,8 +77,8 @@ mod tests {
         let data = CancelOrderData { order_id: "o-1".into(), consumer_id: "c-1".into() };
         let (mut saga, first) = Saga::start("o-1", data, Utc::now());
         assert_eq!(first.unwrap().command.message_type, kitchen::BeginCancelTicket::full_name());
-        let refusal =
-            reply(&kitchen::TicketCommandRefused { reason: "cannot cancel a ticket that is PREPARING".into() });
+        let why = "cannot cancel a ticket that is PREPARING";
+        let refusal = refusal(&kitchen::TicketCommandRefused { reason: why.into() }, why);
         assert_eq!(answer(&mut saga, &refusal).unwrap(), order::UndoCancelOrder::full_name());
         answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
         assert_eq!(saga.state, SagaState::Compensated);

@@ -164,7 +164,7 @@ mod tests {
     use super::*;
     use crate::sagas::{
         Saga, SagaState, StepStatus,
-        testing::{answer, reply},
+        testing::{answer, refusal, reply},
     };
 
     fn data() -> CreateOrderData {
@@ -235,10 +235,9 @@ mod tests {
     #[test]
     fn an_unknown_consumer_rejects_the_order_and_nothing_else_needs_undoing() {
         let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
-        let refusal = reply(&consumer::ConsumerVerificationFailed {
-            consumer_id: "c-1".into(),
-            reason: "consumer c-1 does not exist".into(),
-        });
+        let why = "consumer c-1 does not exist";
+        let refusal =
+            refusal(&consumer::ConsumerVerificationFailed { consumer_id: "c-1".into(), reason: why.into() }, why);
         let next = answer(&mut saga, &refusal);
         assert_eq!(next.unwrap(), order::RejectOrder::full_name());
         assert_eq!(saga.failure_reason.as_deref(), Some("verify consumer refused: consumer c-1 does not exist"));
@@ -251,10 +250,8 @@ mod tests {
         let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
         answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         answer(&mut saga, &created());
-        let refusal = reply(&accounting::CardAuthorizationFailed {
-            order_id: "o-1".into(),
-            reason: "credit limit exceeded".into(),
-        });
+        let why = "credit limit exceeded";
+        let refusal = refusal(&accounting::CardAuthorizationFailed { order_id: "o-1".into(), reason: why.into() }, why);
         let header = saga.expected_step_header();
         let next = saga.on_reply(&header, &refusal, Utc::now()).unwrap().unwrap();
         assert_eq!(next.command.message_type, kitchen::CancelCreateTicket::full_name());
@@ -284,7 +281,8 @@ mod tests {
         let verified = reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() });
         assert!(saga.on_reply("3:f", &verified, Utc::now()).is_err());
         assert_eq!(saga, before);
-        let refusal = reply(&consumer::ConsumerVerificationFailed { consumer_id: "c-1".into(), reason: "no".into() });
+        let refusal =
+            refusal(&consumer::ConsumerVerificationFailed { consumer_id: "c-1".into(), reason: "no".into() }, "no");
         answer(&mut saga, &refusal);
         answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
         assert!(saga.on_reply("0:c", &verified, Utc::now()).is_err(), "a finished saga takes no more replies");

@@ -99,31 +99,20 @@ pub fn command<M: Message + Name>(service: &str, message: &M) -> Built {
     })
 }
 
-/// A participant's reply, as the engine sees it.
+/// A participant's reply, as the engine sees it: what the participant said of the command (the
+/// platform's `Ftgo-Saga-Outcome`, whatever the message type), and the message itself for a step
+/// that learns from it.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub message_type: String,
     pub payload: Vec<u8>,
+    /// `Err(reason)` when the participant refused.
+    pub outcome: Result<(), String>,
 }
 
 impl Reply {
-    /// `Err(reason)` when the reply is one of the participants' refusals.
     pub fn outcome(&self) -> Result<(), String> {
-        use ftgo_proto::{accounting::v1 as a, consumer::v1 as c, kitchen::v1 as k, order::v1 as o};
-        let bytes = self.payload.as_slice();
-        let t = self.message_type.as_str();
-        let reason = if t == c::ConsumerVerificationFailed::full_name() {
-            c::ConsumerVerificationFailed::decode(bytes).map(|r| r.reason)
-        } else if t == k::TicketCommandRefused::full_name() {
-            k::TicketCommandRefused::decode(bytes).map(|r| r.reason)
-        } else if t == a::CardAuthorizationFailed::full_name() {
-            a::CardAuthorizationFailed::decode(bytes).map(|r| r.reason)
-        } else if t == o::OrderCommandRefused::full_name() {
-            o::OrderCommandRefused::decode(bytes).map(|r| r.reason)
-        } else {
-            return Ok(());
-        };
-        Err(reason.unwrap_or_else(|e| format!("undecodable {t}: {e}")))
+        self.outcome.clone()
     }
 
     pub fn decode<M: Message + Name + Default>(&self) -> Result<M, String> {
@@ -322,9 +311,14 @@ impl<D: SagaDefinition> Saga<D> {
 pub(crate) mod testing {
     use super::*;
 
-    /// A reply of type `M`.
+    /// A successful reply of type `M`.
     pub fn reply<M: Message + Name>(message: &M) -> Reply {
-        Reply { message_type: M::full_name(), payload: message.encode_to_vec() }
+        Reply { message_type: M::full_name(), payload: message.encode_to_vec(), outcome: Ok(()) }
+    }
+
+    /// A refusal of type `M`, for `reason`.
+    pub fn refusal<M: Message + Name>(message: &M, reason: &str) -> Reply {
+        Reply { outcome: Err(reason.to_owned()), ..reply(message) }
     }
 
     /// Replies `reply` to the saga's current step and returns the next command's type.

@@ -100,7 +100,7 @@ mod tests {
     use super::*;
     use crate::sagas::{
         Saga, SagaState,
-        testing::{answer, reply},
+        testing::{answer, refusal, reply},
     };
 
     #[test]
@@ -115,10 +115,8 @@ mod tests {
         let (mut saga, _) = Saga::start("o-1", data, Utc::now());
         let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
         assert_eq!(next.unwrap(), accounting::ReviseAuthorization::full_name());
-        let refusal = reply(&accounting::CardAuthorizationFailed {
-            order_id: "o-1".into(),
-            reason: "credit limit exceeded".into(),
-        });
+        let why = "credit limit exceeded";
+        let refusal = refusal(&accounting::CardAuthorizationFailed { order_id: "o-1".into(), reason: why.into() }, why);
         assert_eq!(answer(&mut saga, &refusal).unwrap(), kitchen::UndoBeginReviseTicket::full_name());
         let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
         assert_eq!(next.unwrap(), order::UndoReviseOrder::full_name());

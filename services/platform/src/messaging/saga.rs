@@ -1,9 +1,12 @@
 //! How saga commands, replies and events are addressed and correlated.
 //!
 //! A command carries the saga's id (`Ftgo-Saga-Id`), its step (`Ftgo-Saga-Step`) and the subject
-//! its reply goes to (`Ftgo-Reply-To`). A participant answers with [`reply_to`], which copies the
-//! saga id and step into the reply, so the orchestrator can match the reply to its saga instance. Payloads are protobuf messages;
-//! their fully qualified type name travels in `Ftgo-Message-Type`.
+//! its reply goes to (`Ftgo-Reply-To`). A participant answers with [`reply_to`] when it did what
+//! the command asked, or [`refuse`] when it would not; both copy the saga id and step into the
+//! reply, so the orchestrator can match the reply to its saga instance, and both say the outcome
+//! in `Ftgo-Saga-Outcome` (with the reason in `Ftgo-Saga-Reason`), so the orchestrator reads it
+//! from any reply without knowing each participant's message types. Payloads are protobuf
+//! messages; their fully qualified type name travels in `Ftgo-Message-Type`.
 
 use prost::{Message, Name};
 
@@ -17,6 +20,12 @@ pub const REPLY_TO_HEADER: &str = "Ftgo-Reply-To";
 /// Which step of the saga (and in which direction) a command belongs to; echoed in the reply so
 /// that the orchestrator can tell a reply to the current step from a stale one.
 pub const SAGA_STEP_HEADER: &str = "Ftgo-Saga-Step";
+/// On every reply: `success` (the participant did what the command asked) or `failure`.
+pub const SAGA_OUTCOME_HEADER: &str = "Ftgo-Saga-Outcome";
+/// On a `failure` reply: why, on one line.
+pub const SAGA_REASON_HEADER: &str = "Ftgo-Saga-Reason";
+const SUCCESS: &str = "success";
+const FAILURE: &str = "failure";
 
 impl OutgoingMessage {
     /// A protobuf message on `subject`, typed by its fully qualified name.
@@ -43,11 +52,40 @@ impl IncomingMessage {
     pub fn saga_id(&self) -> Option<&str> {
         self.header(SAGA_ID_HEADER)
     }
+
+    /// What a participant's reply says of its command: `Ok(())` done, `Err(reason)` refused. A
+    /// reply that says neither cannot be applied, so it is refused (and dead-lettered).
+    pub fn saga_outcome(&self) -> Result<Result<(), String>, HandlerError> {
+        match self.header(SAGA_OUTCOME_HEADER) {
+            Some(SUCCESS) => Ok(Ok(())),
+            Some(FAILURE) => Ok(Err(self.header(SAGA_REASON_HEADER).unwrap_or("no reason given").to_owned())),
+            other => Err(HandlerError::Rejected(anyhow::anyhow!(
+                "a reply must say {SAGA_OUTCOME_HEADER}: {SUCCESS} or {FAILURE}, not {other:?}"
+            ))),
+        }
+    }
 }
 
-/// The reply to `command`: sent to the command's `Ftgo-Reply-To` subject with its saga id. A
-/// command without a reply subject cannot be answered, so it is refused.
+/// The reply to `command` when the participant did what it asked: sent to the command's
+/// `Ftgo-Reply-To` subject with its saga id and step, as a `success`. A command without a reply
+/// subject cannot be answered, so it is refused.
 pub fn reply_to<M: Message + Name>(command: &IncomingMessage, reply: &M) -> Result<OutgoingMessage, HandlerError> {
+    Ok(addressed(command, reply)?.with_header(SAGA_OUTCOME_HEADER, SUCCESS))
+}
+
+/// The reply to `command` when the participant would not do it: `refusal` (which says why in the
+/// participant's own terms), as a `failure` with `reason` for the saga's history.
+pub fn refuse<M: Message + Name>(
+    command: &IncomingMessage,
+    refusal: &M,
+    reason: &str,
+) -> Result<OutgoingMessage, HandlerError> {
+    // A header value is one line.
+    let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    Ok(addressed(command, refusal)?.with_header(SAGA_OUTCOME_HEADER, FAILURE).with_header(SAGA_REASON_HEADER, reason))
+}
+
+fn addressed<M: Message + Name>(command: &IncomingMessage, reply: &M) -> Result<OutgoingMessage, HandlerError> {
     let subject = command
         .header(REPLY_TO_HEADER)
         .ok_or_else(|| HandlerError::Rejected(anyhow::anyhow!("the command has no {REPLY_TO_HEADER} header")))?;
@@ -58,4 +96,62 @@ pub fn reply_to<M: Message + Name>(command: &IncomingMessage, reply: &M) -> Resu
         }
     }
     Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::HeaderMap;
+    use ftgo_proto::kitchen::v1 as kitchen;
+
+    use super::*;
+
+    fn command() -> IncomingMessage {
+        let mut headers = HeaderMap::new();
+        headers.insert(SAGA_ID_HEADER, "s-1");
+        headers.insert(SAGA_STEP_HEADER, "2:f");
+        headers.insert(REPLY_TO_HEADER, "ftgo.reply.orchestrator.saga");
+        IncomingMessage {
+            id: uuid::Uuid::new_v4(),
+            subject: "ftgo.command.kitchen.CreateTicket".into(),
+            message_type: kitchen::CreateTicket::full_name(),
+            headers,
+            payload: Default::default(),
+            delivery: 1,
+        }
+    }
+
+    /// The reply as the orchestrator receives it.
+    fn received(reply: OutgoingMessage) -> IncomingMessage {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &reply.headers {
+            headers.insert(name.as_str(), value.as_str());
+        }
+        IncomingMessage {
+            id: reply.id,
+            subject: reply.subject,
+            message_type: reply.message_type,
+            headers,
+            payload: reply.payload.into(),
+            delivery: 1,
+        }
+    }
+
+    #[test]
+    fn every_reply_says_its_outcome_and_keeps_the_sagas_address() {
+        let done = received(reply_to(&command(), &kitchen::TicketCreated { ticket_id: "t-1".into() }).unwrap());
+        assert_eq!(done.saga_outcome().unwrap(), Ok(()));
+        assert_eq!((done.saga_id(), done.header(SAGA_STEP_HEADER)), (Some("s-1"), Some("2:f")));
+        assert_eq!(done.subject, "ftgo.reply.orchestrator.saga");
+
+        let why = "restaurant r-1 is closed\nfor the night";
+        let refused = refuse(&command(), &kitchen::TicketCommandRefused { reason: why.into() }, why).unwrap();
+        let refused = received(refused);
+        assert_eq!(refused.saga_outcome().unwrap(), Err("restaurant r-1 is closed for the night".to_owned()));
+        assert_eq!(refused.message_type, kitchen::TicketCommandRefused::full_name());
+
+        // A reply that says neither cannot be applied.
+        let mut silent = done;
+        silent.headers = HeaderMap::new();
+        assert!(matches!(silent.saga_outcome(), Err(HandlerError::Rejected(_))));
+    }
 }
