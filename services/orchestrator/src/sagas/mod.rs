@@ -92,11 +92,9 @@ pub type Built = Result<Command, String>;
 
 /// The command `message` for `service`'s command subject.
 pub fn command<M: Message + Name>(service: &str, message: &M) -> Built {
-    Ok(Command {
-        subject: command_subject(service, M::NAME),
-        message_type: M::full_name(),
-        payload: message.encode_to_vec(),
-    })
+    let OutgoingMessage { subject, message_type, payload, .. } =
+        OutgoingMessage::protobuf(command_subject(service, M::NAME), message);
+    Ok(Command { subject, message_type, payload })
 }
 
 /// A participant's reply, as the engine sees it: what the participant said of the command (the
@@ -116,10 +114,7 @@ impl Reply {
     }
 
     pub fn decode<M: Message + Name + Default>(&self) -> Result<M, String> {
-        if self.message_type != M::full_name() {
-            return Err(format!("expected a {}, got a {}", M::full_name(), self.message_type));
-        }
-        M::decode(self.payload.as_slice()).map_err(|e| format!("undecodable {}: {e}", M::full_name()))
+        ftgo_platform::messaging::saga::decode(&self.message_type, &self.payload)
     }
 }
 

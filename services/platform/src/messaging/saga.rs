@@ -34,19 +34,20 @@ impl OutgoingMessage {
     }
 }
 
+/// The one protobuf decoder for messages: `payload` as `M`, when `message_type` (the
+/// `Ftgo-Message-Type` it travelled with) names `M`.
+pub fn decode<M: Message + Name + Default>(message_type: &str, payload: &[u8]) -> Result<M, String> {
+    if message_type != M::full_name() {
+        return Err(format!("expected a {}, got a {message_type}", M::full_name()));
+    }
+    M::decode(payload).map_err(|e| format!("undecodable {}: {e}", M::full_name()))
+}
+
 impl IncomingMessage {
     /// Decodes the payload as `M`. A payload of another type, or one that does not decode, can
     /// never be handled: it is refused (and dead-lettered), not retried.
     pub fn decode<M: Message + Name + Default>(&self) -> Result<M, HandlerError> {
-        if self.message_type != M::full_name() {
-            return Err(HandlerError::Rejected(anyhow::anyhow!(
-                "expected a {}, got a {}",
-                M::full_name(),
-                self.message_type
-            )));
-        }
-        M::decode(self.payload.as_ref())
-            .map_err(|e| HandlerError::Rejected(anyhow::anyhow!("undecodable {}: {e}", M::full_name())))
+        decode(&self.message_type, &self.payload).map_err(|e| HandlerError::Rejected(anyhow::anyhow!(e)))
     }
 
     pub fn saga_id(&self) -> Option<&str> {
