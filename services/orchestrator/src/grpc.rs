@@ -7,10 +7,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    sagas::{
-        SagaDefinition, SagaState, StepStatus, cancel_order::CancelOrderData, create_order::CreateOrderData,
-        revise_order::ReviseOrderData,
-    },
+    sagas::{SagaDefinition, SagaState, SagaVisitor, StepStatus, with_saga_type},
     store::{self, SagaRow},
 };
 
@@ -30,15 +27,14 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 
 /// The name of the step a saga of this type is at, if it is still running.
 fn step_name(saga_type: &str, step: usize) -> Option<&'static str> {
-    fn name<D: SagaDefinition>(step: usize) -> Option<&'static str> {
-        D::steps().get(step).map(|s| s.name)
+    struct StepName(usize);
+    impl SagaVisitor for StepName {
+        type Output = Option<&'static str>;
+        fn visit<D: SagaDefinition>(self) -> Option<&'static str> {
+            D::steps().get(self.0).map(|s| s.name)
+        }
     }
-    match saga_type {
-        CreateOrderData::TYPE => name::<CreateOrderData>(step),
-        CancelOrderData::TYPE => name::<CancelOrderData>(step),
-        ReviseOrderData::TYPE => name::<ReviseOrderData>(step),
-        _ => None,
-    }
+    with_saga_type(saga_type, StepName(step)).flatten()
 }
 
 fn to_proto(row: &SagaRow) -> api::Saga {

@@ -25,10 +25,11 @@ use uuid::Uuid;
 
 use crate::{
     sagas::{
-        Reply, ReplyError, Saga, SagaDefinition,
+        Reply, ReplyError, Saga, SagaDefinition, SagaVisitor,
         cancel_order::CancelOrderData,
         create_order::{CreateOrderData, TicketLine},
         revise_order::ReviseOrderData,
+        with_saga_type,
     },
     store::{self, SagaRow},
 };
@@ -104,11 +105,10 @@ impl MessageHandler for SagaReplies {
             payload: message.payload.to_vec(),
             outcome: message.saga_outcome()?,
         };
-        match row.saga_type.as_str() {
-            CreateOrderData::TYPE => advance::<CreateOrderData>(tx, &row, &step, &reply).await,
-            CancelOrderData::TYPE => advance::<CancelOrderData>(tx, &row, &step, &reply).await,
-            ReviseOrderData::TYPE => advance::<ReviseOrderData>(tx, &row, &step, &reply).await,
-            other => Err(refuse(format!("unknown saga type {other}"))),
+        let advance = Advance { tx, row: &row, step: &step, reply: &reply };
+        match with_saga_type(&row.saga_type, advance) {
+            Some(advanced) => advanced.await,
+            None => Err(refuse(format!("unknown saga type {}", row.saga_type))),
         }
     }
 }
@@ -126,6 +126,22 @@ fn saga_metrics() -> &'static (Counter<u64>, Histogram<f64>) {
             .build();
         (finished, duration)
     })
+}
+
+/// Applies a reply to a saga of whichever type its row says.
+struct Advance<'a> {
+    tx: &'a mut PgConnection,
+    row: &'a SagaRow,
+    step: &'a str,
+    reply: &'a Reply,
+}
+
+impl<'a> SagaVisitor for Advance<'a> {
+    type Output = futures::future::BoxFuture<'a, Result<(), HandlerError>>;
+
+    fn visit<D: SagaDefinition>(self) -> Self::Output {
+        Box::pin(advance::<D>(self.tx, self.row, self.step, self.reply))
+    }
 }
 
 async fn advance<D: SagaDefinition>(

@@ -133,6 +133,25 @@ pub struct Step<D> {
     pub on_success: Option<LearnFromReply<D>>,
 }
 
+/// Something to do with a saga type known only by its stored name: [`with_saga_type`] calls
+/// `visit` with the definition as a type parameter.
+pub trait SagaVisitor {
+    type Output;
+    fn visit<D: SagaDefinition>(self) -> Self::Output;
+}
+
+/// The saga registry: every saga type the orchestrator runs, by the name its rows store. The one
+/// place a new saga type is added; `None` for a name it does not know.
+pub fn with_saga_type<V: SagaVisitor>(saga_type: &str, visitor: V) -> Option<V::Output> {
+    use self::{cancel_order::CancelOrderData, create_order::CreateOrderData, revise_order::ReviseOrderData};
+    match saga_type {
+        CreateOrderData::TYPE => Some(visitor.visit::<CreateOrderData>()),
+        CancelOrderData::TYPE => Some(visitor.visit::<CancelOrderData>()),
+        ReviseOrderData::TYPE => Some(visitor.visit::<ReviseOrderData>()),
+        _ => None,
+    }
+}
+
 /// A saga type: its data and its steps.
 pub trait SagaDefinition: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// `CreateOrderSaga`, ...
