@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use ftgo_platform::money::Money;
-use serde_json::{Value, json};
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
@@ -16,12 +15,10 @@ fn decode_error(what: impl Into<String>) -> sqlx::Error {
 }
 
 pub async fn insert_restaurant(tx: &mut PgConnection, restaurant: &Restaurant) -> sqlx::Result<()> {
-    let a = &restaurant.address;
-    let address = json!({"street1": a.street1, "street2": a.street2, "city": a.city, "state": a.state, "zip": a.zip});
     sqlx::query("INSERT INTO restaurants (id, name, address) VALUES ($1, $2, $3)")
         .bind(restaurant.id)
         .bind(&restaurant.name)
-        .bind(Json(address))
+        .bind(Json(&restaurant.address))
         .execute(&mut *tx)
         .await?;
     for (position, item) in restaurant.menu.iter().enumerate() {
@@ -40,21 +37,14 @@ pub async fn insert_restaurant(tx: &mut PgConnection, restaurant: &Restaurant) -
 }
 
 pub async fn find_restaurant(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Restaurant>> {
-    let Some((id, name, Json(address))): Option<(Uuid, String, Json<Value>)> =
+    // A stored address that is not an address is a decoding error, never empty fields.
+    let Some((id, name, Json(address))): Option<(Uuid, String, Json<Address>)> =
         sqlx::query_as("SELECT id, name, address FROM restaurants WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?
     else {
         return Ok(None);
-    };
-    let field = |f: &str| address.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let address = Address {
-        street1: field("street1"),
-        street2: field("street2"),
-        city: field("city"),
-        state: field("state"),
-        zip: field("zip"),
     };
     let rows: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT id, name, price_minor FROM menu_items WHERE restaurant_id = $1 ORDER BY position")
@@ -70,7 +60,8 @@ pub async fn find_restaurant(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<
     Ok(Some(Restaurant { id, name, address, menu }))
 }
 
-type TicketRow = (Uuid, String, Uuid, String, Option<String>, Json<Value>, Option<DateTime<Utc>>);
+/// A row as stored: line items that are not line items are a decoding error, never blanks.
+type TicketRow = (Uuid, String, Uuid, String, Option<String>, Json<Vec<TicketLineItem>>, Option<DateTime<Utc>>);
 
 /// `SELECT <every ticket column> FROM tickets <tail>`, as one static string.
 macro_rules! select_tickets {
@@ -80,18 +71,8 @@ macro_rules! select_tickets {
 }
 
 fn ticket(row: TicketRow) -> sqlx::Result<Ticket> {
-    let (id, order_id, restaurant_id, state, previous_state, Json(items), ready_by) = row;
+    let (id, order_id, restaurant_id, state, previous_state, Json(line_items), ready_by) = row;
     let parse = |s: &str| TicketState::parse(s).ok_or_else(|| decode_error(format!("unknown ticket state {s}")));
-    let line_items = items
-        .as_array()
-        .ok_or_else(|| decode_error("line_items is not an array"))?
-        .iter()
-        .map(|item| TicketLineItem {
-            menu_item_id: item["menuItemId"].as_str().unwrap_or_default().to_owned(),
-            name: item["name"].as_str().unwrap_or_default().to_owned(),
-            quantity: item["quantity"].as_u64().and_then(|q| u32::try_from(q).ok()).unwrap_or_default(),
-        })
-        .collect();
     Ok(Ticket {
         id,
         order_id,
@@ -103,10 +84,8 @@ fn ticket(row: TicketRow) -> sqlx::Result<Ticket> {
     })
 }
 
-fn line_items_json(items: &[TicketLineItem]) -> Json<Value> {
-    Json(Value::Array(
-        items.iter().map(|i| json!({"menuItemId": i.menu_item_id, "name": i.name, "quantity": i.quantity})).collect(),
-    ))
+fn line_items_json(items: &[TicketLineItem]) -> Json<&[TicketLineItem]> {
+    Json(items)
 }
 
 pub async fn insert_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Result<()> {

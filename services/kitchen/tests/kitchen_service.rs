@@ -19,14 +19,16 @@ struct App {
     world: ServiceWorld,
     running: Running,
     client: KitchenServiceClient<Channel>,
+    database_url: String,
 }
 
 async fn spawn_app() -> App {
     let world = ServiceWorld::start().await.unwrap();
     let config = Config { common: world.config("kitchen").await.unwrap() };
+    let database_url = config.common.database.url.clone();
     let running = start(config, CancellationToken::new()).await.unwrap();
     let client = KitchenServiceClient::connect(format!("http://{}", running.addr)).await.unwrap();
-    App { world, running, client }
+    App { world, running, client, database_url }
 }
 
 fn menu_item(id: &str, name: &str, price: i64) -> MenuItem {
@@ -90,6 +92,24 @@ async fn a_restaurant_is_stored_with_its_menu_and_announced_by_an_event() {
     let events = app.world.messages("ftgo.event.restaurant.>", 1, Duration::from_secs(10)).await.unwrap();
     let event: api::RestaurantCreated = events[0].decode();
     assert_eq!(event.restaurant.unwrap(), api::Restaurant { restaurant_id: id, ..restaurant });
+    app.running.stop().await.unwrap();
+}
+
+/// A row that does not hold what its type says is an error, never a value with blank fields.
+#[tokio::test]
+async fn a_corrupt_row_is_an_error_not_blank_fields() {
+    let mut app = spawn_app().await;
+    let restaurant_id = app.restaurant().await;
+    let order_id = uuid::Uuid::new_v4().to_string();
+    app.awaiting_acceptance(&restaurant_id, &order_id).await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&app.database_url).await.unwrap();
+    sqlx::query("UPDATE restaurants SET address = '{\"street1\": 5}'").execute(&mut db).await.unwrap();
+    sqlx::query("UPDATE tickets SET line_items = '[{\"name\": \"Dal\"}]'").execute(&mut db).await.unwrap();
+
+    let restaurant = app.client.get_restaurant(api::GetRestaurantRequest { restaurant_id }).await;
+    assert!(restaurant.is_err(), "{restaurant:?}");
+    let ticket = app.client.get_ticket_by_order(api::GetTicketByOrderRequest { order_id }).await;
+    assert!(ticket.is_err(), "{ticket:?}");
     app.running.stop().await.unwrap();
 }
 

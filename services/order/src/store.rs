@@ -25,15 +25,6 @@ struct StoredPricing {
     total_minor: i64,
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct StoredAddress {
-    street1: String,
-    street2: String,
-    city: String,
-    state: String,
-    zip: String,
-}
-
 fn money(minor: i64) -> sqlx::Result<Money> {
     Money::from_minor_units(minor).map_err(|e| sqlx::Error::Decode(e.into()))
 }
@@ -115,7 +106,7 @@ type OrderRow = (
     String,
     Json<Vec<StoredLineItem>>,
     i64,
-    Json<StoredAddress>,
+    Json<Address>,
     Option<String>,
     Option<Json<StoredPricing>>,
     DateTime<Utc>,
@@ -139,7 +130,7 @@ fn order(row: OrderRow) -> sqlx::Result<Order> {
         state,
         Json(line_items),
         total,
-        Json(a),
+        Json(delivery_address),
         rejection_reason,
         revision,
         created_at,
@@ -151,7 +142,7 @@ fn order(row: OrderRow) -> sqlx::Result<Order> {
         state: OrderState::parse(&state)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown order state {state}").into()))?,
         pricing: Pricing { line_items: items(line_items)?, total: money(total)? },
-        delivery_address: Address { street1: a.street1, street2: a.street2, city: a.city, state: a.state, zip: a.zip },
+        delivery_address,
         rejection_reason,
         pending_revision: revision
             .map(|Json(p)| {
@@ -163,14 +154,6 @@ fn order(row: OrderRow) -> sqlx::Result<Order> {
 }
 
 pub async fn insert_order(tx: &mut PgConnection, o: &Order) -> sqlx::Result<()> {
-    let a = &o.delivery_address;
-    let address = StoredAddress {
-        street1: a.street1.clone(),
-        street2: a.street2.clone(),
-        city: a.city.clone(),
-        state: a.state.clone(),
-        zip: a.zip.clone(),
-    };
     sqlx::query(
         "INSERT INTO orders (id, consumer_id, restaurant_id, state, line_items, order_total_minor, delivery_address, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -181,7 +164,7 @@ pub async fn insert_order(tx: &mut PgConnection, o: &Order) -> sqlx::Result<()> 
     .bind(o.state.as_str())
     .bind(Json(stored_items(&o.pricing.line_items)))
     .bind(o.pricing.total.minor_units())
-    .bind(Json(address))
+    .bind(Json(&o.delivery_address))
     .bind(o.created_at)
     .execute(tx)
     .await?;

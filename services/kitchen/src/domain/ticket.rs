@@ -70,7 +70,9 @@ impl TicketState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One line of a ticket; stored as JSON (`menuItemId`, `name`, `quantity`) in the ticket's row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TicketLineItem {
     pub menu_item_id: String,
     pub name: String,
