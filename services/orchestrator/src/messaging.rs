@@ -12,6 +12,7 @@ use ftgo_platform::{
         outbox,
         saga::SAGA_STEP_HEADER,
     },
+    money::Money,
     telemetry,
 };
 use ftgo_proto::order::v1 as order;
@@ -50,7 +51,7 @@ impl MessageHandler for OrderEvents {
         if t == order::OrderCreated::full_name() {
             let event: order::OrderCreated = message.decode()?;
             let o = event.order.ok_or_else(|| refuse("OrderCreated without an order"))?;
-            start(tx, &o.order_id, CreateOrderData::from_order(&o)).await
+            start(tx, &o.order_id, CreateOrderData::from_order(&o).map_err(refuse)?).await
         } else if t == order::OrderCancelRequested::full_name() {
             let event: order::OrderCancelRequested = message.decode()?;
             let o = event.order.ok_or_else(|| refuse("OrderCancelRequested without an order"))?;
@@ -70,8 +71,9 @@ impl MessageHandler for OrderEvents {
                         quantity: l.quantity,
                     })
                     .collect(),
-                revised_total_minor: event.revised_total.map_or(0, |m| m.minor_units),
-                original_total_minor: o.order_total.map_or(0, |m| m.minor_units),
+                revised_total: Money::try_from(event.revised_total)
+                    .map_err(|e| refuse(format!("revised total {e}")))?,
+                original_total: Money::try_from(o.order_total).map_err(|e| refuse(format!("order total {e}")))?,
             };
             start(tx, &o.order_id, data).await
         } else {

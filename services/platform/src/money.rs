@@ -10,7 +10,9 @@ use std::{fmt, str::FromStr};
 /// thousand of them cannot overflow an i64.
 pub const MAX_MINOR_UNITS: i64 = 100_000_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// Stored (in JSON, such as a saga's data) as its minor units, checked when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Money(i64);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +96,20 @@ impl FromStr for Money {
     }
 }
 
+impl TryFrom<i64> for Money {
+    type Error = MoneyError;
+
+    fn try_from(minor_units: i64) -> Result<Self, Self::Error> {
+        Money::from_minor_units(minor_units)
+    }
+}
+
+impl From<Money> for i64 {
+    fn from(money: Money) -> Self {
+        money.0
+    }
+}
+
 impl From<Money> for ftgo_proto::common::v1::Money {
     fn from(money: Money) -> Self {
         Self { minor_units: money.0 }
@@ -112,6 +128,16 @@ impl TryFrom<Option<ftgo_proto::common::v1::Money>> for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_as_minor_units_and_checked_when_read() {
+        let amount = Money::from_minor_units(1234).unwrap();
+        assert_eq!(serde_json::to_value(amount).unwrap(), serde_json::json!(1234));
+        assert_eq!(serde_json::from_value::<Money>(serde_json::json!(1234)).unwrap(), amount);
+        for bad in [serde_json::json!(-1), serde_json::json!(MAX_MINOR_UNITS + 1), serde_json::json!("12.34")] {
+            assert!(serde_json::from_value::<Money>(bad.clone()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_and_prints_two_places() {

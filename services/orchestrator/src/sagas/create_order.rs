@@ -3,8 +3,9 @@
 //! cancels the ticket (if one was made), releases the authorization (if one was made) and rejects
 //! the order with the reason.
 
+use ftgo_platform::money::Money;
 use ftgo_proto::{
-    accounting::v1 as accounting, common::v1::Money, consumer::v1 as consumer, kitchen::v1 as kitchen,
+    accounting::v1 as accounting, common::v1 as common, consumer::v1 as consumer, kitchen::v1 as kitchen,
     order::v1 as order,
 };
 use serde::{Deserialize, Serialize};
@@ -23,19 +24,21 @@ pub struct CreateOrderData {
     pub order_id: String,
     pub consumer_id: String,
     pub restaurant_id: String,
-    pub order_total_minor: i64,
+    #[serde(rename = "order_total_minor")]
+    pub order_total: Money,
     pub line_items: Vec<TicketLine>,
     /// Learnt from the kitchen's reply to CreateTicket.
     pub ticket_id: Option<String>,
 }
 
 impl CreateOrderData {
-    pub fn from_order(o: &order::Order) -> Self {
-        Self {
+    /// The saga's data from the order in `OrderCreated`; an amount out of range is an error.
+    pub fn from_order(o: &order::Order) -> Result<Self, String> {
+        Ok(Self {
             order_id: o.order_id.clone(),
             consumer_id: o.consumer_id.clone(),
             restaurant_id: o.restaurant_id.clone(),
-            order_total_minor: o.order_total.map_or(0, |m| m.minor_units),
+            order_total: Money::try_from(o.order_total).map_err(|e| format!("order total {e}"))?,
             line_items: o
                 .line_items
                 .iter()
@@ -46,11 +49,11 @@ impl CreateOrderData {
                 })
                 .collect(),
             ticket_id: None,
-        }
+        })
     }
 
-    fn total(&self) -> Option<Money> {
-        Some(Money { minor_units: self.order_total_minor })
+    fn total(&self) -> Option<common::Money> {
+        Some(self.order_total.into())
     }
 }
 
@@ -172,7 +175,7 @@ mod tests {
             order_id: "o-1".into(),
             consumer_id: "c-1".into(),
             restaurant_id: "r-1".into(),
-            order_total_minor: 2500,
+            order_total: Money::from_minor_units_const(2500),
             line_items: vec![TicketLine { menu_item_id: "1".into(), name: "Dal".into(), quantity: 2 }],
             ticket_id: None,
         }

@@ -3,7 +3,8 @@
 //! `APPROVED` with the new items. A revision over the credit limit, or a kitchen already
 //! PREPARING, is undone: the ticket and the order keep their original items.
 
-use ftgo_proto::{accounting::v1 as accounting, common::v1::Money, kitchen::v1 as kitchen, order::v1 as order};
+use ftgo_platform::money::Money;
+use ftgo_proto::{accounting::v1 as accounting, kitchen::v1 as kitchen, order::v1 as order};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -16,9 +17,11 @@ pub struct ReviseOrderData {
     pub order_id: String,
     pub consumer_id: String,
     pub revised_line_items: Vec<TicketLine>,
-    pub revised_total_minor: i64,
+    #[serde(rename = "revised_total_minor")]
+    pub revised_total: Money,
     /// The total before the revision, to restore the authorization if a later step fails.
-    pub original_total_minor: i64,
+    #[serde(rename = "original_total_minor")]
+    pub original_total: Money,
 }
 
 fn undo_revise_order(d: &ReviseOrderData, reason: &str) -> Built {
@@ -37,21 +40,21 @@ fn undo_begin_revise_ticket(d: &ReviseOrderData, _reason: &str) -> Built {
     command("kitchen", &kitchen::UndoBeginReviseTicket { order_id: d.order_id.clone() })
 }
 
-fn revise_authorization_to(d: &ReviseOrderData, total: i64) -> Built {
+fn revise_authorization_to(d: &ReviseOrderData, total: Money) -> Built {
     let revise = accounting::ReviseAuthorization {
         consumer_id: d.consumer_id.clone(),
         order_id: d.order_id.clone(),
-        order_total: Some(Money { minor_units: total }),
+        order_total: Some(total.into()),
     };
     command("accounting", &revise)
 }
 
 fn revise_authorization(d: &ReviseOrderData) -> Built {
-    revise_authorization_to(d, d.revised_total_minor)
+    revise_authorization_to(d, d.revised_total)
 }
 
 fn restore_authorization(d: &ReviseOrderData, _reason: &str) -> Built {
-    revise_authorization_to(d, d.original_total_minor)
+    revise_authorization_to(d, d.original_total)
 }
 
 fn confirm_revise_ticket(d: &ReviseOrderData) -> Built {
@@ -109,8 +112,8 @@ mod tests {
             order_id: "o-1".into(),
             consumer_id: "c-1".into(),
             revised_line_items: vec![],
-            revised_total_minor: 90_000,
-            original_total_minor: 2_500,
+            revised_total: Money::from_minor_units_const(90_000),
+            original_total: Money::from_minor_units_const(2_500),
         };
         let (mut saga, _) = Saga::start("o-1", data, Utc::now());
         let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
