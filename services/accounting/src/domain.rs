@@ -19,7 +19,9 @@ pub struct Account {
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Stored by name (`AUTHORIZED`, `REVERSED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum AuthorizationState {
     Authorized,
     Reversed,

@@ -82,17 +82,16 @@ pub async fn find_authorization(conn: &mut PgConnection, order_id: &str) -> sqlx
             order_id,
             consumer_id,
             amount: Money::from_minor_units(amount).map_err(|e| sqlx::Error::Decode(e.into()))?,
-            state: if state == "AUTHORIZED" { AuthorizationState::Authorized } else { AuthorizationState::Reversed },
+            state: state
+                .parse::<AuthorizationState>()
+                .map_err(|_| sqlx::Error::Decode(format!("unknown authorization state {state}").into()))?,
         })
     })
     .transpose()
 }
 
 pub async fn save_authorization(tx: &mut PgConnection, authorization: &Authorization) -> sqlx::Result<()> {
-    let state = match authorization.state {
-        AuthorizationState::Authorized => "AUTHORIZED",
-        AuthorizationState::Reversed => "REVERSED",
-    };
+    let state: &'static str = authorization.state.into();
     sqlx::query(
         "INSERT INTO authorizations (order_id, consumer_id, amount_minor, state) VALUES ($1, $2, $3, $4)
          ON CONFLICT (order_id) DO UPDATE SET amount_minor = $3, state = $4, updated_at = now()",

@@ -19,7 +19,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumString, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum TicketState {
     CreatePending,
     AwaitingAcceptance,
@@ -33,35 +34,15 @@ pub enum TicketState {
 }
 
 impl TicketState {
-    pub const ALL: [TicketState; 9] = [
-        Self::CreatePending,
-        Self::AwaitingAcceptance,
-        Self::Accepted,
-        Self::Preparing,
-        Self::ReadyForPickup,
-        Self::PickedUp,
-        Self::CancelPending,
-        Self::Cancelled,
-        Self::RevisionPending,
-    ];
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
-    /// The name used in the API and in the database.
+    /// The name used in the API and in the database (`AWAITING_ACCEPTANCE`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CreatePending => "CREATE_PENDING",
-            Self::AwaitingAcceptance => "AWAITING_ACCEPTANCE",
-            Self::Accepted => "ACCEPTED",
-            Self::Preparing => "PREPARING",
-            Self::ReadyForPickup => "READY_FOR_PICKUP",
-            Self::PickedUp => "PICKED_UP",
-            Self::CancelPending => "CANCEL_PENDING",
-            Self::Cancelled => "CANCELLED",
-            Self::RevisionPending => "REVISION_PENDING",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s)
+        s.parse().ok()
     }
 
     /// Whether the order may still be cancelled or revised.
@@ -209,6 +190,30 @@ mod tests {
 
     use super::{TicketState::*, *};
 
+    /// The stored names are the rows' contract: derived, but pinned here.
+    #[test]
+    fn states_are_stored_by_their_screaming_names_and_read_back() {
+        let names: Vec<&str> = TicketState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "CREATE_PENDING",
+                "AWAITING_ACCEPTANCE",
+                "ACCEPTED",
+                "PREPARING",
+                "READY_FOR_PICKUP",
+                "PICKED_UP",
+                "CANCEL_PENDING",
+                "CANCELLED",
+                "REVISION_PENDING"
+            ]
+        );
+        for &state in TicketState::ALL {
+            assert_eq!(TicketState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(TicketState::parse("Preparing"), None);
+    }
+
     type Action = fn(&mut Ticket) -> Result<(), TicketError>;
     /// An action's name, the action, and each state it is legal in with the state it leads to.
     type Rule = (&'static str, Action, Vec<(TicketState, TicketState)>);
@@ -256,7 +261,7 @@ mod tests {
     #[test]
     fn every_legal_transition_leads_where_it_should_and_every_other_is_refused_unchanged() {
         for (name, action, legal) in actions() {
-            for from in TicketState::ALL {
+            for &from in TicketState::ALL {
                 let mut ticket = ticket_in(from);
                 let before = ticket.clone();
                 match (action(&mut ticket), legal.iter().find(|(f, _)| *f == from)) {
@@ -302,7 +307,7 @@ mod tests {
 
     #[test]
     fn state_names_round_trip() {
-        for state in TicketState::ALL {
+        for &state in TicketState::ALL {
             assert_eq!(TicketState::parse(state.as_str()), Some(state));
         }
         assert_eq!(TicketState::parse("COOKING"), None);

@@ -27,8 +27,9 @@ use uuid::Uuid;
 /// Where every participant sends its replies to the orchestrator.
 pub const REPLY_SUBJECT: &str = "ftgo.reply.orchestrator.saga";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumString, strum::IntoStaticStr)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum SagaState {
     Running,
     Compensating,
@@ -37,17 +38,13 @@ pub enum SagaState {
 }
 
 impl SagaState {
+    /// The name used in the API and in the database (`RUNNING`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "RUNNING",
-            Self::Compensating => "COMPENSATING",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Compensated => "COMPENSATED",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Running, Self::Compensating, Self::Succeeded, Self::Compensated].into_iter().find(|st| st.as_str() == s)
+        s.parse().ok()
     }
 
     pub fn is_finished(self) -> bool {

@@ -19,7 +19,8 @@ pub const MAX_QUANTITY: i32 = 100;
 /// The most line items one order can hold.
 pub const MAX_LINE_ITEMS: usize = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumString, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderState {
     ApprovalPending,
     Approved,
@@ -30,28 +31,15 @@ pub enum OrderState {
 }
 
 impl OrderState {
-    pub const ALL: [OrderState; 6] = [
-        Self::ApprovalPending,
-        Self::Approved,
-        Self::Rejected,
-        Self::CancelPending,
-        Self::Cancelled,
-        Self::RevisionPending,
-    ];
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
+    /// The name used in the API and in the database (`APPROVAL_PENDING`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ApprovalPending => "APPROVAL_PENDING",
-            Self::Approved => "APPROVED",
-            Self::Rejected => "REJECTED",
-            Self::CancelPending => "CANCEL_PENDING",
-            Self::Cancelled => "CANCELLED",
-            Self::RevisionPending => "REVISION_PENDING",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -275,7 +263,7 @@ mod tests {
     #[test]
     fn every_legal_transition_leads_where_it_should_and_every_other_is_refused_unchanged() {
         for (name, action, legal_from, to) in rules() {
-            for from in OrderState::ALL {
+            for &from in OrderState::ALL {
                 let mut order = order_in(from);
                 let before = order.clone();
                 let result = action(&mut order);
