@@ -79,7 +79,7 @@ cluster-up: infra
 
 # Stop what `just cluster-up` started, from another terminal.
 cluster-down:
-    cargo run --locked --quiet -p ftgo-operator --bin ftgo-cluster -- down
+    cargo run --locked --quiet -p ftgo-local --bin ftgo-cluster -- down
 
 # The workspace binaries the cluster runs and the Managed infrastructure's (Postgres, NATS, Consul,
 # Fabio), as OCI archives in ~/.cache/ftgo/images; `just cluster-up` builds and imports them itself.

@@ -5,7 +5,6 @@
 
 mod binary;
 mod chart;
-mod cluster;
 mod crd;
 mod discovery;
 mod images;

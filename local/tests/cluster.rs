@@ -2,7 +2,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use tokio::process::Command;
 
-use crate::support::eventually;
+use ftgo_testenv::eventually;
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new(ftgo_testenv::host::binary("kubectl").ok()?)
