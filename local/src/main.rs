@@ -18,12 +18,12 @@
 mod demo;
 mod services;
 
-use std::{path::PathBuf, time::Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ftgo_testenv::{
     Consul, Durability, Fabio, Nats, Postgres,
-    foreground::{self, Foreground, step},
+    foreground::{self, Foreground, state_dir, step},
 };
 
 #[tokio::main]
@@ -65,10 +65,6 @@ fn postgres_durability() -> Result<Durability> {
         Err(std::env::VarError::NotPresent) => Ok(Durability::Fast),
         Err(e) => Err(e).context("FTGO_POSTGRES"),
     }
-}
-
-fn state_dir() -> PathBuf {
-    std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from)
 }
 
 /// `up` runs in the foreground; `down` finds it through `.ftgo/local.pid`.

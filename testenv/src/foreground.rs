@@ -22,6 +22,12 @@ pub struct Foreground {
     pub stop_command: &'static str,
 }
 
+/// Where the local stacks (`ftgo-local up`, `ftgo-cluster up`) keep their state: pid files, logs,
+/// settings, kubeconfig. `$FTGO_STATE_DIR`, else `.ftgo`.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from)
+}
+
 impl Foreground {
     /// The pid of the running stack, if any. A stale pid file may name a pid the kernel has since
     /// given to another program, so the program's name must match too.

@@ -55,17 +55,13 @@ async fn main() -> Result<()> {
 
 /// Where `up` keeps its pid file and the kubeconfig.
 fn state_dir() -> PathBuf {
-    std::env::var_os("FTGO_STATE_DIR").map_or_else(|| PathBuf::from(".ftgo"), PathBuf::from).join("cluster")
+    ftgo_testenv::foreground::state_dir().join("cluster")
 }
 
 /// `up` runs in the foreground; `down` finds it through the pid file.
 fn foreground() -> Foreground {
-    Foreground {
-        pid_file: state_dir().join("pid"),
-        program: "ftgo-cluster",
-        name: "the local cluster",
-        stop_command: "just cluster-down",
-    }
+    let stop_command = "just cluster-down";
+    Foreground { pid_file: state_dir().join("pid"), program: "ftgo-cluster", name: "the local cluster", stop_command }
 }
 
 fn address(variable: &str, default: &str) -> Result<SocketAddr> {
