@@ -102,6 +102,13 @@ fn conflict_is_false<T>(result: Result<T, kube::Error>) -> Result<bool, kube::Er
     }
 }
 
+/// How long a stopping leader lets its running reconciles finish before it stops them: a
+/// reconcile is idempotent, so the next leader redoes whatever one left half done. Kubernetes
+/// kills a pod 30 s after SIGTERM by default; this and [`RELEASE_TIMEOUT`] stay well inside that.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a stopping leader tries to hand the Lease over; after that it expires instead.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Waits to become leader, then runs `work` until `shutdown` turns true or leadership is
 /// lost. `work` gets a receiver that turns true when it must stop; it should then finish what
 /// it is doing and return. Returns `Err` when leadership was lost, so the process can exit and
@@ -152,14 +159,18 @@ where
         }
     };
     let _ = stop_work.send(true);
-    if !running.is_finished() {
-        let _ = running.await;
+    // Bounded: a reconcile stuck on a slow API server must not keep the process from exiting.
+    if !running.is_finished() && tokio::time::timeout(DRAIN_TIMEOUT, &mut running).await.is_err() {
+        warn!("reconciles still running after {DRAIN_TIMEOUT:?}; stopping them");
+        running.abort();
     }
     metrics.set_leader(false);
-    if outcome.is_ok()
-        && let Err(err) = lease.release().await
-    {
-        warn!(%err, "could not release the leader Lease; it will expire");
+    if outcome.is_ok() {
+        match tokio::time::timeout(RELEASE_TIMEOUT, lease.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(%err, "could not release the leader Lease; it will expire"),
+            Err(_) => warn!("releasing the leader Lease took over {RELEASE_TIMEOUT:?}; it will expire"),
+        }
     }
     outcome
 }
