@@ -106,11 +106,14 @@ async fn one_trace_follows_an_order_to_the_last_saga_step_and_metrics_count_its_
     assert!(orders_posted["http.server.request.duration"] >= 2, "{orders_posted:#?}");
 }
 
-/// Every metric name exported so far, with the sum of its counter points (or the count of its
-/// histogram points), for the points whose attributes include `with`.
+/// Every metric name in the latest export, with the sum of its counter points (or the count of its
+/// histogram points), for the points whose attributes include `with`. The exporter keeps every
+/// export and the temporality is cumulative, so only the latest one counts: adding them up would
+/// count a saga once per flush that saw it.
 fn metric_totals(exporter: &InMemoryMetricExporter, with: (&str, &str)) -> std::collections::BTreeMap<String, u64> {
     let mut totals = std::collections::BTreeMap::new();
-    for resource in exporter.get_finished_metrics().unwrap() {
+    let exports = exporter.get_finished_metrics().unwrap();
+    for resource in exports.iter().rev().take(1) {
         for scope in resource.scope_metrics() {
             for metric in scope.metrics() {
                 let total: u64 = match metric.data() {
