@@ -1,16 +1,18 @@
 //! What the Accounting Service hears: `ConsumerCreated` events (open an account) and the saga's
 //! card commands (`ftgo.command.accounting.>`).
 
+use std::sync::LazyLock;
+
 use ftgo_platform::{
     messaging::{
+        dispatch::Table,
         inbox::{HandlerError, IncomingMessage, MessageHandler},
         outbox,
-        saga::{self, reply_to},
+        saga::{self, Outcome},
     },
     money::Money,
 };
 use ftgo_proto::{accounting::v1 as api, consumer::v1 as consumer};
-use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -41,43 +43,39 @@ impl MessageHandler for ConsumerEvents {
 
 pub struct CardCommands;
 
+/// The commands, one variant per message type.
+enum Command {
+    AuthorizeCard(api::AuthorizeCard),
+    ReverseAuthorization(api::ReverseAuthorization),
+    ReviseAuthorization(api::ReviseAuthorization),
+}
+
+static COMMANDS: LazyLock<Table<Command>> = LazyLock::new(|| {
+    Table::new().on(Command::AuthorizeCard).on(Command::ReverseAuthorization).on(Command::ReviseAuthorization)
+});
+
 impl MessageHandler for CardCommands {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
-        let outcome = match message.message_type.as_str() {
-            t if t == api::AuthorizeCard::full_name() => {
-                let command: api::AuthorizeCard = message.decode()?;
-                let total = Money::try_from(command.order_total)
-                    .map_err(|e| HandlerError::Rejected(anyhow::anyhow!("order total {e}")))?;
-                authorize(tx, message, &command.consumer_id, &command.order_id, total).await?
+        let total = |order_total| {
+            Money::try_from(order_total).map_err(|e| HandlerError::Rejected(anyhow::anyhow!("order total {e}")))
+        };
+        let (outcome, order_id) = match COMMANDS.decode(message)? {
+            Command::AuthorizeCard(c) => {
+                let total = total(c.order_total)?;
+                (authorize(tx, message, &c.consumer_id, &c.order_id, total).await?, c.order_id)
             }
-            t if t == api::ReverseAuthorization::full_name() => {
-                let command: api::ReverseAuthorization = message.decode()?;
-                reverse(tx, &command.order_id).await?
-            }
-            t if t == api::ReviseAuthorization::full_name() => {
-                let command: api::ReviseAuthorization = message.decode()?;
-                let total = Money::try_from(command.order_total)
-                    .map_err(|e| HandlerError::Rejected(anyhow::anyhow!("order total {e}")))?;
-                revise(tx, &command.order_id, total).await?
-            }
-            other => {
-                return Err(HandlerError::Rejected(anyhow::anyhow!("the Accounting Service has no command {other}")));
+            Command::ReverseAuthorization(c) => (reverse(tx, &c.order_id).await?, c.order_id),
+            Command::ReviseAuthorization(c) => {
+                let total = total(c.order_total)?;
+                (revise(tx, &c.order_id, total).await?, c.order_id)
             }
         };
-        let (order_id, result) = outcome;
-        let reply = match result {
-            Ok(()) => reply_to(message, &api::CardAuthorized { order_id })?,
-            Err(reason) => {
-                tracing::info!(%order_id, %reason, "card authorization refused");
-                saga::refuse(message, &api::CardAuthorizationFailed { order_id, reason: reason.clone() }, &reason)?
-            }
-        };
-        outbox::enqueue(tx, &reply).await?;
+        let done = outcome.map(|()| api::CardAuthorized { order_id: order_id.clone() });
+        let refusal = |reason: &str| api::CardAuthorizationFailed { order_id, reason: reason.to_owned() };
+        outbox::enqueue(tx, &saga::answer(message, done, refusal)?).await?;
         Ok(())
     }
 }
-
-type Outcome = (String, Result<(), String>);
 
 async fn authorize(
     tx: &mut PgConnection,
@@ -85,8 +83,8 @@ async fn authorize(
     consumer_id: &str,
     order_id: &str,
     total: Money,
-) -> Result<Outcome, HandlerError> {
-    let refuse = |reason: String| Ok((order_id.to_owned(), Err(reason)));
+) -> Result<Outcome<()>, HandlerError> {
+    let refuse = |reason: String| Ok(Err(reason));
     let Ok(id) = consumer_id.parse::<Uuid>() else {
         return refuse(format!("consumer id {consumer_id:?} is not a UUID"));
     };
@@ -102,40 +100,40 @@ async fn authorize(
         Ok(authorization) => {
             store::save_account(tx, &account).await?;
             store::save_authorization(tx, &authorization).await?;
-            Ok((order_id.to_owned(), Ok(())))
+            Ok(Ok(()))
         }
         Err(refusal) => refuse(refusal.to_string()),
     }
 }
 
-async fn reverse(tx: &mut PgConnection, order_id: &str) -> Result<Outcome, HandlerError> {
+async fn reverse(tx: &mut PgConnection, order_id: &str) -> Result<Outcome<()>, HandlerError> {
     let Some(authorization) = store::find_authorization(tx, order_id).await? else {
         // Nothing was reserved (the authorization was refused, or never asked for): done.
-        return Ok((order_id.to_owned(), Ok(())));
+        return Ok(Ok(()));
     };
     let Some(mut account) = store::lock_account(tx, authorization.consumer_id).await? else {
-        return Ok((order_id.to_owned(), Ok(())));
+        return Ok(Ok(()));
     };
     if let Some(released) = account.release(Some(&authorization)) {
         store::save_account(tx, &account).await?;
         store::save_authorization(tx, &released).await?;
     }
-    Ok((order_id.to_owned(), Ok(())))
+    Ok(Ok(()))
 }
 
-async fn revise(tx: &mut PgConnection, order_id: &str, total: Money) -> Result<Outcome, HandlerError> {
+async fn revise(tx: &mut PgConnection, order_id: &str, total: Money) -> Result<Outcome<()>, HandlerError> {
     let Some(authorization) = store::find_authorization(tx, order_id).await? else {
-        return Ok((order_id.to_owned(), Err(format!("order {order_id} has no authorization to revise"))));
+        return Ok(Err(format!("order {order_id} has no authorization to revise")));
     };
     let Some(mut account) = store::lock_account(tx, authorization.consumer_id).await? else {
-        return Ok((order_id.to_owned(), Err(format!("consumer {} has no account", authorization.consumer_id))));
+        return Ok(Err(format!("consumer {} has no account", authorization.consumer_id)));
     };
     match account.revise(Some(&authorization), total) {
         Ok(revised) => {
             store::save_account(tx, &account).await?;
             store::save_authorization(tx, &revised).await?;
-            Ok((order_id.to_owned(), Ok(())))
+            Ok(Ok(()))
         }
-        Err(refusal) => Ok((order_id.to_owned(), Err(refusal.to_string()))),
+        Err(refusal) => Ok(Err(refusal.to_string())),
     }
 }

@@ -3,14 +3,15 @@
 //! A refusal (unknown restaurant, a ticket already PREPARING, ...) is a reply the saga acts on,
 //! never a dead letter: only a message that cannot be understood at all is dead-lettered.
 
+use std::sync::LazyLock;
+
 use ftgo_platform::messaging::{
-    OutgoingMessage,
+    dispatch::Table,
     inbox::{HandlerError, IncomingMessage, MessageHandler},
     outbox,
-    saga::{self, reply_to},
+    saga::{self, Outcome},
 };
 use ftgo_proto::kitchen::v1 as api;
-use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -25,68 +26,66 @@ pub const MAX_QUANTITY: i32 = 100;
 
 pub struct KitchenCommands;
 
-/// How a command ended, as the saga hears it.
-enum Outcome {
-    Created(Uuid),
-    Succeeded(Uuid),
-    Refused(String),
+/// The commands, one variant per message type.
+#[expect(clippy::enum_variant_names, reason = "each variant is named after the message it carries")]
+enum Command {
+    CreateTicket(api::CreateTicket),
+    ConfirmCreateTicket(api::ConfirmCreateTicket),
+    CancelCreateTicket(api::CancelCreateTicket),
+    BeginCancelTicket(api::BeginCancelTicket),
+    ConfirmCancelTicket(api::ConfirmCancelTicket),
+    UndoBeginCancelTicket(api::UndoBeginCancelTicket),
+    BeginReviseTicket(api::BeginReviseTicket),
+    ConfirmReviseTicket(api::ConfirmReviseTicket),
+    UndoBeginReviseTicket(api::UndoBeginReviseTicket),
 }
 
-impl From<TicketError> for Outcome {
-    fn from(e: TicketError) -> Self {
-        Outcome::Refused(e.to_string())
-    }
-}
+static COMMANDS: LazyLock<Table<Command>> = LazyLock::new(|| {
+    Table::new()
+        .on(Command::CreateTicket)
+        .on(Command::ConfirmCreateTicket)
+        .on(Command::CancelCreateTicket)
+        .on(Command::BeginCancelTicket)
+        .on(Command::ConfirmCancelTicket)
+        .on(Command::UndoBeginCancelTicket)
+        .on(Command::BeginReviseTicket)
+        .on(Command::ConfirmReviseTicket)
+        .on(Command::UndoBeginReviseTicket)
+});
 
 impl MessageHandler for KitchenCommands {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
-        let t = message.message_type.as_str();
-        let outcome = if t == api::CreateTicket::full_name() {
-            create_ticket(tx, message.decode()?).await?
-        } else if t == api::ConfirmCreateTicket::full_name() {
-            let command: api::ConfirmCreateTicket = message.decode()?;
-            by_ticket(tx, &command.ticket_id, Ticket::confirm_create).await?
-        } else if t == api::CancelCreateTicket::full_name() {
-            let command: api::CancelCreateTicket = message.decode()?;
-            by_ticket(tx, &command.ticket_id, Ticket::cancel_create).await?
-        } else if t == api::BeginCancelTicket::full_name() {
-            let command: api::BeginCancelTicket = message.decode()?;
-            by_order(tx, &command.order_id, Ticket::begin_cancel).await?
-        } else if t == api::ConfirmCancelTicket::full_name() {
-            let command: api::ConfirmCancelTicket = message.decode()?;
-            by_order(tx, &command.order_id, Ticket::confirm_cancel).await?
-        } else if t == api::UndoBeginCancelTicket::full_name() {
-            let command: api::UndoBeginCancelTicket = message.decode()?;
-            by_order(tx, &command.order_id, Ticket::undo_begin_cancel).await?
-        } else if t == api::BeginReviseTicket::full_name() {
-            let command: api::BeginReviseTicket = message.decode()?;
-            by_order(tx, &command.order_id, Ticket::begin_revise).await?
-        } else if t == api::ConfirmReviseTicket::full_name() {
-            let command: api::ConfirmReviseTicket = message.decode()?;
-            match line_items(command.revised_line_items) {
-                Ok(items) => by_order(tx, &command.order_id, |ticket| ticket.confirm_revise(items)).await?,
-                Err(reason) => Outcome::Refused(reason),
-            }
-        } else if t == api::UndoBeginReviseTicket::full_name() {
-            let command: api::UndoBeginReviseTicket = message.decode()?;
-            by_order(tx, &command.order_id, Ticket::undo_begin_revise).await?
-        } else {
-            return Err(HandlerError::Rejected(anyhow::anyhow!("the Kitchen Service has no command {t}")));
+        let succeeded = |outcome: Outcome<Uuid>| {
+            saga::answer(message, outcome.map(|id| api::TicketCommandSucceeded { ticket_id: id.to_string() }), refusal)
         };
-        outbox::enqueue(tx, &reply(message, outcome)?).await?;
+        let reply = match COMMANDS.decode(message)? {
+            Command::CreateTicket(c) => {
+                let created = create_ticket(tx, c).await?.map(|id| api::TicketCreated { ticket_id: id.to_string() });
+                saga::answer(message, created, refusal)?
+            }
+            Command::ConfirmCreateTicket(c) => succeeded(by_ticket(tx, &c.ticket_id, Ticket::confirm_create).await?)?,
+            Command::CancelCreateTicket(c) => succeeded(by_ticket(tx, &c.ticket_id, Ticket::cancel_create).await?)?,
+            Command::BeginCancelTicket(c) => succeeded(by_order(tx, &c.order_id, Ticket::begin_cancel).await?)?,
+            Command::ConfirmCancelTicket(c) => succeeded(by_order(tx, &c.order_id, Ticket::confirm_cancel).await?)?,
+            Command::UndoBeginCancelTicket(c) => {
+                succeeded(by_order(tx, &c.order_id, Ticket::undo_begin_cancel).await?)?
+            }
+            Command::BeginReviseTicket(c) => succeeded(by_order(tx, &c.order_id, Ticket::begin_revise).await?)?,
+            Command::ConfirmReviseTicket(c) => match line_items(c.revised_line_items) {
+                Ok(items) => succeeded(by_order(tx, &c.order_id, |ticket| ticket.confirm_revise(items)).await?)?,
+                Err(reason) => succeeded(Err(reason))?,
+            },
+            Command::UndoBeginReviseTicket(c) => {
+                succeeded(by_order(tx, &c.order_id, Ticket::undo_begin_revise).await?)?
+            }
+        };
+        outbox::enqueue(tx, &reply).await?;
         Ok(())
     }
 }
 
-fn reply(command: &IncomingMessage, outcome: Outcome) -> Result<OutgoingMessage, HandlerError> {
-    match outcome {
-        Outcome::Created(id) => reply_to(command, &api::TicketCreated { ticket_id: id.to_string() }),
-        Outcome::Succeeded(id) => reply_to(command, &api::TicketCommandSucceeded { ticket_id: id.to_string() }),
-        Outcome::Refused(reason) => {
-            tracing::info!(command = %command.message_type, %reason, "kitchen refused");
-            saga::refuse(command, &api::TicketCommandRefused { reason: reason.clone() }, &reason)
-        }
-    }
+fn refusal(reason: &str) -> api::TicketCommandRefused {
+    api::TicketCommandRefused { reason: reason.to_owned() }
 }
 
 fn line_items(items: Vec<api::TicketLineItem>) -> Result<Vec<TicketLineItem>, String> {
@@ -105,36 +104,33 @@ fn line_items(items: Vec<api::TicketLineItem>) -> Result<Vec<TicketLineItem>, St
 }
 
 /// Create Order, step 3. Asked again for the same order, it answers with the ticket it made.
-async fn create_ticket(tx: &mut PgConnection, command: api::CreateTicket) -> Result<Outcome, HandlerError> {
+async fn create_ticket(tx: &mut PgConnection, command: api::CreateTicket) -> Result<Outcome<Uuid>, HandlerError> {
     if let Some(existing) = store::lock_ticket_by_order(tx, &command.order_id).await? {
-        return Ok(Outcome::Created(existing.id));
+        return Ok(Ok(existing.id));
     }
     let Ok(restaurant_id) = command.restaurant_id.parse::<Uuid>() else {
-        return Ok(Outcome::Refused(format!("restaurant {:?} does not exist", command.restaurant_id)));
+        return Ok(Err(format!("restaurant {:?} does not exist", command.restaurant_id)));
     };
     let Some(restaurant) = store::find_restaurant(tx, restaurant_id).await? else {
-        return Ok(Outcome::Refused(format!("restaurant {restaurant_id} does not exist")));
+        return Ok(Err(format!("restaurant {restaurant_id} does not exist")));
     };
     let items = match line_items(command.line_items) {
         Ok(items) => items,
-        Err(reason) => return Ok(Outcome::Refused(reason)),
+        Err(reason) => return Ok(Err(reason)),
     };
     if let Some(unknown) = items.iter().find(|i| restaurant.menu_item(&i.menu_item_id).is_none()) {
-        return Ok(Outcome::Refused(format!(
-            "restaurant {} has no menu item {:?}",
-            restaurant.name, unknown.menu_item_id
-        )));
+        return Ok(Err(format!("restaurant {} has no menu item {:?}", restaurant.name, unknown.menu_item_id)));
     }
     let ticket = Ticket::create(&command.order_id, restaurant.id, items);
     store::insert_ticket(tx, &ticket).await?;
-    Ok(Outcome::Created(ticket.id))
+    Ok(Ok(ticket.id))
 }
 
 async fn by_ticket(
     tx: &mut PgConnection,
     ticket_id: &str,
     change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
-) -> Result<Outcome, HandlerError> {
+) -> Result<Outcome<Uuid>, HandlerError> {
     let ticket = match ticket_id.parse::<Uuid>() {
         Ok(id) => store::lock_ticket(tx, id).await?,
         Err(_) => None,
@@ -146,7 +142,7 @@ async fn by_order(
     tx: &mut PgConnection,
     order_id: &str,
     change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
-) -> Result<Outcome, HandlerError> {
+) -> Result<Outcome<Uuid>, HandlerError> {
     let ticket = store::lock_ticket_by_order(tx, order_id).await?;
     apply(tx, ticket, || format!("order {order_id:?} has no ticket"), change).await
 }
@@ -156,13 +152,13 @@ async fn apply(
     ticket: Option<Ticket>,
     missing: impl FnOnce() -> String,
     change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
-) -> Result<Outcome, HandlerError> {
+) -> Result<Outcome<Uuid>, HandlerError> {
     let Some(mut ticket) = ticket else {
-        return Ok(Outcome::Refused(missing()));
+        return Ok(Err(missing()));
     };
     if let Err(e) = change(&mut ticket) {
-        return Ok(e.into());
+        return Ok(Err(e.to_string()));
     }
     store::save_ticket(tx, &ticket).await?;
-    Ok(Outcome::Succeeded(ticket.id))
+    Ok(Ok(ticket.id))
 }

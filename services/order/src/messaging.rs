@@ -1,20 +1,20 @@
 //! What the Order Service hears: `RestaurantCreated` (the menu replica) and the saga's order
 //! commands (`ftgo.command.order.>`).
 
+use std::sync::{Arc, LazyLock};
+
 use ftgo_platform::{
     messaging::{
+        dispatch::Table,
         inbox::{HandlerError, IncomingMessage, MessageHandler},
         outbox,
-        saga::{self, reply_to},
+        saga::{self, Outcome},
     },
     money::Money,
 };
 use ftgo_proto::{kitchen::v1 as kitchen, order::v1 as api};
-use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-use std::sync::Arc;
 
 use crate::{
     domain::order::{Menu, MenuItem, Order, OrderError},
@@ -53,6 +53,27 @@ pub struct OrderCommands {
     pub watch: Arc<OrderWatch>,
 }
 
+/// The commands, one variant per message type.
+#[expect(clippy::enum_variant_names, reason = "each variant is named after the message it carries")]
+enum Command {
+    ApproveOrder(api::ApproveOrder),
+    RejectOrder(api::RejectOrder),
+    ConfirmCancelOrder(api::ConfirmCancelOrder),
+    UndoCancelOrder(api::UndoCancelOrder),
+    ConfirmReviseOrder(api::ConfirmReviseOrder),
+    UndoReviseOrder(api::UndoReviseOrder),
+}
+
+static COMMANDS: LazyLock<Table<Command>> = LazyLock::new(|| {
+    Table::new()
+        .on(Command::ApproveOrder)
+        .on(Command::RejectOrder)
+        .on(Command::ConfirmCancelOrder)
+        .on(Command::UndoCancelOrder)
+        .on(Command::ConfirmReviseOrder)
+        .on(Command::UndoReviseOrder)
+});
+
 /// What every order command has in common: `string order_id = 1` (a test checks each of them),
 /// so any of them decodes as this.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -71,34 +92,17 @@ impl MessageHandler for OrderCommands {
     }
 
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
-        let t = message.message_type.as_str();
-        let (order_id, result) = if t == api::ApproveOrder::full_name() {
-            let c: api::ApproveOrder = message.decode()?;
-            (c.order_id.clone(), change(tx, &c.order_id, Order::note_approved).await?)
-        } else if t == api::RejectOrder::full_name() {
-            let c: api::RejectOrder = message.decode()?;
-            (c.order_id.clone(), change(tx, &c.order_id, |o| o.note_rejected(&c.reason)).await?)
-        } else if t == api::ConfirmCancelOrder::full_name() {
-            let c: api::ConfirmCancelOrder = message.decode()?;
-            (c.order_id.clone(), change(tx, &c.order_id, Order::note_cancelled).await?)
-        } else if t == api::UndoCancelOrder::full_name() {
-            let c: api::UndoCancelOrder = message.decode()?;
-            (c.order_id.clone(), change(tx, &c.order_id, Order::undo_cancel).await?)
-        } else if t == api::ConfirmReviseOrder::full_name() {
-            let c: api::ConfirmReviseOrder = message.decode()?;
-            (c.order_id.clone(), change(tx, &c.order_id, Order::confirm_revision).await?)
-        } else if t == api::UndoReviseOrder::full_name() {
-            let c: api::UndoReviseOrder = message.decode()?;
-            (c.order_id.clone(), change(tx, &c.order_id, Order::undo_revision).await?)
-        } else {
-            return Err(refuse(format!("the Order Service has no command {t}")));
+        let (outcome, order_id) = match COMMANDS.decode(message)? {
+            Command::ApproveOrder(c) => (change(tx, &c.order_id, Order::note_approved).await?, c.order_id),
+            Command::RejectOrder(c) => (change(tx, &c.order_id, |o| o.note_rejected(&c.reason)).await?, c.order_id),
+            Command::ConfirmCancelOrder(c) => (change(tx, &c.order_id, Order::note_cancelled).await?, c.order_id),
+            Command::UndoCancelOrder(c) => (change(tx, &c.order_id, Order::undo_cancel).await?, c.order_id),
+            Command::ConfirmReviseOrder(c) => (change(tx, &c.order_id, Order::confirm_revision).await?, c.order_id),
+            Command::UndoReviseOrder(c) => (change(tx, &c.order_id, Order::undo_revision).await?, c.order_id),
         };
-        let reply = match result {
-            Ok(()) => reply_to(message, &api::OrderCommandSucceeded { order_id })?,
-            Err(reason) => {
-                saga::refuse(message, &api::OrderCommandRefused { order_id, reason: reason.clone() }, &reason)?
-            }
-        };
+        let done = outcome.map(|()| api::OrderCommandSucceeded { order_id: order_id.clone() });
+        let reply =
+            saga::answer(message, done, |reason| api::OrderCommandRefused { order_id, reason: reason.to_owned() })?;
         outbox::enqueue(tx, &reply).await?;
         Ok(())
     }
@@ -110,7 +114,7 @@ async fn change(
     tx: &mut PgConnection,
     order_id: &str,
     step: impl FnOnce(&mut Order) -> Result<(), OrderError>,
-) -> Result<Result<(), String>, HandlerError> {
+) -> Result<Outcome<()>, HandlerError> {
     let order = match order_id.parse::<Uuid>() {
         Ok(id) => store::lock_order(tx, id).await?,
         Err(_) => None,

@@ -11,7 +11,7 @@ use ftgo_platform::{
     db,
     messaging::{
         MESSAGE_TYPE_HEADER, MSG_ID_HEADER, OutgoingMessage,
-        inbox::{self, ConsumerConfig, HandlerError, InboxConsumer, IncomingMessage, MessageHandler, Outcome},
+        inbox::{self, ConsumerConfig, HandlerError, InboxConsumer, IncomingMessage, MessageHandler, Disposition},
         outbox,
         relay::{OutboxRelay, RelayConfig},
         streams,
@@ -260,8 +260,8 @@ async fn a_message_delivered_twice_has_one_effect() {
         length: 0,
     };
 
-    assert_eq!(consumer.process(&raw, 1).await, Outcome::Processed);
-    assert_eq!(consumer.process(&raw, 2).await, Outcome::Duplicate);
+    assert_eq!(consumer.process(&raw, 1).await, Disposition::Processed);
+    assert_eq!(consumer.process(&raw, 2).await, Disposition::Duplicate);
 
     assert_eq!(w.effects().await, ["twice"]);
     let replies: i64 =

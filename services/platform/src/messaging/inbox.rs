@@ -164,7 +164,7 @@ impl ConsumerConfig {
 }
 
 /// Counters a consumer keeps about itself, for whoever holds it (tests read them). What is
-/// exported as a metric is the `ftgo.messages.handled` counter, by consumer and outcome.
+/// exported as a metric is the `ftgo.messages.handled` counter, by consumer and disposition.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
     pub processed: AtomicU64,
@@ -173,9 +173,10 @@ pub struct ConsumerStats {
     pub dead_lettered: AtomicU64,
 }
 
-/// What became of one delivery.
+/// What became of one delivery. (A saga step's *outcome*, success or failure, is the
+/// participant's answer: [`super::saga`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Disposition {
     Processed,
     Duplicate,
     Retry(Duration),
@@ -272,18 +273,18 @@ impl<H: MessageHandler> InboxConsumer<H> {
 
     async fn deliver(&self, message: jetstream::Message) {
         let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
-        let outcome = self.process(&message.message, delivery).await;
-        let name = match outcome {
-            Outcome::Processed => "processed",
-            Outcome::Duplicate => "duplicate",
-            Outcome::DeadLettered => "dead_lettered",
-            Outcome::Retry(_) => "retried",
+        let disposition = self.process(&message.message, delivery).await;
+        let name = match disposition {
+            Disposition::Processed => "processed",
+            Disposition::Duplicate => "duplicate",
+            Disposition::DeadLettered => "dead_lettered",
+            Disposition::Retry(_) => "retried",
         };
         messages_handled()
-            .add(1, &[KeyValue::new("consumer", self.config.name.clone()), KeyValue::new("outcome", name)]);
-        let ack = match outcome {
-            Outcome::Processed | Outcome::Duplicate | Outcome::DeadLettered => AckKind::Ack,
-            Outcome::Retry(delay) => AckKind::Nak(Some(delay)),
+            .add(1, &[KeyValue::new("consumer", self.config.name.clone()), KeyValue::new("disposition", name)]);
+        let ack = match disposition {
+            Disposition::Processed | Disposition::Duplicate | Disposition::DeadLettered => AckKind::Ack,
+            Disposition::Retry(delay) => AckKind::Nak(Some(delay)),
         };
         if let Err(e) = message.ack_with(ack).await {
             // Harmless: JetStream redelivers after ack_wait, and the inbox recognises the id.
@@ -293,14 +294,14 @@ impl<H: MessageHandler> InboxConsumer<H> {
 
     /// Handles one delivery of `message` (the `delivery`-th) and says what became of it. The
     /// caller acknowledges accordingly.
-    pub async fn process(&self, message: &async_nats::Message, delivery: i64) -> Outcome {
+    pub async fn process(&self, message: &async_nats::Message, delivery: i64) -> Disposition {
         let incoming = match IncomingMessage::parse(message, delivery) {
             Ok(incoming) => incoming,
             Err(reason) => return self.dead_letter(message, None, delivery, &reason).await,
         };
         if delivery > self.config.max_deliveries {
             // The consumer stopped (crashed?) while handling the earlier deliveries.
-            let reason = format!("gave up after {} deliveries without an outcome", delivery - 1);
+            let reason = format!("gave up after {} deliveries without being handled", delivery - 1);
             return self.dead_letter(message, Some(incoming.id), delivery, &reason).await;
         }
         let span = tracing::info_span!(
@@ -311,9 +312,9 @@ impl<H: MessageHandler> InboxConsumer<H> {
             delivery,
         );
         crate::telemetry::set_parent_from(&span, &crate::telemetry::NatsHeaders(&incoming.headers));
-        let outcome = match self.apply_once(&incoming).instrument(span).await {
-            Ok(true) => Outcome::Processed,
-            Ok(false) => Outcome::Duplicate,
+        let disposition = match self.apply_once(&incoming).instrument(span).await {
+            Ok(true) => Disposition::Processed,
+            Ok(false) => Disposition::Duplicate,
             Err(HandlerError::Rejected(e)) => {
                 self.dead_letter(message, Some(incoming.id), delivery, &format!("refused: {e:#}")).await
             }
@@ -324,15 +325,15 @@ impl<H: MessageHandler> InboxConsumer<H> {
             Err(HandlerError::Transient(e)) => {
                 tracing::warn!(consumer = %self.config.name, id = %incoming.id, delivery, error = %format!("{e:#}"), "will retry");
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                Outcome::Retry(self.config.backoff_after(delivery))
+                Disposition::Retry(self.config.backoff_after(delivery))
             }
         };
-        match outcome {
-            Outcome::Processed => self.stats.processed.fetch_add(1, Ordering::Relaxed),
-            Outcome::Duplicate => self.stats.duplicates.fetch_add(1, Ordering::Relaxed),
+        match disposition {
+            Disposition::Processed => self.stats.processed.fetch_add(1, Ordering::Relaxed),
+            Disposition::Duplicate => self.stats.duplicates.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        outcome
+        disposition
     }
 
     /// Records the id and applies the handler in one transaction. `Ok(false)`: already processed.
@@ -371,17 +372,17 @@ impl<H: MessageHandler> InboxConsumer<H> {
         id: Option<Uuid>,
         delivery: i64,
         reason: &str,
-    ) -> Outcome {
+    ) -> Disposition {
         tracing::error!(consumer = %self.config.name, subject = %message.subject, ?id, delivery, reason, "dead-lettering a message");
         match self.store_dead_letter(message, id, delivery, reason).await {
             Ok(()) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                Outcome::DeadLettered
+                Disposition::DeadLettered
             }
             Err(e) => {
                 // Not acknowledged, so not lost: JetStream delivers it again later.
                 tracing::error!(consumer = %self.config.name, error = %e, "could not store the dead letter; will retry");
-                Outcome::Retry(self.config.backoff_after(delivery))
+                Disposition::Retry(self.config.backoff_after(delivery))
             }
         }
     }
@@ -465,13 +466,13 @@ pub struct DeadLetter {
     pub deliveries: i64,
 }
 
-/// Deliveries by consumer and outcome: `processed`, `duplicate`, `retried`, `dead_lettered`.
+/// Deliveries by consumer and disposition: `processed`, `duplicate`, `retried`, `dead_lettered`.
 fn messages_handled() -> &'static Counter<u64> {
     static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
     COUNTER.get_or_init(|| {
         crate::telemetry::meter()
             .u64_counter("ftgo.messages.handled")
-            .with_description("Message deliveries handled by a consumer, by outcome")
+            .with_description("Message deliveries handled by a consumer, by disposition")
             .build()
     })
 }

@@ -12,6 +12,7 @@
 //! 4. A message that cannot be handled is retried a bounded number of times with back-off, then
 //!    moved to the dead-letter table, so it never blocks the messages behind it.
 
+pub mod dispatch;
 pub mod inbox;
 pub mod outbox;
 pub mod relay;

@@ -67,6 +67,27 @@ impl IncomingMessage {
     }
 }
 
+/// A participant's answer to a saga command, the one meaning of *outcome* in this code base: `Ok`
+/// with the reply that says it did what the command asked, or `Err` with why it would not. It
+/// travels as `Ftgo-Saga-Outcome` (`success`/`failure`) and `Ftgo-Saga-Reason`.
+pub type Outcome<T> = Result<T, String>;
+
+/// The reply to `command` that says `outcome`: [`reply_to`] with the participant's success
+/// message, or [`refuse`] with the refusal that `refusal` builds from the reason.
+pub fn answer<S: Message + Name, F: Message + Name>(
+    command: &IncomingMessage,
+    outcome: Outcome<S>,
+    refusal: impl FnOnce(&str) -> F,
+) -> Result<OutgoingMessage, HandlerError> {
+    match outcome {
+        Ok(done) => reply_to(command, &done),
+        Err(reason) => {
+            tracing::info!(command = %command.message_type, saga_id = ?command.saga_id(), %reason, "refused");
+            refuse(command, &refusal(&reason), &reason)
+        }
+    }
+}
+
 /// The reply to `command` when the participant did what it asked: sent to the command's
 /// `Ftgo-Reply-To` subject with its saga id and step, as a `success`. A command without a reply
 /// subject cannot be answered, so it is refused.
