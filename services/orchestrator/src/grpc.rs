@@ -44,6 +44,7 @@ fn to_proto(row: &SagaRow) -> api::Saga {
         Some(SagaState::Compensating) => api::SagaState::Compensating,
         Some(SagaState::Succeeded) => api::SagaState::Succeeded,
         Some(SagaState::Compensated) => api::SagaState::Compensated,
+        Some(SagaState::Failed) => api::SagaState::Failed,
         None => api::SagaState::Unspecified,
     };
     let finished = state.is_none_or(SagaState::is_finished);
@@ -57,7 +58,8 @@ fn to_proto(row: &SagaRow) -> api::Saga {
         } else {
             step_name(&row.saga_type, row.step as usize).unwrap_or_default().to_owned()
         },
-        compensating: state == Some(SagaState::Compensating),
+        compensating: state == Some(SagaState::Compensating)
+            || row.awaiting.as_deref().is_some_and(|h| h.ends_with(":c")),
         steps: row
             .history
             .0
@@ -69,9 +71,12 @@ fn to_proto(row: &SagaRow) -> api::Saga {
                     StepStatus::Refused => "refused",
                     StepStatus::Compensated => "compensated",
                     StepStatus::CompensationRefused => "compensation refused",
+                    StepStatus::Resent => "resent",
+                    StepStatus::TimedOut => "timed out",
                 }
                 .to_owned(),
                 at: Some(timestamp(r.at)),
+                detail: r.detail.clone().unwrap_or_default(),
             })
             .collect(),
         failure_reason: row.failure_reason.clone().unwrap_or_default(),

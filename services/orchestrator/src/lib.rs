@@ -3,19 +3,27 @@
 //! [`sagas`] is the engine and the three saga definitions (pure); [`store`] keeps every instance in
 //! the `orchestrator` database so a restarted orchestrator simply carries on; [`messaging`] starts
 //! sagas from the Order Service's events and moves them on with the participants' replies;
-//! [`grpc`] shows them; [`start`] is the composition root.
+//! [`grpc`] shows them; [`deadlines`] sends an unanswered step again and gives up on it in the
+//! end; [`start`] is the composition root.
 
+pub mod deadlines;
 pub mod grpc;
 pub mod messaging;
 pub mod sagas;
 pub mod store;
 
+use std::time::Duration;
+
 use anyhow::Result;
 use ftgo_catalog::ServiceName;
 use ftgo_platform::{
-    config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
+    config::{self, BaseConfig, CommonConfig, Settings},
+    messaging::inbox::ConsumerConfig,
+    runtime::Running,
+    service::Infrastructure,
 };
 use ftgo_proto::orchestrator::v1::saga_service_server::SagaServiceServer;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -24,23 +32,67 @@ pub const NAME: ServiceName = ServiceName::Orchestrator;
 /// Its binary's name, which names it in logs, traces, Consul and its message consumers.
 const SERVICE: &str = NAME.binary();
 
-/// The Orchestration Service has only the settings every service has.
-pub type Config = ServiceConfig;
+/// The settings every service has, and how long a saga waits for each step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    #[serde(default)]
+    pub sagas: StepDeadlines,
+}
+
+impl Config {
+    /// Defaults for one machine.
+    pub fn local() -> Self {
+        Self { common: config::ServiceConfig::local(NAME).common, sagas: StepDeadlines::default() }
+    }
+}
+
+impl Settings for Config {
+    fn base(&self) -> &BaseConfig {
+        &self.common.base
+    }
+}
+
+/// How long a saga waits for the reply to a step's command before it sends the command again,
+/// and how many times it sends it in all before it gives up on the step (`[sagas]` in the
+/// settings, `FTGO_SAGAS__REPLY_TIMEOUT` and `FTGO_SAGAS__ATTEMPTS` in the environment).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StepDeadlines {
+    /// Seconds.
+    #[serde(with = "config::seconds")]
+    pub reply_timeout: Duration,
+    /// At least 1: the first send counts.
+    pub attempts: u32,
+}
+
+impl Default for StepDeadlines {
+    fn default() -> Self {
+        Self { reply_timeout: Duration::from_secs(10), attempts: 3 }
+    }
+}
 
 /// Connects, migrates and starts every task of the service; returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    anyhow::ensure!(config.sagas.attempts >= 1, "sagas.attempts must be at least 1");
+    anyhow::ensure!(!config.sagas.reply_timeout.is_zero(), "sagas.reply_timeout must be more than 0 s");
+    let deadlines = config.sagas;
     let api = |infra: &Infrastructure| Routes::new(SagaServiceServer::new(grpc::SagaApi::new(infra.db.clone())));
     let (infra, mut running) =
         Infrastructure::start(NAME, &config.common, &sqlx::migrate!("./migrations"), api, shutdown).await?;
     infra.consume(
         &mut running,
         ConsumerConfig::new(format!("{SERVICE}-order-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]),
-        messaging::OrderEvents,
+        messaging::OrderEvents { deadlines },
     );
     infra.consume(
         &mut running,
         ConsumerConfig::new(format!("{SERVICE}-replies"), vec![messaging::REPLY_SUBJECTS.to_owned()]),
-        messaging::SagaReplies,
+        messaging::SagaReplies { deadlines },
     );
+    let sweep = deadlines::Sweep { db: infra.db.clone(), publisher: infra.publisher(), deadlines };
+    let stop = running.shutdown_token();
+    running.spawn("saga deadlines", async move { sweep.run(stop).await });
     Ok(running)
 }

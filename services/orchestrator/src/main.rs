@@ -4,5 +4,5 @@ use ftgo_orchestrator_service::{Config, NAME, start};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ftgo_platform::service::main(NAME, Config::local(NAME), start).await
+    ftgo_platform::service::main(NAME, Config::local(), start).await
 }

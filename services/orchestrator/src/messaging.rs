@@ -3,11 +3,15 @@
 //! one transaction that also records it as processed and writes the next command to the outbox,
 //! so a crash at any point loses nothing and repeats nothing.
 
-use std::sync::OnceLock;
+use std::{
+    sync::{LazyLock, OnceLock},
+    time::Duration,
+};
 
 use chrono::Utc;
 use ftgo_platform::{
     messaging::{
+        dispatch::Table,
         inbox::{HandlerError, IncomingMessage, MessageHandler},
         outbox,
         saga::SAGA_STEP_HEADER,
@@ -20,11 +24,11 @@ use opentelemetry::{
     KeyValue,
     metrics::{Counter, Histogram},
 };
-use prost::Name;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
+    StepDeadlines,
     sagas::{
         Reply, ReplyError, Saga, SagaDefinition, SagaVisitor,
         cancel_order::CancelOrderData,
@@ -43,58 +47,79 @@ fn refuse(e: impl std::fmt::Display) -> HandlerError {
 }
 
 /// Starts a saga for every order event that asks for one.
-pub struct OrderEvents;
+pub struct OrderEvents {
+    pub deadlines: StepDeadlines,
+}
+
+/// The order events that start a saga, one variant per message type.
+enum Event {
+    Created(order::OrderCreated),
+    CancelRequested(order::OrderCancelRequested),
+    RevisionRequested(order::OrderRevisionRequested),
+}
+
+static EVENTS: LazyLock<Table<Event>> =
+    LazyLock::new(|| Table::new().on(Event::Created).on(Event::CancelRequested).on(Event::RevisionRequested));
 
 impl MessageHandler for OrderEvents {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
-        let t = message.message_type.as_str();
-        if t == order::OrderCreated::full_name() {
-            let event: order::OrderCreated = message.decode()?;
-            let o = event.order.ok_or_else(|| refuse("OrderCreated without an order"))?;
-            start(tx, &o.order_id, CreateOrderData::from_order(&o).map_err(refuse)?).await
-        } else if t == order::OrderCancelRequested::full_name() {
-            let event: order::OrderCancelRequested = message.decode()?;
-            let o = event.order.ok_or_else(|| refuse("OrderCancelRequested without an order"))?;
-            start(tx, &o.order_id, CancelOrderData { order_id: o.order_id.clone(), consumer_id: o.consumer_id }).await
-        } else if t == order::OrderRevisionRequested::full_name() {
-            let event: order::OrderRevisionRequested = message.decode()?;
-            let o = event.order.ok_or_else(|| refuse("OrderRevisionRequested without an order"))?;
-            let data = ReviseOrderData {
-                order_id: o.order_id.clone(),
-                consumer_id: o.consumer_id.clone(),
-                revised_line_items: event
-                    .revised_line_items
-                    .iter()
-                    .map(|l| TicketLine {
-                        menu_item_id: l.menu_item_id.clone(),
-                        name: l.name.clone(),
-                        quantity: l.quantity,
-                    })
-                    .collect(),
-                revised_total: Money::try_from(event.revised_total)
-                    .map_err(|e| refuse(format!("revised total {e}")))?,
-                original_total: Money::try_from(o.order_total).map_err(|e| refuse(format!("order total {e}")))?,
-            };
-            start(tx, &o.order_id, data).await
-        } else {
-            // Other order events are not the orchestrator's business.
-            Ok(())
+        // Other order events are not the orchestrator's business.
+        let Some(event) = EVENTS.decode_listed(message) else { return Ok(()) };
+        match event? {
+            Event::Created(event) => {
+                let o = event.order.ok_or_else(|| refuse("OrderCreated without an order"))?;
+                self.start(tx, &o.order_id, CreateOrderData::from_order(&o).map_err(refuse)?).await
+            }
+            Event::CancelRequested(event) => {
+                let o = event.order.ok_or_else(|| refuse("OrderCancelRequested without an order"))?;
+                let data = CancelOrderData { order_id: o.order_id.clone(), consumer_id: o.consumer_id };
+                self.start(tx, &o.order_id, data).await
+            }
+            Event::RevisionRequested(event) => {
+                let o = event.order.ok_or_else(|| refuse("OrderRevisionRequested without an order"))?;
+                let data = ReviseOrderData {
+                    order_id: o.order_id.clone(),
+                    consumer_id: o.consumer_id.clone(),
+                    revised_line_items: event
+                        .revised_line_items
+                        .iter()
+                        .map(|l| TicketLine {
+                            menu_item_id: l.menu_item_id.clone(),
+                            name: l.name.clone(),
+                            quantity: l.quantity,
+                        })
+                        .collect(),
+                    revised_total: Money::try_from(event.revised_total)
+                        .map_err(|e| refuse(format!("revised total {e}")))?,
+                    original_total: Money::try_from(o.order_total).map_err(|e| refuse(format!("order total {e}")))?,
+                };
+                self.start(tx, &o.order_id, data).await
+            }
         }
     }
 }
 
-async fn start<D: SagaDefinition>(tx: &mut PgConnection, order_id: &str, data: D) -> Result<(), HandlerError> {
-    let (saga, next) = Saga::start(order_id, data, Utc::now());
-    store::insert(tx, &saga).await?;
-    if let Some(next) = next {
-        outbox::enqueue(tx, &next.message(saga.id)).await?;
+impl OrderEvents {
+    async fn start<D: SagaDefinition>(
+        &self,
+        tx: &mut PgConnection,
+        order_id: &str,
+        data: D,
+    ) -> Result<(), HandlerError> {
+        let (saga, next) = Saga::start(order_id, data, Utc::now());
+        store::insert(tx, &saga, self.deadlines.reply_timeout).await?;
+        if let Some(next) = next {
+            outbox::enqueue(tx, &next.message(saga.id)).await?;
+        }
+        tracing::info!(saga_id = %saga.id, saga_type = D::TYPE, %order_id, "saga started");
+        Ok(())
     }
-    tracing::info!(saga_id = %saga.id, saga_type = D::TYPE, %order_id, "saga started");
-    Ok(())
 }
 
 /// Applies each participant's reply to its saga.
-pub struct SagaReplies;
+pub struct SagaReplies {
+    pub deadlines: StepDeadlines,
+}
 
 impl MessageHandler for SagaReplies {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
@@ -107,7 +132,7 @@ impl MessageHandler for SagaReplies {
             payload: message.payload.to_vec(),
             outcome: message.saga_outcome()?,
         };
-        let advance = Advance { tx, row: &row, step: &step, reply: &reply };
+        let advance = Advance { tx, row: &row, step: &step, reply: &reply, timeout: self.deadlines.reply_timeout };
         match with_saga_type(&row.saga_type, advance) {
             Some(advanced) => advanced.await,
             None => Err(refuse(format!("unknown saga type {}", row.saga_type))),
@@ -115,19 +140,63 @@ impl MessageHandler for SagaReplies {
     }
 }
 
-/// Finished sagas, and how long they took, by type and outcome (`SUCCEEDED`, `COMPENSATED`).
-fn saga_metrics() -> &'static (Counter<u64>, Histogram<f64>) {
-    static METRICS: OnceLock<(Counter<u64>, Histogram<f64>)> = OnceLock::new();
+/// The orchestrator's saga metrics.
+struct SagaMetrics {
+    /// Finished sagas, by type and outcome (`SUCCEEDED`, `COMPENSATED`).
+    finished: Counter<u64>,
+    /// How long they took, by the same.
+    duration: Histogram<f64>,
+    /// Step commands sent again after their deadline, by saga type and step.
+    resent: Counter<u64>,
+    /// Steps given up on after every attempt, by saga type, step and what followed
+    /// (`COMPENSATING`, `FAILED`).
+    timed_out: Counter<u64>,
+}
+
+fn saga_metrics() -> &'static SagaMetrics {
+    static METRICS: OnceLock<SagaMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let meter = telemetry::meter();
-        let finished = meter.u64_counter("ftgo.sagas.finished").with_description("Sagas finished, by outcome").build();
-        let duration = meter
-            .f64_histogram("ftgo.saga.duration")
-            .with_unit("s")
-            .with_description("Time from a saga's first step to its end")
-            .build();
-        (finished, duration)
+        SagaMetrics {
+            finished: meter.u64_counter("ftgo.sagas.finished").with_description("Sagas finished, by outcome").build(),
+            duration: meter
+                .f64_histogram("ftgo.saga.duration")
+                .with_unit("s")
+                .with_description("Time from a saga's first step to its end")
+                .build(),
+            resent: meter
+                .u64_counter("ftgo.saga.steps.resent")
+                .with_description("Saga step commands sent again because no reply came before the deadline")
+                .build(),
+            timed_out: meter
+                .u64_counter("ftgo.saga.steps.timed_out")
+                .with_description("Saga steps given up on after every attempt, by what the saga did next")
+                .build(),
+        }
     })
+}
+
+/// Counts what a deadline did to a saga: `step` (its name) was sent again, or given up on.
+pub(crate) fn count_deadline<D: SagaDefinition>(saga: &Saga<D>, step: &'static str, resent: bool) {
+    let labels = [KeyValue::new("saga_type", D::TYPE), KeyValue::new("step", step)];
+    if resent {
+        saga_metrics().resent.add(1, &labels);
+    } else {
+        let [saga_type, step] = labels;
+        saga_metrics().timed_out.add(1, &[saga_type, step, KeyValue::new("then", saga.state.as_str())]);
+    }
+}
+
+/// Logs and counts a saga that has just finished.
+pub(crate) fn count_finished<D: SagaDefinition>(saga: &Saga<D>) {
+    tracing::info!(saga_id = %saga.id, saga_type = D::TYPE, state = saga.state.as_str(), reason = ?saga.failure_reason, "saga finished");
+    // Recorded before the transaction commits: in the rare case that the commit fails, the
+    // redelivered reply finishes the saga again and counts it twice.
+    let started = saga.history.first().map_or_else(Utc::now, |step| step.at);
+    let seconds = (Utc::now() - started).to_std().unwrap_or_default().as_secs_f64();
+    let labels = [KeyValue::new("saga_type", D::TYPE), KeyValue::new("outcome", saga.state.as_str())];
+    saga_metrics().finished.add(1, &labels);
+    saga_metrics().duration.record(seconds, &labels);
 }
 
 /// Applies a reply to a saga of whichever type its row says.
@@ -136,13 +205,14 @@ struct Advance<'a> {
     row: &'a SagaRow,
     step: &'a str,
     reply: &'a Reply,
+    timeout: Duration,
 }
 
 impl<'a> SagaVisitor for Advance<'a> {
     type Output = futures::future::BoxFuture<'a, Result<(), HandlerError>>;
 
     fn visit<D: SagaDefinition>(self) -> Self::Output {
-        Box::pin(advance::<D>(self.tx, self.row, self.step, self.reply))
+        Box::pin(advance::<D>(self.tx, self.row, self.step, self.reply, self.timeout))
     }
 }
 
@@ -151,23 +221,17 @@ async fn advance<D: SagaDefinition>(
     row: &SagaRow,
     step: &str,
     reply: &Reply,
+    timeout: Duration,
 ) -> Result<(), HandlerError> {
     let mut saga: Saga<D> = row.decode().map_err(refuse)?;
     match saga.on_reply(step, reply, Utc::now()) {
         Ok(next) => {
-            store::save(tx, &saga).await?;
+            store::save(tx, &saga, timeout).await?;
             if let Some(next) = next {
                 outbox::enqueue(tx, &next.message(saga.id)).await?;
             }
             if saga.state.is_finished() {
-                tracing::info!(saga_id = %saga.id, saga_type = D::TYPE, state = saga.state.as_str(), reason = ?saga.failure_reason, "saga finished");
-                // Recorded before the transaction commits: in the rare case that the commit
-                // fails, the redelivered reply finishes the saga again and counts it twice.
-                let started = saga.history.first().map_or_else(Utc::now, |step| step.at);
-                let seconds = (Utc::now() - started).to_std().unwrap_or_default().as_secs_f64();
-                let labels = [KeyValue::new("saga_type", D::TYPE), KeyValue::new("outcome", saga.state.as_str())];
-                saga_metrics().0.add(1, &labels);
-                saga_metrics().1.record(seconds, &labels);
+                count_finished(&saga);
             }
             Ok(())
         }

@@ -1,5 +1,7 @@
 //! Saga instances in the `orchestrator` database. The row holds everything needed to resume.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, types::Json};
@@ -18,6 +20,8 @@ pub struct SagaRow {
     pub data: Json<Value>,
     pub history: Json<Vec<StepRecord>>,
     pub failure_reason: Option<String>,
+    pub awaiting: Option<String>,
+    pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -32,6 +36,8 @@ impl SagaRow {
             data: serde_json::from_value(self.data.0.clone()).map_err(|e| format!("saga data: {e}"))?,
             failure_reason: self.failure_reason.clone(),
             history: self.history.0.clone(),
+            awaiting: self.awaiting.clone(),
+            attempts: u32::try_from(self.attempts).map_err(|e| format!("attempts: {e}"))?,
         })
     }
 }
@@ -39,7 +45,9 @@ impl SagaRow {
 macro_rules! select_sagas {
     ($tail:literal) => {
         concat!(
-            "SELECT id, saga_type, order_id, state, step, data, history, failure_reason, created_at, updated_at FROM sagas ",
+            "SELECT id, saga_type, order_id, state, step, data, history, failure_reason, awaiting, attempts, created_at,
+                    updated_at
+               FROM sagas ",
             $tail
         )
     };
@@ -49,10 +57,19 @@ fn data<D: SagaDefinition>(saga: &Saga<D>) -> sqlx::Result<Json<Value>> {
     serde_json::to_value(&saga.data).map(Json).map_err(|e| sqlx::Error::Encode(e.into()))
 }
 
-pub async fn insert<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>) -> sqlx::Result<()> {
+/// When a saga's step is overdue: `timeout` after its command was sent, while the saga waits for
+/// it (never for a finished or failed saga).
+fn deadline<D>(saga: &Saga<D>, timeout: Duration) -> Option<DateTime<Utc>> {
+    let waits = matches!(saga.state, SagaState::Running | SagaState::Compensating) && saga.awaiting.is_some();
+    waits.then(|| Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX))
+}
+
+/// Stores a new saga; its first step is due within `timeout`.
+pub async fn insert<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>, timeout: Duration) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO sagas (id, saga_type, order_id, state, step, data, history, failure_reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO sagas (id, saga_type, order_id, state, step, data, history, failure_reason, awaiting, attempts,
+                            deadline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(saga.id)
     .bind(D::TYPE)
@@ -62,14 +79,20 @@ pub async fn insert<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>) ->
     .bind(data(saga)?)
     .bind(Json(&saga.history))
     .bind(&saga.failure_reason)
+    .bind(&saga.awaiting)
+    .bind(saga.attempts as i32)
+    .bind(deadline(saga, timeout))
     .execute(tx)
     .await?;
     Ok(())
 }
 
-pub async fn save<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>) -> sqlx::Result<()> {
+/// Stores a saga that moved on (or sent its step again); its step in flight is due within
+/// `timeout`.
+pub async fn save<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>, timeout: Duration) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE sagas SET state = $2, step = $3, data = $4, history = $5, failure_reason = $6, updated_at = now()
+        "UPDATE sagas SET state = $2, step = $3, data = $4, history = $5, failure_reason = $6, awaiting = $7,
+                          attempts = $8, deadline = $9, updated_at = now()
          WHERE id = $1",
     )
     .bind(saga.id)
@@ -78,8 +101,26 @@ pub async fn save<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>) -> s
     .bind(data(saga)?)
     .bind(Json(&saga.history))
     .bind(&saga.failure_reason)
+    .bind(&saga.awaiting)
+    .bind(saga.attempts as i32)
+    .bind(deadline(saga, timeout))
     .execute(tx)
     .await?;
+    Ok(())
+}
+
+/// Up to `limit` sagas whose step is overdue, oldest deadline first, locked until the transaction
+/// ends; sagas that another transaction holds (a reply being applied) are skipped.
+pub async fn lock_overdue(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<SagaRow>> {
+    sqlx::query_as(select_sagas!("WHERE deadline <= now() ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED"))
+        .bind(limit)
+        .fetch_all(tx)
+        .await
+}
+
+/// Takes a saga that cannot be read off the deadline sweep (it is logged, for an operator).
+pub async fn clear_deadline(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sagas SET deadline = NULL WHERE id = $1").bind(id).execute(tx).await?;
     Ok(())
 }
 

@@ -19,10 +19,13 @@ use crate::{Backends, error::ApiError, resilience::Idempotency};
 #[serde(rename_all = "camelCase")]
 pub struct SagaStep {
     pub name: String,
-    /// `DONE`, `REFUSED`, `COMPENSATED`, ...
+    /// `done`, `refused`, `compensated`, `compensation refused`, `resent` or `timed out`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<DateTime<Utc>>,
+    /// Why, for a step that was refused, resent or timed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -32,9 +35,10 @@ pub struct Saga {
     #[schema(example = "CreateOrderSaga")]
     pub saga_type: String,
     pub order_id: String,
-    /// `RUNNING`, `COMPENSATING`, `SUCCEEDED` or `COMPENSATED`.
+    /// `RUNNING`, `COMPENSATING`, `SUCCEEDED`, `COMPENSATED` or `FAILED` (a step went unanswered
+    /// through every attempt and could not be undone: the saga waits for an operator).
     pub state: String,
-    /// The step waiting for a reply, while the saga runs.
+    /// The step waiting for a reply, while the saga runs (or the one it gave up on, if it failed).
     pub current_step: String,
     pub compensating: bool,
     /// The steps done so far, in order, compensations included.
@@ -61,7 +65,12 @@ fn saga(s: orchestrator::Saga) -> Saga {
         steps: s
             .steps
             .into_iter()
-            .map(|step| SagaStep { name: step.name, status: step.status, at: timestamp(step.at) })
+            .map(|step| SagaStep {
+                name: step.name,
+                status: step.status,
+                at: timestamp(step.at),
+                detail: Some(step.detail).filter(|d| !d.is_empty()),
+            })
             .collect(),
         failure_reason: Some(s.failure_reason).filter(|r| !r.is_empty()),
         created_at: timestamp(s.created_at),

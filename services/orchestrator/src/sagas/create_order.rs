@@ -166,7 +166,7 @@ mod tests {
 
     use super::*;
     use crate::sagas::{
-        Saga, SagaState, StepStatus,
+        ReplyError, Saga, SagaState, StepStatus,
         testing::{answer, refusal, reply},
     };
 
@@ -255,7 +255,7 @@ mod tests {
         answer(&mut saga, &created());
         let why = "credit limit exceeded";
         let refusal = refusal(&accounting::CardAuthorizationFailed { order_id: "o-1".into(), reason: why.into() }, why);
-        let header = saga.expected_step_header();
+        let header = saga.expected_step_header().unwrap().to_owned();
         let next = saga.on_reply(&header, &refusal, Utc::now()).unwrap().unwrap();
         assert_eq!(next.command.message_type, kitchen::CancelCreateTicket::full_name());
         assert_eq!(next.step_header, "2:c");
@@ -289,5 +289,85 @@ mod tests {
         answer(&mut saga, &refusal);
         answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
         assert!(saga.on_reply("0:c", &verified, Utc::now()).is_err(), "a finished saga takes no more replies");
+    }
+
+    #[test]
+    fn an_unanswered_step_is_sent_again_then_undone_with_its_own_compensation() {
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
+        answer(&mut saga, &created());
+        // "authorize card" goes unanswered: sent again, with the same step, while attempts remain.
+        let again = saga.on_deadline(3, Utc::now()).unwrap();
+        assert_eq!(
+            (again.command.message_type.as_str(), again.step_header.as_str()),
+            ("ftgo.accounting.v1.AuthorizeCard", "3:f")
+        );
+        assert!(saga.on_deadline(3, Utc::now()).is_some());
+        assert_eq!(saga.attempts, 3);
+        // Then the card may have been authorized without the reply arriving: it is reversed first.
+        let undo = saga.on_deadline(3, Utc::now()).unwrap();
+        assert_eq!(undo.command.message_type, accounting::ReverseAuthorization::full_name());
+        assert_eq!((undo.step_header.as_str(), saga.attempts), ("3:c", 1));
+        assert_eq!(saga.failure_reason.as_deref(), Some("authorize card got no reply after 3 attempts"));
+        // A late reply to the abandoned forward step is stale.
+        let late = reply(&accounting::CardAuthorized { order_id: "o-1".into() });
+        assert!(matches!(saga.on_reply("3:f", &late, Utc::now()), Err(ReplyError::Stale { .. })));
+        let next = answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
+        assert_eq!(next.unwrap(), kitchen::CancelCreateTicket::full_name());
+        answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
+        answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
+        assert_eq!(saga.state, SagaState::Compensated);
+        let statuses: Vec<_> = saga.history.iter().skip(3).map(|r| (r.name.as_str(), r.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                ("authorize card", StepStatus::Resent),
+                ("authorize card", StepStatus::Resent),
+                ("authorize card", StepStatus::TimedOut),
+                ("authorize card", StepStatus::Compensated),
+                ("create ticket", StepStatus::Compensated),
+                ("create order", StepStatus::Compensated),
+            ]
+        );
+        assert_eq!(saga.on_deadline(3, Utc::now()), None, "a finished saga has no deadline");
+    }
+
+    #[test]
+    fn a_step_after_the_pivot_that_goes_unanswered_fails_the_saga_until_its_reply_comes() {
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
+        answer(&mut saga, &created());
+        answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
+        answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
+        // "approve order" cannot be undone by giving up: the saga fails, and says why.
+        assert!(saga.on_deadline(2, Utc::now()).is_some());
+        assert_eq!(saga.on_deadline(2, Utc::now()), None);
+        assert_eq!(saga.state, SagaState::Failed);
+        assert_eq!(saga.failure_reason.as_deref(), Some("approve order got no reply after 2 attempts"));
+        assert_eq!(saga.history.last().unwrap().status, StepStatus::TimedOut);
+        assert_eq!(saga.on_deadline(2, Utc::now()), None, "a failed saga is not sent again");
+        // The reply that comes at last (say, once an operator replayed the dead letter) ends it.
+        assert_eq!(answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() })), None);
+        assert_eq!((saga.state, saga.failure_reason.as_deref()), (SagaState::Succeeded, None));
+    }
+
+    #[test]
+    fn an_unanswered_compensation_fails_the_saga_and_keeps_why_it_compensated() {
+        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let why = "consumer c-1 does not exist";
+        answer(
+            &mut saga,
+            &refusal(&consumer::ConsumerVerificationFailed { consumer_id: "c-1".into(), reason: why.into() }, why),
+        );
+        assert_eq!(saga.expected_step_header(), Some("0:c"));
+        assert_eq!(saga.on_deadline(1, Utc::now()), None);
+        assert_eq!(saga.state, SagaState::Failed);
+        assert!(saga.is_compensating());
+        assert_eq!(saga.failure_reason.as_deref(), Some("verify consumer refused: consumer c-1 does not exist"));
+        let gave_up = saga.history.last().unwrap();
+        assert_eq!(gave_up.detail.as_deref(), Some("create order got no reply after 1 attempt"));
+        // The late reply finishes the compensation.
+        answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() }));
+        assert_eq!(saga.state, SagaState::Compensated);
     }
 }

@@ -13,6 +13,18 @@
 //!
 //! Each command carries `Ftgo-Saga-Step` = `<step>:<f|c>`; a reply whose step does not match the
 //! saga's current one is stale and ignored.
+//!
+//! No saga waits for ever. When a step's deadline passes without a reply, the orchestrator calls
+//! [`Saga::on_deadline`]: the step's command is sent again (a participant handles a repeated
+//! command as it handled the first), up to a bounded number of attempts. Then the saga gives up on
+//! the step:
+//! - a forward step at or before the saga's pivot (the last step that can be undone) is treated
+//!   as refused, and the saga compensates, starting with the step's own compensation when it has
+//!   one: the command may have been applied without its reply arriving yet;
+//! - a step after the pivot (which must not be undone) or a compensation leaves the saga
+//!   `FAILED`, with the reason, for an operator. A failed saga still waits for the reply to the
+//!   step it gave up on: a late reply (for instance, after the operator replayed the
+//!   participant's dead letter) resumes it where it stopped.
 
 pub mod cancel_order;
 pub mod create_order;
@@ -35,6 +47,9 @@ pub enum SagaState {
     Compensating,
     Succeeded,
     Compensated,
+    /// A step went unanswered through every attempt and could not be undone: the saga waits for
+    /// an operator (or a late reply to that step).
+    Failed,
 }
 
 impl SagaState {
@@ -47,6 +62,8 @@ impl SagaState {
         s.parse().ok()
     }
 
+    /// Whether the saga is over: it sends nothing more and takes no more replies. (A failed saga
+    /// is not over: it still takes the reply to the step it gave up on.)
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Compensated)
     }
@@ -64,6 +81,10 @@ pub enum StepStatus {
     /// The compensation itself was refused: the saga carries on undoing the earlier steps, and
     /// the refusal is kept here for an operator.
     CompensationRefused,
+    /// No reply came before the step's deadline: its command was sent again.
+    Resent,
+    /// No reply came through every attempt: the saga gave up on the step.
+    TimedOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +170,16 @@ pub fn with_saga_type<V: SagaVisitor>(saga_type: &str, visitor: V) -> Option<V::
     }
 }
 
+/// Whether the registry has `saga_type`.
+pub fn is_known(saga_type: &str) -> bool {
+    struct Known;
+    impl SagaVisitor for Known {
+        type Output = ();
+        fn visit<D: SagaDefinition>(self) {}
+    }
+    with_saga_type(saga_type, Known).is_some()
+}
+
 /// A saga type: its data and its steps.
 pub trait SagaDefinition: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// `CreateOrderSaga`, ...
@@ -167,6 +198,11 @@ pub struct Saga<D> {
     pub data: D,
     pub failure_reason: Option<String>,
     pub history: Vec<StepRecord>,
+    /// The `Ftgo-Saga-Step` of the command in flight, which its reply must echo; `None` once the
+    /// saga has finished. (It also says a failed saga's direction: `:f` or `:c`.)
+    pub awaiting: Option<String>,
+    /// How many times the command in flight has been sent.
+    pub attempts: u32,
 }
 
 /// What the saga sends next, with the `Ftgo-Saga-Step` header that its reply must echo.
@@ -212,14 +248,29 @@ impl<D: SagaDefinition> Saga<D> {
                 at: now,
                 detail: None,
             }],
+            awaiting: None,
+            attempts: 0,
         };
         let next = saga.forward_from(1, now);
         (saga, next)
     }
 
-    /// The `Ftgo-Saga-Step` the saga waits for.
-    pub fn expected_step_header(&self) -> String {
-        format!("{}:{}", self.step, if self.state == SagaState::Compensating { 'c' } else { 'f' })
+    /// The `Ftgo-Saga-Step` the saga waits for, if any.
+    pub fn expected_step_header(&self) -> Option<&str> {
+        self.awaiting.as_deref()
+    }
+
+    /// Whether the saga is undoing its steps (or gave up while undoing them).
+    pub fn is_compensating(&self) -> bool {
+        self.state == SagaState::Compensating || self.awaiting.as_deref().is_some_and(|h| h.ends_with(":c"))
+    }
+
+    /// Sends `command` for the current step, in the saga's current direction.
+    fn send(&mut self, command: Command) -> Next {
+        let header = format!("{}:{}", self.step, if self.state == SagaState::Compensating { 'c' } else { 'f' });
+        self.awaiting = Some(header.clone());
+        self.attempts = 1;
+        Next { command, step_header: header }
     }
 
     /// Applies the reply to the current step and returns the next command, if any.
@@ -229,12 +280,18 @@ impl<D: SagaDefinition> Saga<D> {
         reply: &Reply,
         now: DateTime<Utc>,
     ) -> Result<Option<Next>, ReplyError> {
-        if self.state.is_finished() {
+        let Some(expected) = self.awaiting.clone() else {
             return Err(ReplyError::Finished);
-        }
-        let expected = self.expected_step_header();
+        };
         if step_header != expected {
             return Err(ReplyError::Stale { got: step_header.to_owned(), expected });
+        }
+        if self.state == SagaState::Failed {
+            // The late reply to the step the saga gave up on: it carries on from there.
+            self.state = if expected.ends_with(":c") { SagaState::Compensating } else { SagaState::Running };
+            if self.state == SagaState::Running {
+                self.failure_reason = None;
+            }
         }
         let step = &D::steps()[self.step];
         let record = |status, detail| StepRecord { name: step.name.to_owned(), status, at: now, detail };
@@ -266,7 +323,7 @@ impl<D: SagaDefinition> Saga<D> {
             if let Some(action) = step.action {
                 self.step = index;
                 match action(&self.data) {
-                    Ok(command) => return Some(Next { command, step_header: self.expected_step_header() }),
+                    Ok(command) => return Some(self.send(command)),
                     Err(reason) => {
                         let reason = format!("could not be sent: {reason}");
                         self.history.push(StepRecord {
@@ -290,6 +347,7 @@ impl<D: SagaDefinition> Saga<D> {
         }
         self.state = SagaState::Succeeded;
         self.step = steps.len();
+        self.awaiting = None;
         None
     }
 
@@ -301,7 +359,7 @@ impl<D: SagaDefinition> Saga<D> {
             if let Some(compensation) = steps[i].compensation {
                 self.step = i;
                 match compensation(&self.data, &reason) {
-                    Ok(command) => return Some(Next { command, step_header: self.expected_step_header() }),
+                    Ok(command) => return Some(self.send(command)),
                     // Kept for an operator, as a refused compensation is; the saga undoes the rest.
                     Err(why) => self.history.push(StepRecord {
                         name: steps[i].name.to_owned(),
@@ -314,7 +372,55 @@ impl<D: SagaDefinition> Saga<D> {
             index = i.checked_sub(1);
         }
         self.state = SagaState::Compensated;
+        self.awaiting = None;
         None
+    }
+
+    /// The current step's deadline passed without a reply. Returns the command to send again
+    /// while attempts remain (`attempts` in all, the first send included); then gives up on the
+    /// step as the module documentation says, returning the first compensation if the saga
+    /// compensates. Nothing happens to a saga that is not waiting (finished, or already failed).
+    pub fn on_deadline(&mut self, attempts: u32, now: DateTime<Utc>) -> Option<Next> {
+        if self.state.is_finished() || self.state == SagaState::Failed {
+            return None;
+        }
+        let header = self.awaiting.clone()?;
+        let step = &D::steps()[self.step];
+        let record =
+            |status, detail: String| StepRecord { name: step.name.to_owned(), status, at: now, detail: Some(detail) };
+        let command = if self.state == SagaState::Compensating {
+            step.compensation
+                .map(|compensate| compensate(&self.data, self.failure_reason.as_deref().unwrap_or_default()))
+        } else {
+            step.action.map(|act| act(&self.data))
+        };
+        if self.attempts < attempts
+            && let Some(Ok(command)) = command
+        {
+            self.attempts += 1;
+            let detail = format!("no reply; sent again (attempt {} of {attempts})", self.attempts);
+            self.history.push(record(StepStatus::Resent, detail));
+            return Some(Next { command, step_header: header });
+        }
+        let tries = if self.attempts == 1 { "attempt" } else { "attempts" };
+        let reason = format!("{} got no reply after {} {tries}", step.name, self.attempts);
+        self.history.push(record(StepStatus::TimedOut, reason.clone()));
+        if self.state == SagaState::Running && self.step <= Self::pivot() {
+            self.failure_reason = Some(reason);
+            self.state = SagaState::Compensating;
+            let from = if step.compensation.is_some() { Some(self.step) } else { self.step.checked_sub(1) };
+            return self.compensate_from(from, now);
+        }
+        if self.state == SagaState::Running {
+            self.failure_reason = Some(reason);
+        }
+        self.state = SagaState::Failed;
+        None
+    }
+
+    /// The last step that can be undone: the steps after it must complete.
+    fn pivot() -> usize {
+        D::steps().iter().rposition(|step| step.compensation.is_some()).unwrap_or(0)
     }
 }
 
@@ -334,7 +440,7 @@ pub(crate) mod testing {
 
     /// Replies `reply` to the saga's current step and returns the next command's type.
     pub fn answer<D: SagaDefinition>(saga: &mut Saga<D>, reply: &Reply) -> Option<String> {
-        let header = saga.expected_step_header();
+        let header = saga.expected_step_header().expect("the saga waits for a reply").to_owned();
         saga.on_reply(&header, reply, Utc::now()).unwrap().map(|next| next.command.message_type)
     }
 }
