@@ -134,7 +134,7 @@ pub async fn start_gateway(dirs: &Dirs, listen: SocketAddr, consul: &Consul, fab
 }
 
 /// Waits (up to 30 s) until Fabio has learnt every route from Consul's passing health checks:
-/// each service's, as the catalog names them.
+/// each service's, as the catalog names them (`src`: host and path).
 pub async fn wait_for_routes(fabio: &Fabio) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -142,7 +142,7 @@ pub async fn wait_for_routes(fabio: &Fabio) -> Result<()> {
         let missing: Vec<String> = ServiceName::ALL
             .into_iter()
             .flat_map(ServiceName::fabio_routes)
-            .filter(|path| !routes.iter().any(|r| r["path"] == path.as_str()))
+            .filter(|source| !routes.iter().any(|r| r["src"] == source.as_str()))
             .collect();
         if missing.is_empty() {
             return Ok(());

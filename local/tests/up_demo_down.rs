@@ -81,6 +81,21 @@ fn up_serves_the_demo_and_down_stops_everything() {
         }
     }
 
+    // Every service's admin API through the gateway, which calls Fabio's gRPC proxy: all five serve
+    // it under one gRPC name, so each call must reach the service it names by its `dsthost` host
+    // route (the gateway answers 502 when another service answers).
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        for service in ftgo_catalog::ServiceName::back_end() {
+            let url = format!("http://{listen}/api/admin/{service}/dead-letters?waiting=true");
+            let response = http.get(&url).send().await.unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, reqwest::StatusCode::OK, "{url}: {body}");
+            assert_eq!(body["service"], service.as_str(), "{body}");
+        }
+    });
+
     let down = command("down").output().unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let status = up.wait().unwrap();

@@ -259,7 +259,14 @@ mod tests {
         assert_eq!(second.node, "ftgo-food-shop");
         assert_eq!(second.service.id, "shop-order-shop-order-2");
         assert_eq!(second.service.service, "order-service");
-        assert_eq!(second.service.tags, ["urlprefix-/ftgo.order.v1.OrderService proto=grpc", "ftgo-system=food.shop"]);
+        assert_eq!(
+            second.service.tags,
+            [
+                "urlprefix-/ftgo.order.v1.OrderService proto=grpc",
+                "urlprefix-order-service/ftgo.admin.v1.DeadLetterService proto=grpc",
+                "ftgo-system=food.shop"
+            ]
+        );
         assert_eq!(second.checks[0].status, "critical");
         assert_eq!(regs[1].checks[0].status, "passing");
     }
@@ -291,6 +298,7 @@ mod tests {
             fabio_routes(&system()),
             "# FtgoSystem food/shop: written by ftgo-operator, removed with it.\n\
              route weight order-service /ftgo.order.v1.OrderService weight 1 tags \"ftgo-system=food.shop\"\n\
+             route weight order-service order-service/ftgo.admin.v1.DeadLetterService weight 1 tags \"ftgo-system=food.shop\"\n\
              route weight api-gateway /api weight 1 tags \"ftgo-system=food.shop\"\n\
              route weight api-gateway /healthz weight 1 tags \"ftgo-system=food.shop\"\n"
         );

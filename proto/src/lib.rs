@@ -6,6 +6,12 @@
 /// The encoded `FileDescriptorSet` of every FTGO proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ftgo_descriptor.bin"));
 
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("ftgo.admin.v1");
+    }
+}
+
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("ftgo.common.v1");

@@ -125,23 +125,36 @@ impl ServiceName {
 
     /// The `urlprefix-` tags Fabio builds its routes from. gRPC calls are HTTP/2 requests to
     /// `/<package>.<Service>/<Method>`, so a prefix on the service's full name routes exactly
-    /// that service; `proto=grpc` makes Fabio speak HTTP/2 to the upstream.
+    /// that service; `proto=grpc` makes Fabio speak HTTP/2 to the upstream. The admin service,
+    /// which every service with a database serves, is routed by host as well: the caller names
+    /// the service in the `dsthost` metadata key, which Fabio's gRPC proxy matches as the host.
     pub fn fabio_tags(self) -> Vec<String> {
         match self.grpc_service() {
-            Some(grpc) => vec![grpc_route_tag(grpc)],
+            Some(_) => self.fabio_routes().iter().map(|source| format!("urlprefix-{source} proto=grpc")).collect(),
             None => self.fabio_routes().iter().map(|path| format!("urlprefix-{path}")).collect(),
         }
     }
 
-    /// The path prefixes Fabio routes to the service (what its [`fabio_tags`](Self::fabio_tags)
-    /// ask for): a gRPC service's full name, or the gateway's API and health check.
+    /// The route sources (`[host]/path` prefixes) Fabio sends to the service, as its
+    /// [`fabio_tags`](Self::fabio_tags) ask: a gRPC service's full name and its admin service
+    /// under its binary's name as host, or the gateway's API and health check.
     pub fn fabio_routes(self) -> Vec<String> {
         match self.grpc_service() {
-            Some(grpc) => vec![format!("/{grpc}")],
+            Some(grpc) => {
+                let mut routes = vec![format!("/{grpc}")];
+                if self.database().is_some() {
+                    routes.push(format!("{}/{}", self.binary(), ADMIN_GRPC_SERVICE));
+                }
+                routes
+            }
             None => vec!["/api".to_owned(), HTTP_HEALTH_PATH.to_owned()],
         }
     }
 }
+
+/// The admin gRPC service every service with a database serves beside its own (its dead
+/// letters).
+pub const ADMIN_GRPC_SERVICE: &str = ftgo_proto::admin::v1::dead_letter_service_server::SERVICE_NAME;
 
 /// The operator's binary, which ships as an image beside the services'.
 pub const OPERATOR_BINARY: &str = "ftgo-operator";
@@ -181,10 +194,19 @@ mod tests {
 
     #[test]
     fn grpc_services_are_routed_by_their_full_grpc_name() {
-        assert_eq!(ServiceName::Order.fabio_tags(), ["urlprefix-/ftgo.order.v1.OrderService proto=grpc"]);
-        assert_eq!(ServiceName::Orchestrator.fabio_tags(), ["urlprefix-/ftgo.orchestrator.v1.SagaService proto=grpc"]);
+        assert_eq!(
+            ServiceName::Order.fabio_tags(),
+            [
+                "urlprefix-/ftgo.order.v1.OrderService proto=grpc",
+                "urlprefix-order-service/ftgo.admin.v1.DeadLetterService proto=grpc"
+            ]
+        );
+        assert_eq!(ServiceName::Orchestrator.fabio_tags()[0], "urlprefix-/ftgo.orchestrator.v1.SagaService proto=grpc");
         assert_eq!(ServiceName::Gateway.fabio_tags(), ["urlprefix-/api", "urlprefix-/healthz"]);
-        assert_eq!(ServiceName::Order.fabio_routes(), ["/ftgo.order.v1.OrderService"]);
+        assert_eq!(
+            ServiceName::Order.fabio_routes(),
+            ["/ftgo.order.v1.OrderService", "order-service/ftgo.admin.v1.DeadLetterService"]
+        );
         assert_eq!(ServiceName::Gateway.fabio_routes(), ["/api", "/healthz"]);
     }
 

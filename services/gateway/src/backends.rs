@@ -3,9 +3,11 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use ftgo_platform::telemetry;
+use ftgo_catalog::ServiceName;
+use ftgo_platform::{admin::DESTINATION_HOST, telemetry};
 use ftgo_proto::{
     accounting::v1::accounting_service_client::AccountingServiceClient,
+    admin::v1::dead_letter_service_client::DeadLetterServiceClient,
     consumer::v1::consumer_service_client::ConsumerServiceClient,
     kitchen::v1::kitchen_service_client::KitchenServiceClient,
     orchestrator::v1::saga_service_client::SagaServiceClient, order::v1::order_service_client::OrderServiceClient,
@@ -13,7 +15,8 @@ use ftgo_proto::{
 use opentelemetry::{KeyValue, metrics::ObservableGauge};
 use tonic::{
     Request, Response, Status,
-    metadata::{Ascii, MetadataKey},
+    metadata::{Ascii, MetadataKey, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
     transport::{Channel, Endpoint},
 };
 
@@ -87,6 +90,21 @@ impl<C: Clone> Backend<C> {
     }
 }
 
+/// Adds `dsthost: <binary>` to every call, so that Fabio's gRPC proxy routes it to that service's
+/// admin API (every service serves one under the same gRPC name).
+#[derive(Debug, Clone)]
+pub struct DestinationHost(MetadataValue<Ascii>);
+
+impl Interceptor for DestinationHost {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert(DESTINATION_HOST, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A service's admin API (its dead letters), on the service's own channel and policy.
+pub type AdminClient = DeadLetterServiceClient<InterceptedService<Channel, DestinationHost>>;
+
 /// Every service the gateway talks to.
 #[derive(Debug, Clone)]
 pub struct Backends {
@@ -95,33 +113,58 @@ pub struct Backends {
     pub accounting: Backend<AccountingServiceClient<Channel>>,
     pub order: Backend<OrderServiceClient<Channel>>,
     pub orchestrator: Backend<SagaServiceClient<Channel>>,
+    /// Each back-end service's admin API, in catalog order.
+    admin: Vec<(ServiceName, Backend<AdminClient>)>,
 }
 
 impl Backends {
     /// Prepares a lazily connected channel per service: nothing is dialled until the first call,
     /// and a service that is down only fails the calls that need it.
     pub fn connect(addresses: &BackendsConfig, resilience: &ResilienceConfig) -> Result<Self> {
-        fn backend<C>(
-            name: &'static str,
-            url: &str,
-            resilience: &ResilienceConfig,
-            client: fn(Channel) -> C,
-        ) -> Result<Backend<C>> {
+        let mut admin = Vec::new();
+        let mut backend = |service: ServiceName, url: &str| -> Result<Channel> {
             let channel = Endpoint::from_shared(url.to_owned())
-                .with_context(|| format!("backends.{name}: {url:?} is not a valid URL"))?
+                .with_context(|| format!("backends.{service}: {url:?} is not a valid URL"))?
                 .connect_timeout(resilience.connect_timeout)
                 .connect_lazy();
             let breaker = CircuitBreaker::new(resilience.breaker_failures, resilience.breaker_open_for);
-            let policy = CallPolicy::new(name, resilience.call_timeout, breaker);
-            Ok(Backend { client: client(channel), policy: Arc::new(policy) })
-        }
+            let policy = Arc::new(CallPolicy::new(service.as_str(), resilience.call_timeout, breaker));
+            let host = DestinationHost(MetadataValue::from_static(service.binary()));
+            let client = DeadLetterServiceClient::with_interceptor(channel.clone(), host);
+            admin.push((service, Backend { client, policy: policy.clone() }));
+            Ok(channel)
+        };
+        let consumer = backend(ServiceName::Consumer, &addresses.consumer)?;
+        let kitchen = backend(ServiceName::Kitchen, &addresses.kitchen)?;
+        let accounting = backend(ServiceName::Accounting, &addresses.accounting)?;
+        let order = backend(ServiceName::Order, &addresses.order)?;
+        let orchestrator = backend(ServiceName::Orchestrator, &addresses.orchestrator)?;
+        let policy = |service: ServiceName| {
+            admin
+                .iter()
+                .find(|(s, _)| *s == service)
+                .map(|(_, b)| b.policy.clone())
+                .expect("every backend has a policy")
+        };
         Ok(Self {
-            consumer: backend("consumer", &addresses.consumer, resilience, ConsumerServiceClient::new)?,
-            kitchen: backend("kitchen", &addresses.kitchen, resilience, KitchenServiceClient::new)?,
-            accounting: backend("accounting", &addresses.accounting, resilience, AccountingServiceClient::new)?,
-            order: backend("order", &addresses.order, resilience, OrderServiceClient::new)?,
-            orchestrator: backend("orchestrator", &addresses.orchestrator, resilience, SagaServiceClient::new)?,
+            consumer: Backend { client: ConsumerServiceClient::new(consumer), policy: policy(ServiceName::Consumer) },
+            kitchen: Backend { client: KitchenServiceClient::new(kitchen), policy: policy(ServiceName::Kitchen) },
+            accounting: Backend {
+                client: AccountingServiceClient::new(accounting),
+                policy: policy(ServiceName::Accounting),
+            },
+            order: Backend { client: OrderServiceClient::new(order), policy: policy(ServiceName::Order) },
+            orchestrator: Backend {
+                client: SagaServiceClient::new(orchestrator),
+                policy: policy(ServiceName::Orchestrator),
+            },
+            admin,
         })
+    }
+
+    /// The admin API of `service`, if it has one (every back-end service does).
+    pub fn admin(&self, service: ServiceName) -> Option<&Backend<AdminClient>> {
+        self.admin.iter().find(|(s, _)| *s == service).map(|(_, backend)| backend)
     }
 
     /// Applies new deadlines and breaker thresholds to every backend (live configuration).

@@ -476,3 +476,56 @@ async fn breaker_thresholds_change_live_from_consul() {
     }
     assert!(opened, "the new threshold (1 failure) was not applied");
 }
+
+#[tokio::test]
+async fn an_operator_lists_a_services_dead_letters_and_a_replay_that_fails_again_changes_nothing() {
+    let stack = Stack::start().await;
+    // A command the Kitchen Service cannot even decode: refused at once, and dead-lettered.
+    let garbage = ftgo_platform::messaging::OutgoingMessage::new(
+        "ftgo.command.kitchen.CreateTicket",
+        "ftgo.kitchen.v1.CreateTicket",
+        vec![0xff, 0xff, 0xff],
+    )
+    .with_header("Ftgo-Saga-Id", "5b1f9c1e-0000-4000-8000-000000000001")
+    .with_header("Ftgo-Reply-To", "ftgo.reply.orchestrator.saga");
+    stack.world.publish(&garbage).await.unwrap();
+    let listed = eventually("the dead letter", Duration::from_secs(30), async || {
+        let listed = stack.get("/api/admin/kitchen/dead-letters").await;
+        (listed.status == StatusCode::OK && listed.body["deadLetters"].as_array()?.len() == 1).then_some(listed)
+    })
+    .await;
+    assert_eq!(listed.body["service"], "kitchen");
+    let letter = &listed.body["deadLetters"][0];
+    assert_eq!(letter["messageId"], garbage.id.to_string());
+    assert_eq!(letter["messageType"], "ftgo.kitchen.v1.CreateTicket");
+    assert_eq!(letter["sagaId"], "5b1f9c1e-0000-4000-8000-000000000001");
+    assert_eq!(letter["consumer"], "kitchen-service");
+    assert!(letter["error"].as_str().unwrap().contains("undecodable"), "{letter}");
+    assert!(letter.get("replayedAt").is_none());
+    // Other services have their own (none here).
+    let order = stack.get("/api/admin/order/dead-letters?waiting=true&limit=5").await;
+    assert_eq!((order.status, &order.body["deadLetters"]), (StatusCode::OK, &json!([])));
+
+    // The cause is still there: the replay fails with it, and the dead letter waits.
+    let id = letter["id"].as_i64().unwrap();
+    let replay = stack.call(Method::POST, &format!("/api/admin/kitchen/dead-letters/{id}/replay"), None).await;
+    assert!(replay.error(StatusCode::CONFLICT, "conflict").contains("undecodable"));
+    let waiting = stack.get("/api/admin/kitchen/dead-letters?waiting=true").await;
+    assert_eq!(waiting.body["deadLetters"][0]["id"], id);
+
+    // Bad input.
+    stack.get("/api/admin/gateway/dead-letters").await.error(StatusCode::NOT_FOUND, "not_found");
+    stack.get("/api/admin/nope/dead-letters").await.error(StatusCode::NOT_FOUND, "not_found");
+    for query in ["limit=0", "limit=1001", "limit=x", "waiting=maybe", "colour=red"] {
+        stack
+            .get(&format!("/api/admin/kitchen/dead-letters?{query}"))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    for id in ["x", "99999999", "-1"] {
+        let answer = stack.call(Method::POST, &format!("/api/admin/kitchen/dead-letters/{id}/replay"), None).await;
+        answer.error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let answer = stack.call(Method::GET, &format!("/api/admin/kitchen/dead-letters/{id}/replay"), None).await;
+    answer.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}

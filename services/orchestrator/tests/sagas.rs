@@ -4,9 +4,13 @@
 use ftgo_testenv::eventually;
 use std::time::Duration;
 
+use prost::Name;
+
+use ftgo_orchestrator_service::StepDeadlines;
 use ftgo_platform::{config::CommonConfig, runtime::Running, testing::ServiceWorld};
 use ftgo_proto::{
     accounting::v1::{self as accounting, accounting_service_client::AccountingServiceClient},
+    admin::v1::{self as admin, dead_letter_service_client::DeadLetterServiceClient},
     common::v1::{LineItemRequest, MenuItem, Money, PersonName},
     consumer::v1::{self as consumer, consumer_service_client::ConsumerServiceClient},
     kitchen::v1::{self as kitchen, TicketState, kitchen_service_client::KitchenServiceClient},
@@ -23,6 +27,11 @@ struct System {
     orchestrator: Option<Running>,
     consumer_config: CommonConfig,
     consumer_service: Option<Running>,
+    accounting_config: CommonConfig,
+    accounting_service: Option<Running>,
+    order_config: CommonConfig,
+    order_service: Running,
+    deadlines: StepDeadlines,
     _others: Vec<Running>,
     consumers: ConsumerServiceClient<Channel>,
     accounts: AccountingServiceClient<Channel>,
@@ -40,35 +49,43 @@ async fn start_consumer_service(config: &CommonConfig) -> Running {
         .unwrap()
 }
 
-async fn start_orchestrator(config: &CommonConfig) -> Running {
-    let config = ftgo_orchestrator_service::Config { common: config.clone() };
+async fn start_accounting_service(config: &CommonConfig) -> Running {
+    ftgo_accounting_service::start(ftgo_accounting_service::Config { common: config.clone() }, CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+async fn start_orchestrator(config: &CommonConfig, deadlines: StepDeadlines) -> Running {
+    let config = ftgo_orchestrator_service::Config { common: config.clone(), sagas: deadlines };
     ftgo_orchestrator_service::start(config, CancellationToken::new()).await.unwrap()
 }
 
 async fn system() -> System {
+    system_with(StepDeadlines::default()).await
+}
+
+/// The system, with the orchestrator waiting for each step's reply as `deadlines` say.
+async fn system_with(deadlines: StepDeadlines) -> System {
     let world = ServiceWorld::start().await.unwrap();
     let consumer_config = world.config("consumer").await.unwrap();
     let orchestrator_config = world.config("orchestrator").await.unwrap();
+    let accounting_config = world.config("accounting").await.unwrap();
     let consumer_service = start_consumer_service(&consumer_config).await;
-    let accounting = ftgo_accounting_service::start(
-        ftgo_accounting_service::Config { common: world.config("accounting").await.unwrap() },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let accounting = start_accounting_service(&accounting_config).await;
     let kitchen = ftgo_kitchen_service::start(
         ftgo_kitchen_service::Config { common: world.config("kitchen").await.unwrap() },
         CancellationToken::new(),
     )
     .await
     .unwrap();
+    let order_config = world.config("order").await.unwrap();
     let order = ftgo_order_service::start(
-        ftgo_order_service::Config { common: world.config("order").await.unwrap() },
+        ftgo_order_service::Config { common: order_config.clone() },
         CancellationToken::new(),
     )
     .await
     .unwrap();
-    let orchestrator = start_orchestrator(&orchestrator_config).await;
+    let orchestrator = start_orchestrator(&orchestrator_config, deadlines).await;
     System {
         consumers: ConsumerServiceClient::connect(url(&consumer_service)).await.unwrap(),
         accounts: AccountingServiceClient::connect(url(&accounting)).await.unwrap(),
@@ -79,7 +96,12 @@ async fn system() -> System {
         orchestrator: Some(orchestrator),
         consumer_config,
         consumer_service: Some(consumer_service),
-        _others: vec![accounting, kitchen, order],
+        accounting_config,
+        accounting_service: Some(accounting),
+        order_config,
+        order_service: order,
+        deadlines,
+        _others: vec![kitchen],
     }
 }
 
@@ -411,7 +433,7 @@ async fn a_saga_survives_an_orchestrator_restart_in_the_middle() {
     assert_eq!(s.order(&order_id).await.state(), OrderState::ApprovalPending);
 
     // ... and a new orchestrator picks the saga up where it was.
-    s.orchestrator = Some(start_orchestrator(&s.orchestrator_config).await);
+    s.orchestrator = Some(start_orchestrator(&s.orchestrator_config, s.deadlines).await);
     assert_eq!(s.outcome(&order_id).await.state(), OrderState::Approved);
     assert_eq!(s.sagas(&order_id).await[0].state(), SagaState::Succeeded);
 }
@@ -448,4 +470,118 @@ async fn many_concurrent_orders_for_one_account_reserve_exactly_what_was_approve
     assert_eq!(reserved, before + approved * 3750, "exactly the approved orders are reserved");
     assert!(reserved <= 50_000, "never over the credit limit: {reserved}");
     assert!(approved > 0 && approved < 24, "some approved, some refused: {approved}");
+}
+
+#[tokio::test]
+async fn a_participant_that_never_answers_gets_the_step_resent_then_undone_and_a_late_reply_resumes_the_saga() {
+    let deadlines = StepDeadlines { reply_timeout: Duration::from_secs(2), attempts: 2 };
+    let mut s = system_with(deadlines).await;
+    let consumer_id = s.consumer().await;
+    let restaurant_id = s.restaurant(&consumer_id).await;
+    let before = s.reserved(&consumer_id).await;
+
+    // The Accounting Service is down: "authorize card" is sent twice, then given up on. The card
+    // may have been authorized without the reply arriving, so the saga starts undoing with the
+    // reversal, which goes unanswered too: the saga fails there, waiting.
+    s.accounting_service.take().unwrap().stop().await.unwrap();
+    let order_id = s.place(&consumer_id, &restaurant_id, 1).await;
+    let failed = eventually("the saga to give up", Duration::from_secs(60), async || {
+        s.sagas(&order_id).await.into_iter().next().filter(|saga| saga.state() == SagaState::Failed)
+    })
+    .await;
+    assert!(failed.compensating);
+    assert_eq!(failed.current_step, "authorize card");
+    assert_eq!(failed.failure_reason, "authorize card got no reply after 2 attempts");
+    let steps: Vec<_> =
+        failed.steps.iter().skip(3).map(|st| (st.name.as_str(), st.status.as_str(), st.detail.as_str())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("authorize card", "resent", "no reply; sent again (attempt 2 of 2)"),
+            ("authorize card", "timed out", "authorize card got no reply after 2 attempts"),
+            ("authorize card", "resent", "no reply; sent again (attempt 2 of 2)"),
+            ("authorize card", "timed out", "authorize card got no reply after 2 attempts"),
+        ]
+    );
+    assert_eq!(s.order(&order_id).await.state(), OrderState::ApprovalPending);
+
+    // The Accounting Service comes back and works through its queue in order: both copies of the
+    // authorization, then both reversals. The first late reply to the reversal resumes the saga,
+    // which cancels the ticket and rejects the order; nothing stays reserved.
+    s.accounting_service = Some(start_accounting_service(&s.accounting_config).await);
+    s.accounts = AccountingServiceClient::connect(url(s.accounting_service.as_ref().unwrap())).await.unwrap();
+    let order = s.outcome(&order_id).await;
+    assert_eq!(order.state(), OrderState::Rejected);
+    assert_eq!(order.rejection_reason, "authorize card got no reply after 2 attempts");
+    let saga = s.sagas(&order_id).await.remove(0);
+    assert_eq!(saga.state(), SagaState::Compensated);
+    let undone: Vec<_> = saga.steps.iter().skip(7).map(|st| (st.name.as_str(), st.status.as_str())).collect();
+    assert_eq!(
+        undone,
+        [("authorize card", "compensated"), ("create ticket", "compensated"), ("create order", "compensated")]
+    );
+    assert_eq!(s.ticket(&order_id).await.unwrap().state(), TicketState::Cancelled);
+    assert_eq!(s.reserved(&consumer_id).await, before);
+}
+
+#[tokio::test]
+async fn a_command_whose_handler_always_fails_leaves_the_saga_failed_until_its_dead_letter_is_replayed() {
+    let deadlines = StepDeadlines { reply_timeout: Duration::from_secs(2), attempts: 2 };
+    let mut s = system_with(deadlines).await;
+    let consumer_id = s.consumer().await;
+    let restaurant_id = s.restaurant(&consumer_id).await;
+
+    // The Order Service cannot approve any order: its handler fails on every delivery, so each
+    // ApproveOrder is dead-lettered. "approve order" comes after the pivot, so the saga may not
+    // undo anything: it sends the command twice, then fails and waits.
+    let orders_db = sqlx::PgPool::connect(&s.order_config.database.url).await.unwrap();
+    sqlx::query("ALTER TABLE orders ADD CONSTRAINT no_approvals CHECK (state <> 'APPROVED') NOT VALID")
+        .execute(&orders_db)
+        .await
+        .unwrap();
+    let order_id = s.place(&consumer_id, &restaurant_id, 1).await;
+    let failed = eventually("the saga to give up", Duration::from_secs(60), async || {
+        s.sagas(&order_id).await.into_iter().next().filter(|saga| saga.state() == SagaState::Failed)
+    })
+    .await;
+    assert_eq!((failed.current_step.as_str(), failed.compensating), ("approve order", false));
+    assert_eq!(failed.failure_reason, "approve order got no reply after 2 attempts");
+
+    // Both copies end up in the Order Service's dead letters, listed by its admin API.
+    let mut admin = DeadLetterServiceClient::connect(url(&s.order_service)).await.unwrap();
+    let dead = eventually("both ApproveOrder copies to be dead-lettered", Duration::from_secs(60), async || {
+        let request = admin::ListDeadLettersRequest { limit: 10, waiting_only: true };
+        let dead = admin.list_dead_letters(request).await.unwrap().into_inner().dead_letters;
+        (dead.len() == 2).then_some(dead)
+    })
+    .await;
+    for letter in &dead {
+        assert_eq!(letter.message_type, order::ApproveOrder::full_name());
+        assert_eq!(
+            (letter.consumer.as_str(), letter.saga_id.as_str()),
+            ("order-service-commands", failed.saga_id.as_str())
+        );
+        assert!(letter.error.contains("no_approvals"), "{}", letter.error);
+    }
+
+    // While the cause is there, a replay fails and says why.
+    let refused = admin.replay_dead_letter(admin::ReplayDeadLetterRequest { id: dead[0].id }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(s.order(&order_id).await.state(), OrderState::ApprovalPending);
+
+    // Fixed, one replay approves the order, and its reply ends the failed saga.
+    sqlx::query("ALTER TABLE orders DROP CONSTRAINT no_approvals").execute(&orders_db).await.unwrap();
+    let replayed = admin.replay_dead_letter(admin::ReplayDeadLetterRequest { id: dead[0].id }).await.unwrap();
+    assert!(replayed.into_inner().replayed_at.is_some());
+    assert_eq!(s.outcome(&order_id).await.state(), OrderState::Approved);
+    let saga = eventually("the saga to end", Duration::from_secs(30), async || {
+        s.sagas(&order_id).await.into_iter().next().filter(|saga| saga.state() == SagaState::Succeeded)
+    })
+    .await;
+    assert_eq!(saga.failure_reason, "");
+    // The other copy changes nothing: the order is approved already, and the saga is over.
+    admin.replay_dead_letter(admin::ReplayDeadLetterRequest { id: dead[1].id }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.sagas(&order_id).await[0].state(), SagaState::Succeeded);
+    assert_eq!(s.order(&order_id).await.state(), OrderState::Approved);
 }

@@ -6,6 +6,7 @@
 //! several services share: [`money`], [`address`], checked client [`text`].
 
 pub mod address;
+pub mod admin;
 pub mod config;
 pub mod consul;
 pub mod db;

@@ -8,15 +8,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use async_nats::jetstream;
 use ftgo_catalog::ServiceName;
+use ftgo_proto::admin::v1::dead_letter_service_server::{DeadLetterServiceServer, SERVICE_NAME as DEAD_LETTERS};
 use sqlx::{PgPool, migrate::Migrator};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::{
+    admin::DeadLetterApi,
     config::{self, CommonConfig, Settings},
     db,
     grpc::GrpcServer,
     messaging::{
+        dead_letters::Consumers,
         inbox::{ConsumerConfig, InboxConsumer, MessageHandler},
         outbox::Publisher,
         relay::{OutboxRelay, RelayConfig},
@@ -76,6 +79,8 @@ pub struct Infrastructure {
     pub stream: jetstream::stream::Stream,
     /// The service's outbox relay, started by [`serve`](Self::serve).
     relay: Arc<OutboxRelay>,
+    /// The message consumers started by [`consume`](Self::consume), for dead-letter replays.
+    consumers: Consumers,
 }
 
 impl Infrastructure {
@@ -93,7 +98,7 @@ impl Infrastructure {
         let js = jetstream::new(client);
         let stream = streams::ensure_stream(&js).await?;
         let relay = Arc::new(OutboxRelay::new(db.clone(), js.clone(), RelayConfig::default()));
-        Ok(Self { db, js, stream, relay })
+        Ok(Self { db, js, stream, relay, consumers: Consumers::default() })
     }
 
     /// The start of a service whose gRPC API needs only what it is connected to: connects and
@@ -127,7 +132,12 @@ impl Infrastructure {
         routes: Routes,
         shutdown: CancellationToken,
     ) -> Result<Running> {
-        let grpc_services: Vec<&str> = service.grpc_service().into_iter().collect();
+        let grpc_services: Vec<&str> = service.grpc_service().into_iter().chain([DEAD_LETTERS]).collect();
+        let routes = routes.add_service(DeadLetterServiceServer::new(DeadLetterApi::new(
+            service,
+            self.db.clone(),
+            self.consumers.clone(),
+        )));
         let server = GrpcServer::bind(config.grpc.listen, routes, &grpc_services).await?;
         let addr = server.local_addr()?;
         let mut running = Running::new(addr, shutdown.clone());
@@ -141,10 +151,13 @@ impl Infrastructure {
     }
 
     /// Runs an idempotent consumer of `config.filter_subjects` with `handler`, as one of the
-    /// service's tasks.
+    /// service's tasks; its dead letters can be replayed through the admin API.
     pub fn consume<H: MessageHandler>(&self, running: &mut Running, config: ConsumerConfig, handler: H) {
-        let consumer =
-            InboxConsumer::new(self.db.clone(), self.stream.clone(), config, handler).with_publisher(self.publisher());
+        let name = config.name.clone();
+        let consumer = Arc::new(
+            InboxConsumer::new(self.db.clone(), self.stream.clone(), config, handler).with_publisher(self.publisher()),
+        );
+        self.consumers.add(&name, consumer.clone());
         let shutdown = running.shutdown_token();
         running.spawn("message consumer", async move { consumer.run(shutdown).await });
     }

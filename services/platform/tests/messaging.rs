@@ -11,7 +11,8 @@ use ftgo_platform::{
     db,
     messaging::{
         MESSAGE_TYPE_HEADER, MSG_ID_HEADER, OutgoingMessage,
-        inbox::{self, ConsumerConfig, HandlerError, InboxConsumer, IncomingMessage, MessageHandler, Disposition},
+        dead_letters::{self, ReplayError},
+        inbox::{self, ConsumerConfig, Disposition, HandlerError, InboxConsumer, IncomingMessage, MessageHandler},
         outbox,
         relay::{OutboxRelay, RelayConfig},
         streams,
@@ -39,6 +40,8 @@ async fn world() -> World {
     db::migrate(&db, &Migrator::DEFAULT).await.unwrap();
     // The effect table of the test handler below: what a service's own tables would be.
     sqlx::query("CREATE TABLE effects (message_id UUID NOT NULL, body TEXT NOT NULL)").execute(&db).await.unwrap();
+    // What lets a `blocked` message through.
+    sqlx::query("CREATE TABLE unblocked (body TEXT PRIMARY KEY)").execute(&db).await.unwrap();
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let stream = streams::ensure_stream(&js).await.unwrap();
     World { db, js, stream, _pg: pg, _nats: nats }
@@ -78,7 +81,8 @@ fn fast_config(name: &str) -> ConsumerConfig {
 }
 
 /// Behaves as its payload says: `poison` is refused; `flaky-N` fails transiently before delivery
-/// N; `fails` always fails transiently; `slow` takes 1.5 s; anything else succeeds. Each success
+/// N; `fails` always fails transiently; `blocked` fails transiently until the `unblocked` table
+/// names it; `slow` takes 1.5 s; anything else succeeds. Each success
 /// records an effect and enqueues a reply, in the consumer's transaction.
 struct TestHandler;
 
@@ -93,6 +97,15 @@ impl MessageHandler for TestHandler {
         }
         if body == "fails" {
             return Err(HandlerError::Transient(anyhow::anyhow!("the kitchen is on fire")));
+        }
+        if body == "blocked" {
+            let open: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM unblocked WHERE body = $1)")
+                .bind(&body)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !open {
+                return Err(HandlerError::Transient(anyhow::anyhow!("{body} is blocked")));
+            }
         }
         if let Some(n) = body.strip_prefix("flaky-")
             && message.delivery < n.parse::<i64>().unwrap()
@@ -305,7 +318,7 @@ async fn a_poison_message_is_dead_lettered_and_does_not_block_the_messages_behin
     .await;
     assert_eq!(w.effects().await, ["order-1", "order-2"]);
     let dead = eventually("the dead letter", Duration::from_secs(20), || async {
-        let dead = inbox::dead_letters(&w.db, "poison").await.unwrap();
+        let dead = dead_letters::of_consumer(&w.db, "poison").await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })
     .await;
@@ -338,7 +351,7 @@ async fn a_transient_failure_is_retried_until_the_message_is_handled() {
     .await;
     assert_eq!(w.effects().await, ["flaky-3"]);
     assert_eq!(stats.retried.load(Ordering::Relaxed), 2);
-    assert!(inbox::dead_letters(&w.db, "flaky").await.unwrap().is_empty());
+    assert!(dead_letters::of_consumer(&w.db, "flaky").await.unwrap().is_empty());
     stop.cancel();
 }
 
@@ -352,7 +365,7 @@ async fn a_message_still_failing_after_the_last_delivery_is_dead_lettered() {
     w.relay().drain().await.unwrap();
 
     let dead = eventually("the dead letter", Duration::from_secs(20), || async {
-        let dead = inbox::dead_letters(&w.db, "fails").await.unwrap();
+        let dead = dead_letters::of_consumer(&w.db, "fails").await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })
     .await;
@@ -364,13 +377,62 @@ async fn a_message_still_failing_after_the_last_delivery_is_dead_lettered() {
 }
 
 #[tokio::test]
+async fn a_dead_letter_is_replayed_by_its_own_consumer_once_its_cause_is_fixed() {
+    let w = world().await;
+    let mut config = fast_config("blocked");
+    config.max_deliveries = 2;
+    let consumer = Arc::new(w.consumer(config));
+    let consumers = dead_letters::Consumers::default();
+    consumers.add("blocked", consumer.clone());
+    let stop = CancellationToken::new();
+    let (running, token) = (consumer.clone(), stop.clone());
+    tokio::spawn(async move { running.run(token).await.unwrap() });
+    let sent = w.send("blocked").await;
+    w.relay().drain().await.unwrap();
+    let dead = eventually("the dead letter", Duration::from_secs(20), || async {
+        dead_letters::of_consumer(&w.db, "blocked").await.unwrap().pop()
+    })
+    .await;
+    assert_eq!((dead.message_id, dead.replayed_at, dead.header("Ftgo-Saga-Id")), (Some(sent.id), None, Some("saga-1")));
+    let replies = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM messaging.outbox WHERE subject = 'ftgo.reply.test.Done'")
+            .fetch_one(&w.db)
+            .await
+            .unwrap()
+    };
+
+    // Replayed while the cause is still there: it fails again, says why, and changes nothing.
+    let again = consumers.replay(&w.db, dead.id).await.unwrap_err();
+    assert!(matches!(again, ReplayError::Failed(_)), "{again}");
+    assert!(again.to_string().contains("blocked is blocked"), "{again}");
+    assert_eq!(dead_letters::find(&w.db, dead.id).await.unwrap().unwrap().replayed_at, None);
+    assert!(w.effects().await.is_empty());
+    assert_eq!(replies().await, 0);
+
+    // Fixed: the replay applies it once, with its reply, and marks the dead letter.
+    sqlx::query("INSERT INTO unblocked VALUES ('blocked')").execute(&w.db).await.unwrap();
+    let replayed = consumers.replay(&w.db, dead.id).await.unwrap();
+    assert!(replayed.replayed_at.is_some());
+    assert_eq!(w.effects().await, ["blocked"]);
+    assert_eq!(replies().await, 1);
+    let effect_id: uuid::Uuid = sqlx::query_scalar("SELECT message_id FROM effects").fetch_one(&w.db).await.unwrap();
+    assert_eq!(effect_id, sent.id, "the handler saw the message as first delivered");
+
+    // Never twice, and never an id that does not exist.
+    assert!(matches!(consumers.replay(&w.db, dead.id).await, Err(ReplayError::AlreadyReplayed { .. })));
+    assert!(matches!(consumers.replay(&w.db, dead.id + 1000).await, Err(ReplayError::NotFound(_))));
+    assert_eq!(w.effects().await, ["blocked"]);
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn a_message_without_an_id_is_dead_lettered_not_dropped() {
     let w = world().await;
     let (stop, _) = spawn_consumer(w.consumer(fast_config("anonymous")));
     w.js.publish("ftgo.command.test.Do", "who am i".into()).await.unwrap().await.unwrap();
 
     let dead = eventually("the dead letter", Duration::from_secs(20), || async {
-        let dead = inbox::dead_letters(&w.db, "anonymous").await.unwrap();
+        let dead = dead_letters::of_consumer(&w.db, "anonymous").await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })
     .await;

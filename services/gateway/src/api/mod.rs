@@ -6,6 +6,7 @@
 //! canonical proto3 JSON would produce.
 
 pub mod accounts;
+pub mod admin;
 pub mod consumers;
 pub mod orders;
 pub mod restaurants;
@@ -94,6 +95,8 @@ pub fn routes() -> OpenApiRouter<Backends> {
         .routes(routes!(tickets::preparing))
         .routes(routes!(tickets::ready))
         .routes(routes!(tickets::picked_up))
+        .routes(routes!(admin::list))
+        .routes(routes!(admin::replay))
 }
 
 /// The public API's router: [`routes`], the OpenAPI document at `/api/openapi.json`, and JSON

@@ -19,7 +19,7 @@ pub struct Stack {
     pub accounting: Option<Running>,
     _gateway: Running,
     _others: Vec<Running>,
-    _world: ServiceWorld,
+    pub world: ServiceWorld,
 }
 
 /// An HTTP answer: status and JSON body (`Value::Null` when the body is not JSON).
@@ -66,7 +66,7 @@ impl Stack {
         );
         let order = ftgo_order_service::start(ftgo_order_service::Config { common: common("order").await }, shutdown());
         let orchestrator = ftgo_orchestrator_service::start(
-            ftgo_orchestrator_service::Config { common: common("orchestrator").await },
+            ftgo_orchestrator_service::Config { common: common("orchestrator").await, sagas: Default::default() },
             shutdown(),
         );
         let (consumer, kitchen, accounting, order, orchestrator) =
@@ -94,7 +94,7 @@ impl Stack {
             accounting: Some(accounting),
             _gateway: gateway,
             _others: vec![consumer, order, orchestrator],
-            _world: world,
+            world,
         }
     }
 

@@ -42,6 +42,7 @@ use uuid::Uuid;
 
 use super::{
     MESSAGE_TYPE_HEADER, MSG_ID_HEADER,
+    dead_letters::{self, Replay, ReplayError},
     outbox::{self, Publisher},
 };
 
@@ -366,6 +367,23 @@ impl<H: MessageHandler> InboxConsumer<H> {
         Ok(true)
     }
 
+    /// Handles dead letter `id` of this consumer again, in one transaction that also marks it
+    /// replayed (see [`dead_letters`]).
+    pub async fn replay(&self, id: i64) -> Result<(), ReplayError> {
+        let work = async {
+            let mut tx = self.db.begin().await?;
+            let message = dead_letters::take(&mut tx, &self.config.name, id).await?;
+            self.handler.handle(&mut tx, &message).await.map_err(ReplayError::Failed)?;
+            outbox::commit(tx).await?;
+            self.handler.committed(&message).await;
+            Ok(())
+        };
+        match &self.publisher {
+            Some(publisher) => outbox::scope(publisher, work).await,
+            None => work.await,
+        }
+    }
+
     async fn dead_letter(
         &self,
         message: &async_nats::Message,
@@ -453,19 +471,6 @@ fn headers_as_json(headers: &HeaderMap) -> Map<String, Value> {
         .collect()
 }
 
-/// A dead letter as an operator sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeadLetter {
-    pub id: i64,
-    pub consumer: String,
-    pub message_id: Option<Uuid>,
-    pub subject: String,
-    pub message_type: Option<String>,
-    pub payload: Vec<u8>,
-    pub error: String,
-    pub deliveries: i64,
-}
-
 /// Deliveries by consumer and disposition: `processed`, `duplicate`, `retried`, `dead_lettered`.
 fn messages_handled() -> &'static Counter<u64> {
     static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
@@ -477,13 +482,8 @@ fn messages_handled() -> &'static Counter<u64> {
     })
 }
 
-/// The dead letters of one consumer, oldest first.
-pub async fn dead_letters(db: &PgPool, consumer: &str) -> sqlx::Result<Vec<DeadLetter>> {
-    sqlx::query_as(
-        "SELECT id, consumer, message_id, subject, message_type, payload, error, deliveries
-         FROM messaging.dead_letters WHERE consumer = $1 ORDER BY id",
-    )
-    .bind(consumer)
-    .fetch_all(db)
-    .await
+impl<H: MessageHandler> Replay for InboxConsumer<H> {
+    fn replay(&self, id: i64) -> futures::future::BoxFuture<'_, Result<(), ReplayError>> {
+        Box::pin(InboxConsumer::replay(self, id))
+    }
 }

@@ -10,8 +10,10 @@
 //!    as processed and applies the handler's effect (which may enqueue more messages). A message
 //!    delivered twice finds its id recorded and is only acknowledged.
 //! 4. A message that cannot be handled is retried a bounded number of times with back-off, then
-//!    moved to the dead-letter table, so it never blocks the messages behind it.
+//!    moved to the dead-letter table, so it never blocks the messages behind it; an operator lists
+//!    and replays it ([`dead_letters`]).
 
+pub mod dead_letters;
 pub mod dispatch;
 pub mod inbox;
 pub mod outbox;
