@@ -80,15 +80,7 @@ impl MessageHandler for OrderEvents {
                 let data = ReviseOrderData {
                     order_id: o.order_id.clone(),
                     consumer_id: o.consumer_id.clone(),
-                    revised_line_items: event
-                        .revised_line_items
-                        .iter()
-                        .map(|l| TicketLine {
-                            menu_item_id: l.menu_item_id.clone(),
-                            name: l.name.clone(),
-                            quantity: l.quantity,
-                        })
-                        .collect(),
+                    revised_line_items: event.revised_line_items.iter().map(TicketLine::from).collect(),
                     revised_total: Money::try_from(event.revised_total)
                         .map_err(|e| refuse(format!("revised total {e}")))?,
                     original_total: Money::try_from(o.order_total).map_err(|e| refuse(format!("order total {e}")))?,

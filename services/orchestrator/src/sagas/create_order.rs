@@ -19,6 +19,12 @@ pub struct TicketLine {
     pub quantity: i32,
 }
 
+impl From<&order::OrderLineItem> for TicketLine {
+    fn from(l: &order::OrderLineItem) -> Self {
+        Self { menu_item_id: l.menu_item_id.clone(), name: l.name.clone(), quantity: l.quantity }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateOrderData {
     pub order_id: String,
@@ -39,15 +45,7 @@ impl CreateOrderData {
             consumer_id: o.consumer_id.clone(),
             restaurant_id: o.restaurant_id.clone(),
             order_total: Money::try_from(o.order_total).map_err(|e| format!("order total {e}"))?,
-            line_items: o
-                .line_items
-                .iter()
-                .map(|l| TicketLine {
-                    menu_item_id: l.menu_item_id.clone(),
-                    name: l.name.clone(),
-                    quantity: l.quantity,
-                })
-                .collect(),
+            line_items: o.line_items.iter().map(TicketLine::from).collect(),
             ticket_id: None,
         })
     }
