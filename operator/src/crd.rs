@@ -15,7 +15,6 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::managed;
 use ftgo_catalog::ServiceName;
 
 /// One FTGO deployment: its services, where its infrastructure is, and what happens to its data
@@ -280,20 +279,78 @@ impl Default for ManagedImages {
     }
 }
 
+// The default images: public ones, pinned to a patch release so a Managed system does not change
+// under its users until this file does. `spec.infrastructure.images` replaces them (e.g. with
+// images built locally for a cluster without registry access), so what the operator's `build` step asks of an image
+// is written next to each: a replacement has to keep that contract. Docker Hub cannot be reached
+// from where these were chosen, so each tag's existence was checked in public sources instead.
+
+/// The official Postgres image, the current major (18) on Alpine.
+///
+/// Tag checked: docker-library/postgres's `18/alpine3.24/Dockerfile` sets `PG_VERSION 18.6`
+/// (from which the official-images tooling publishes `18.6-alpine`), and public projects pin
+/// `postgres:18.6-alpine`, one as `postgres:18.6-alpine3.23@sha256:697c180dbf24…`.
+///
+/// Contract used: the entrypoint initialises `PGDATA` with `POSTGRES_USER`/`POSTGRES_PASSWORD`
+/// (starting as root, then stepping down to `postgres` with gosu), `pg_isready` is on `PATH`,
+/// port 5432. Since 18 the image's own `PGDATA` is `/var/lib/postgresql/18/docker` under a
+/// `VOLUME /var/lib/postgresql`; the operator's `build` step sets `PGDATA` explicitly, which every major honours and
+/// which also skips 18's refusal to start next to an old-layout data directory (an `emptyDir` is
+/// always fresh, so there is nothing that guard could protect).
+pub const POSTGRES_IMAGE: &str = "docker.io/library/postgres:18.6-alpine";
+
+/// The official NATS image: 2.12.8, the NATS release FTGO's own tests run against
+/// (`infra/install.sh`), on Alpine.
+///
+/// Tag checked: nats-io/nats-docker has a `2.12.x/alpine3.22` Dockerfile, and public code pins
+/// `nats:2.12.8-alpine`, one log with its digest `sha256:36c31459ac1d…`. (2.14 exists too; FTGO is
+/// not tested against it yet.)
+///
+/// Contract used: the image's `docker-entrypoint.sh` runs `nats-server` with the arguments when
+/// the first starts with `-`; nothing in it needs root, and JetStream writes only to
+/// `--store_dir`.
+pub const NATS_IMAGE: &str = "docker.io/library/nats:2.12.8-alpine";
+
+/// HashiCorp's Consul image: 1.22.6, the Consul release FTGO's own tests build
+/// (`infra/install.sh`).
+///
+/// Tag checked: public Terraform and a deployment check pin `hashicorp/consul:1.22.6`, next to
+/// `1.22.0`, `1.22.3` and `1.22.5` elsewhere (one with its digest).
+///
+/// Contract used (hashicorp/consul's `Dockerfile` and `.release/docker/docker-entrypoint.sh`):
+/// arguments starting with `agent` become `consul agent -data-dir=/consul/data
+/// -config-dir=/consul/config ...`; then, unless `CONSUL_DISABLE_PERM_MGMT` is set, the script
+/// chowns those directories and steps down with su-exec, which fails for a non-root user, so
+/// the operator's `build` step sets it.
+pub const CONSUL_IMAGE: &str = "docker.io/hashicorp/consul:1.22.6";
+
+/// Fabio's own image: 1.7.3.
+///
+/// Tag checked: fabio's `.goreleaser.yml` publishes a `fabiolb/fabio:<version>` manifest for every
+/// release tag, and public Nomad jobs run `docker.io/fabiolb/fabio:1.7.3` (and `1.7.0`). No
+/// `1.7.2` image was found referenced anywhere, so this is one patch ahead of the 1.7.2 FTGO's
+/// tests build from Go modules (`infra/install.sh`: v1.7.3 is not on the Go module proxy).
+///
+/// Contract used (fabio's `Dockerfile-goreleaser`): `FROM scratch`, `ENTRYPOINT
+/// ["/usr/bin/fabio"]`, `USER nobody` (a name, not a uid), and the binary carries the file
+/// capability `cap_net_bind_service=+eip`: a container without `NET_BIND_SERVICE` in its bounding
+/// set cannot even exec it ("operation not permitted").
+pub const FABIO_IMAGE: &str = "docker.io/fabiolb/fabio:1.7.3";
+
 fn default_postgres_image() -> String {
-    managed::POSTGRES_IMAGE.to_owned()
+    POSTGRES_IMAGE.to_owned()
 }
 
 fn default_nats_image() -> String {
-    managed::NATS_IMAGE.to_owned()
+    NATS_IMAGE.to_owned()
 }
 
 fn default_consul_image() -> String {
-    managed::CONSUL_IMAGE.to_owned()
+    CONSUL_IMAGE.to_owned()
 }
 
 fn default_fabio_image() -> String {
-    managed::FABIO_IMAGE.to_owned()
+    FABIO_IMAGE.to_owned()
 }
 
 /// How the infrastructure is provided: `External` or `Managed`.
@@ -523,9 +580,9 @@ mod tests {
         .unwrap();
         let images = spec.infrastructure.images.unwrap();
         assert_eq!(images.nats, "ftgo.local/nats:2.12.8");
-        assert_eq!(images.postgres, managed::POSTGRES_IMAGE);
-        assert_eq!(images.consul, managed::CONSUL_IMAGE);
-        assert_eq!(images.fabio, managed::FABIO_IMAGE);
+        assert_eq!(images.postgres, POSTGRES_IMAGE);
+        assert_eq!(images.consul, CONSUL_IMAGE);
+        assert_eq!(images.fabio, FABIO_IMAGE);
         assert_eq!((spec.fabio.http_node_port, spec.fabio.admin_node_port), (30080, 30998));
     }
 
@@ -537,12 +594,8 @@ mod tests {
         let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
         let field = |schema: &JSONSchemaProps, name: &str| schema.properties.as_ref().unwrap()[name].clone();
         let images = field(&field(&field(schema, "spec"), "infrastructure"), "images");
-        let defaults = [
-            ("postgres", managed::POSTGRES_IMAGE),
-            ("nats", managed::NATS_IMAGE),
-            ("consul", managed::CONSUL_IMAGE),
-            ("fabio", managed::FABIO_IMAGE),
-        ];
+        let defaults =
+            [("postgres", POSTGRES_IMAGE), ("nats", NATS_IMAGE), ("consul", CONSUL_IMAGE), ("fabio", FABIO_IMAGE)];
         for (name, default) in defaults {
             let property = field(&images, name);
             assert_eq!(property.default.unwrap().0, serde_json::json!(default), "{name}");

@@ -1,18 +1,16 @@
 //! The FTGO operator: reconciles one `FtgoSystem` custom resource into a running FTGO deployment.
 //!
-//! Reconciliation is a pipeline in the style of Stackable's operators: read what exists →
-//! validate the spec (pure) → build the desired objects (pure) → apply them by server-side apply
-//! → write `status`. Only the first and the last two steps talk to the outside world, so the
-//! interesting decisions are unit-tested without a cluster.
+//! [`controller`] is the reconcile, a pipeline in the style of Stackable's operators: read what
+//! exists → [`controller::validate`] the spec (pure) → [`controller::build`] the desired objects
+//! (pure) → [`controller::apply`] them by server-side apply → write [`controller::status`]. Only
+//! the first and the last two steps talk to the outside world, so the interesting decisions are
+//! unit-tested without a cluster. [`names`] holds every name and label the steps share; [`crd`]
+//! is the resource itself; [`leader`], [`metrics`] and [`http`] are what runs around the
+//! controller.
 
+pub mod controller;
 pub mod crd;
-pub mod database;
-pub mod desired;
-pub mod discovery;
 pub mod http;
 pub mod leader;
-pub mod managed;
 pub mod metrics;
-pub mod reconcile;
-pub mod status;
-pub mod validate;
+pub mod names;

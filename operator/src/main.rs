@@ -23,10 +23,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use ftgo_operator::{
+    controller::{self, Context},
     http,
     leader::{self, Lease},
     metrics::Metrics,
-    reconcile::{self, Context},
 };
 use kube::Client;
 use tokio::sync::watch;
@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let lease = Lease::new(client.clone(), &lease_namespace, &lease_name, &identity, LEASE_DURATION);
     let ctx = Arc::new(Context::new(client, Some(identity), metrics.clone()));
     let outcome = leader::lead(lease, metrics, shutdown_requested, move |mut stop| {
-        reconcile::run(ctx, async move {
+        controller::run(ctx, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
     })

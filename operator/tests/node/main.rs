@@ -15,7 +15,7 @@ use std::{
 };
 
 use ftgo_catalog::ServiceName;
-use ftgo_operator::{crd::FtgoSystem, status};
+use ftgo_operator::{controller::status, crd::FtgoSystem};
 use ftgo_testenv::{Consul, KubeCluster, Nats, Postgres, cluster::NODE_IP, eventually, host, images};
 use futures::StreamExt as _;
 use kube::{Api, runtime::watcher};

@@ -79,7 +79,7 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_on_graceful_sh
     // Nothing to run, register or wait for: ready at once.
     eventually("the system ready", Duration::from_secs(30), || async {
         let system = systems.get("shop").await.ok()?;
-        (ftgo_operator::status::ready(system.status.as_ref())?.status == "True").then_some(())
+        (ftgo_operator::controller::status::ready(system.status.as_ref())?.status == "True").then_some(())
     })
     .await;
     let counted = |text: String| {

@@ -142,9 +142,9 @@ async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
     let images = &created.data["spec"]["infrastructure"]["images"];
     let expected = json!({
         "postgres": "ftgo.local/postgres:15",
-        "nats": ftgo_operator::managed::NATS_IMAGE,
-        "consul": ftgo_operator::managed::CONSUL_IMAGE,
-        "fabio": ftgo_operator::managed::FABIO_IMAGE,
+        "nats": ftgo_operator::crd::NATS_IMAGE,
+        "consul": ftgo_operator::crd::CONSUL_IMAGE,
+        "fabio": ftgo_operator::crd::FABIO_IMAGE,
     });
     assert_eq!(images, &expected);
 }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use ftgo_operator::status;
+use ftgo_operator::controller::status;
 use ftgo_testenv::Fabio;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams};

@@ -1,6 +1,9 @@
 use std::{collections::BTreeMap, time::Duration};
 
-use ftgo_operator::{crd::FtgoSystem, reconcile::FINALIZER, status};
+use ftgo_operator::{
+    controller::{FINALIZER, status},
+    crd::FtgoSystem,
+};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret, Service},

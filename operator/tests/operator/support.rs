@@ -5,10 +5,9 @@ pub use ftgo_testenv::eventually;
 use std::{sync::Arc, time::Duration};
 
 use ftgo_operator::{
+    controller::{self, Context, status},
     crd::FtgoSystem,
     metrics::Metrics,
-    reconcile::{self, Context},
-    status,
 };
 use ftgo_testenv::{Consul, KubeControlPlane, Postgres};
 use k8s_openapi::{
@@ -176,7 +175,7 @@ impl RunningOperator {
         let (stop, stopped) = oneshot::channel::<()>();
         let metrics = Arc::new(Metrics::default());
         let ctx = Arc::new(Context::new(client.clone(), Some(instance.to_owned()), metrics.clone()));
-        let task = tokio::spawn(reconcile::run(ctx, async move {
+        let task = tokio::spawn(controller::run(ctx, async move {
             let _ = stopped.await;
         }));
         Self { stop: Some(stop), task, metrics }

@@ -11,7 +11,10 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use ftgo_platform::consul::{CatalogCheck, CatalogRegistration as Registration, CatalogService};
 
-use crate::validate::System;
+use crate::{
+    controller::validate::System,
+    names::{node_name, system_tag},
+};
 use ftgo_catalog::ServiceName;
 
 /// One instance of a service, as Kubernetes reports it.
@@ -24,24 +27,6 @@ pub struct Instance {
     pub ready: bool,
     /// Says where the instance came from, for the check's output.
     pub source: String,
-}
-
-/// The Consul node the system's instances are registered on. One node per system makes
-/// cleanup a single deregistration, and stale entries easy to find.
-pub fn node_name(system: &System) -> String {
-    format!("ftgo-{}-{}", system.namespace, system.name)
-}
-
-/// The Consul KV key holding this system's Fabio route overrides. Fabio reads every key under
-/// its `registry.consul.kvpath` (`spec.fabio.kvPath`, `fabio/config` by default) as one routing
-/// table, so each system owns exactly one key and never edits another's.
-pub fn routes_key(system: &System) -> String {
-    format!("{}/ftgo/{}/{}", system.fabio_kv_path, system.namespace, system.name)
-}
-
-/// Marks a registration as this system's: Fabio's route overrides select instances by it.
-pub fn system_tag(system: &System) -> String {
-    format!("ftgo-system={}.{}", system.namespace, system.name)
 }
 
 /// The instances of one service: every endpoint address in its EndpointSlices, or, when there
@@ -187,7 +172,7 @@ pub fn fabio_routes(system: &System) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{crd::FtgoSystem, validate::validate};
+    use crate::{controller::validate::validate, crd::FtgoSystem, names::routes_key};
 
     fn system() -> System {
         let system: FtgoSystem = serde_yaml::from_str(

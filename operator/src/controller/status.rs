@@ -13,8 +13,8 @@ use k8s_openapi::{
 };
 
 use crate::{
+    controller::validate::System,
     crd::{FtgoSystemStatus, ServiceSpec, ServiceState, ServiceStatus},
-    validate::System,
 };
 
 pub const READY: &str = "Ready";
@@ -50,7 +50,8 @@ pub struct Observations {
     pub registrations: Result<(), String>,
     /// `Err` explains why Fabio's route overrides are not in Consul KV.
     pub routes: Result<(), String>,
-    /// A step that failed this time (reason, message): the system is `Degraded`.
+    /// A step that failed this time, as its [`Error`](super::Error) names and says it (reason,
+    /// message): the system is `Degraded`.
     pub failure: Option<(String, String)>,
 }
 
@@ -193,7 +194,7 @@ mod tests {
     use k8s_openapi::api::apps::v1::DeploymentStatus;
 
     use super::*;
-    use crate::{crd::FtgoSystem, validate::validate};
+    use crate::{controller::validate::validate, crd::FtgoSystem};
     use ftgo_catalog::ServiceName;
 
     fn system() -> System {

@@ -6,9 +6,9 @@ use tracing::info;
 use ftgo_platform::consul::Consul;
 
 use crate::{
+    controller::validate::validate,
     crd::{FtgoSystem, InfrastructureMode},
-    discovery,
-    validate::validate,
+    names,
 };
 
 use super::{Context, Error, degrade, drop_databases};
@@ -35,8 +35,8 @@ pub(super) async fn cleanup(object: &FtgoSystem, ctx: &Context) -> Result<Action
     }
     let deregistered = async {
         let consul = Consul::new(&system.consul.url)?;
-        consul.catalog_deregister_node(&discovery::node_name(&system)).await?;
-        consul.kv_delete(&discovery::routes_key(&system)).await
+        consul.catalog_deregister_node(&names::node_name(&system)).await?;
+        consul.kv_delete(&names::routes_key(&system)).await
     };
     if let Err(err) = deregistered.await {
         let why = format!("cannot deregister from Consul: {err}");

@@ -1,5 +1,11 @@
-//! The operator's children in the API server: read by label, applied by server-side apply,
-//! and deleted when the spec no longer names them.
+//! Step four of the pipeline, the one that writes: the operator's children in the API server,
+//! read by label, applied by server-side apply, and deleted when the spec no longer names them;
+//! the per-service databases ([`databases`], through [`postgres`]); the Consul registrations and
+//! Fabio routes ([`registration`]).
+
+pub mod databases;
+pub mod postgres;
+pub mod registration;
 
 use std::fmt::Debug;
 
@@ -16,13 +22,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use ftgo_catalog::ServiceName;
 
 use crate::{
+    controller::{build::Desired, validate::System},
     crd::DatabaseReclaimPolicy,
-    database::Admin,
-    desired::{Desired, FIELD_MANAGER, LABEL_COMPONENT, instance_selector},
-    validate::System,
+    names::{FIELD_MANAGER, LABEL_COMPONENT, instance_selector},
 };
 
-use super::{Context, Error, admin_login, secret_text};
+use super::{Context, Error};
+use databases::{admin_login, secret_text};
+use postgres::Admin;
 
 /// What the operator already made for one FtgoSystem, found by its labels.
 #[derive(Default)]
@@ -132,11 +139,11 @@ pub(super) async fn delete_orphans(
         return Ok(());
     }
     if system.database_reclaim_policy == DatabaseReclaimPolicy::Delete {
-        let login = admin_login(client, system).await.map_err(Error::Step)?;
-        let mut admin = Admin::connect(&system.postgres, &login).await.map_err(|e| Error::Step(e.to_string()))?;
+        let login = admin_login(client, system).await.map_err(Error::AdminLogin)?;
+        let mut admin = Admin::connect(&system.postgres, &login).await?;
         for secret in &orphans {
             if let (Some(database), Some(role)) = (secret_text(secret, "database"), secret_text(secret, "username")) {
-                admin.drop(&database, &role).await.map_err(|e| Error::Step(e.to_string()))?;
+                admin.drop(&database, &role).await?;
                 deleted.push(format!("database {database}"));
             }
         }

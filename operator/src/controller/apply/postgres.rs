@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 
-use crate::{crd::PostgresConnection, desired::DatabaseCredentials};
+use crate::{controller::build::DatabaseCredentials, crd::PostgresConnection};
 
 /// How long the operator waits for Postgres before reporting it unreachable; a reconcile must
 /// not hang on a server that is gone.

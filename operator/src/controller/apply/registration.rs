@@ -9,17 +9,16 @@ use kube::{ResourceExt, runtime::events::EventType};
 use ftgo_platform::consul::Consul;
 
 use crate::{
+    controller::{build::discovery, validate::System},
     crd::FtgoSystem,
-    desired::{self},
-    discovery,
-    validate::System,
+    names,
 };
 
-use super::{Context, list};
+use crate::controller::{Context, apply::list};
 
 /// Makes Consul hold exactly the system's instances, each with a check that follows its
 /// Kubernetes readiness; writes only what differs.
-pub(super) async fn register(
+pub(crate) async fn register(
     system: &System,
     consul: &Consul,
     services: &[Service],
@@ -27,7 +26,7 @@ pub(super) async fn register(
     ctx: &Context,
     object: &FtgoSystem,
 ) -> Result<(), String> {
-    let names: Vec<String> = system.services.iter().map(|s| desired::child_name(&system.name, s.name)).collect();
+    let names: Vec<String> = system.services.iter().map(|s| names::child_name(&system.name, s.name)).collect();
     // `in ()` is not a valid selector: a system without services has no slices to look for.
     let slices: Vec<EndpointSlice> = if names.is_empty() {
         Vec::new()
@@ -37,14 +36,14 @@ pub(super) async fn register(
     };
     let mut instances = BTreeMap::new();
     for (spec, state) in system.services.iter().zip(states) {
-        let name = desired::child_name(&system.name, spec.name);
+        let name = names::child_name(&system.name, spec.name);
         let own: Vec<EndpointSlice> =
             slices.iter().filter(|s| s.labels().get("kubernetes.io/service-name") == Some(&name)).cloned().collect();
         let kube_service = services.iter().find(|s| s.name_any() == name);
         instances.insert(spec.name, discovery::instances(spec.name, &own, kube_service, state.available_replicas));
     }
     let desired = discovery::registrations(system, &instances);
-    let node = discovery::node_name(system);
+    let node = names::node_name(system);
     let registered = consul.node_services(&node).await.map_err(|e| e.to_string())?;
     let checks = consul.node_checks(&node).await.map_err(|e| e.to_string())?;
     let (write, remove) = discovery::plan(&desired, &registered, &checks);
@@ -68,13 +67,13 @@ pub(super) async fn register(
 }
 
 /// Writes the system's Fabio route overrides under its own KV key, if they differ.
-pub(super) async fn configure_routes(
+pub(crate) async fn configure_routes(
     system: &System,
     consul: &Consul,
     ctx: &Context,
     object: &FtgoSystem,
 ) -> Result<(), String> {
-    let key = discovery::routes_key(system);
+    let key = names::routes_key(system);
     let routes = discovery::fabio_routes(system);
     if consul.kv_get(&key).await.map_err(|e| e.to_string())?.as_deref() == Some(routes.as_str()) {
         return Ok(());

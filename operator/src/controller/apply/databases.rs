@@ -9,16 +9,19 @@ use kube::{Api, Client, ResourceExt, runtime::events::EventType};
 use ftgo_catalog::ServiceName;
 
 use crate::{
+    controller::{
+        apply::postgres::{Admin, AdminLogin, generate_password},
+        build::DatabaseCredentials,
+        validate::System,
+    },
     crd::{DatabaseReclaimPolicy, FtgoSystem},
-    database::{Admin, AdminLogin, generate_password},
-    desired::{DatabaseCredentials, credentials_secret_name, database_name},
-    validate::System,
+    names::{credentials_secret_name, database_name},
 };
 
-use super::Context;
+use crate::controller::Context;
 
 /// Reads the administrator login from the Secret the spec names.
-pub(super) async fn admin_login(client: &Client, system: &System) -> Result<AdminLogin, String> {
+pub(crate) async fn admin_login(client: &Client, system: &System) -> Result<AdminLogin, String> {
     let name = &system.postgres.admin_secret_name;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &system.namespace);
     let secret = secrets
@@ -37,14 +40,14 @@ pub(super) async fn admin_login(client: &Client, system: &System) -> Result<Admi
     Ok(AdminLogin { username: field("username")?, password: field("password")? })
 }
 
-pub(super) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
     secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
 /// Makes sure every named service's role and database exist. Returns the credentials whose
 /// database is known to accept them (only those are written into Secrets, so a Secret never
 /// holds a password Postgres does not know), and what went wrong, if anything.
-pub(super) async fn ensure_databases(
+pub(crate) async fn ensure_databases(
     system: &System,
     secrets: &[Secret],
     ctx: &Context,
@@ -102,7 +105,7 @@ pub(super) async fn ensure_databases(
     if problems.is_empty() { (ready, Ok(())) } else { (ready, Err(problems.join("; "))) }
 }
 
-pub(super) async fn drop_databases(system: &System, ctx: &Context, object: &FtgoSystem) -> Result<(), String> {
+pub(crate) async fn drop_databases(system: &System, ctx: &Context, object: &FtgoSystem) -> Result<(), String> {
     if system.database_reclaim_policy == DatabaseReclaimPolicy::Retain {
         return Ok(());
     }

@@ -13,11 +13,11 @@ use kube::{Resource, ResourceExt};
 use ftgo_catalog::ServiceName;
 
 use crate::{
+    controller::build::managed,
     crd::{
         ConsulConnection, DatabaseReclaimPolicy, FtgoSystem, InfrastructureMode, ManagedImages, NatsConnection,
         PostgresConnection, ServiceSpec,
     },
-    managed,
 };
 
 /// A validated FtgoSystem: everything the build and apply steps need, with nothing optional

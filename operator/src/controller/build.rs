@@ -1,4 +1,6 @@
-//! Step three of the pipeline: the Kubernetes objects a [`System`] should have, built purely.
+//! Step three of the pipeline: the Kubernetes objects a [`System`] should have, built purely:
+//! each service's Secret, ConfigMap, Deployment and Service (here), the managed infrastructure
+//! ([`managed`]), and the Consul registrations and Fabio routes ([`discovery`]).
 //!
 //! Nothing here talks to the API server, reads a clock or draws a random number: generated
 //! passwords come in as [`DatabaseCredentials`], chosen by the caller. The same input therefore
@@ -26,17 +28,13 @@ use ftgo_api_gateway::{BackendsConfig, Config as GatewayConfig, HttpConfig};
 use ftgo_catalog::{Protocol, ServiceName};
 use ftgo_platform::config::{BaseConfig, ConsulConfig, ServiceConfig};
 
-use crate::validate::System;
+use crate::{
+    controller::validate::System,
+    names::{LABEL_MANAGED_BY, child_name, credentials_secret_name, labels, selector_labels},
+};
 
-/// The field manager of every server-side apply: the operator owns exactly the fields it sets.
-pub const FIELD_MANAGER: &str = "ftgo-operator";
-
-pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
-pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
-pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
+pub mod discovery;
+pub mod managed;
 
 /// Where the ConfigMap is mounted; the service reads `$FTGO_CONFIG_FILE` from there.
 const CONFIG_DIR: &str = "/etc/ftgo";
@@ -58,47 +56,6 @@ pub struct DatabaseCredentials {
     pub database: String,
     pub role: String,
     pub password: String,
-}
-
-/// `<system>-<service>`: the name of a service's ConfigMap, Deployment and Service.
-pub fn child_name(system: &str, service: ServiceName) -> String {
-    format!("{system}-{service}")
-}
-
-/// `<system>-<service>-database`: the Secret holding a service's database credentials.
-pub fn credentials_secret_name(system: &str, service: ServiceName) -> String {
-    format!("{system}-{service}-database")
-}
-
-/// The database (and role) name of a service: the optional prefix and the service's database.
-pub fn database_name(system: &System, service: ServiceName) -> Option<String> {
-    service.database().map(|db| format!("{}{db}", system.postgres.database_prefix))
-}
-
-/// Selects every object this operator made for one FtgoSystem: what orphan deletion lists.
-pub fn instance_selector(system: &str) -> String {
-    format!("{LABEL_INSTANCE}={system},{LABEL_MANAGED_BY}={FIELD_MANAGER}")
-}
-
-/// The labels that pick a service's pods. Fixed for the Deployment's lifetime (a selector is
-/// immutable), so the version is not among them.
-pub fn selector_labels(system: &str, service: ServiceName) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_owned(), service.binary().to_owned()),
-        (LABEL_INSTANCE.to_owned(), system.to_owned()),
-    ])
-}
-
-/// The standard `app.kubernetes.io/*` labels of every object made for `service`.
-pub fn labels(system: &System, service: ServiceName) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(&system.name, service);
-    labels.extend([
-        (LABEL_COMPONENT.to_owned(), service.as_str().to_owned()),
-        (LABEL_PART_OF.to_owned(), "ftgo".to_owned()),
-        (LABEL_MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned()),
-        (LABEL_VERSION.to_owned(), system.version.clone()),
-    ]);
-    labels
 }
 
 fn metadata(system: &System, name: String, service: ServiceName) -> ObjectMeta {
@@ -369,7 +326,11 @@ fn kube_service(system: &System, service: ServiceName) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{crd::FtgoSystem, validate::validate};
+    use crate::{
+        controller::validate::validate,
+        crd::FtgoSystem,
+        names::{LABEL_COMPONENT, LABEL_INSTANCE, LABEL_PART_OF, LABEL_VERSION, database_name, instance_selector},
+    };
 
     const SHOP: &str = r#"
         apiVersion: ftgo.dev/v1alpha1

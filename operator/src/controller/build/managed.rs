@@ -22,70 +22,13 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 
 use crate::{
+    controller::validate::System,
     crd::{ConsulConnection, NatsConnection, PostgresConnection},
-    desired::{
+    names::{
         FIELD_MANAGER, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, LABEL_VERSION,
+        admin_secret_name,
     },
-    validate::System,
 };
-
-// The default images: public ones, pinned to a patch release so a Managed system does not change
-// under its users until this file does. `spec.infrastructure.images` replaces them (e.g. with
-// images built locally for a cluster without registry access), so what `build` asks of an image
-// is written next to each: a replacement has to keep that contract. Docker Hub cannot be reached
-// from where these were chosen, so each tag's existence was checked in public sources instead.
-
-/// The official Postgres image, the current major (18) on Alpine.
-///
-/// Tag checked: docker-library/postgres's `18/alpine3.24/Dockerfile` sets `PG_VERSION 18.6`
-/// (from which the official-images tooling publishes `18.6-alpine`), and public projects pin
-/// `postgres:18.6-alpine`, one as `postgres:18.6-alpine3.23@sha256:697c180dbf24…`.
-///
-/// Contract used: the entrypoint initialises `PGDATA` with `POSTGRES_USER`/`POSTGRES_PASSWORD`
-/// (starting as root, then stepping down to `postgres` with gosu), `pg_isready` is on `PATH`,
-/// port 5432. Since 18 the image's own `PGDATA` is `/var/lib/postgresql/18/docker` under a
-/// `VOLUME /var/lib/postgresql`; `build` sets `PGDATA` explicitly, which every major honours and
-/// which also skips 18's refusal to start next to an old-layout data directory (an `emptyDir` is
-/// always fresh, so there is nothing that guard could protect).
-pub const POSTGRES_IMAGE: &str = "docker.io/library/postgres:18.6-alpine";
-
-/// The official NATS image: 2.12.8, the NATS release FTGO's own tests run against
-/// (`infra/install.sh`), on Alpine.
-///
-/// Tag checked: nats-io/nats-docker has a `2.12.x/alpine3.22` Dockerfile, and public code pins
-/// `nats:2.12.8-alpine`, one log with its digest `sha256:36c31459ac1d…`. (2.14 exists too; FTGO is
-/// not tested against it yet.)
-///
-/// Contract used: the image's `docker-entrypoint.sh` runs `nats-server` with the arguments when
-/// the first starts with `-`; nothing in it needs root, and JetStream writes only to
-/// `--store_dir`.
-pub const NATS_IMAGE: &str = "docker.io/library/nats:2.12.8-alpine";
-
-/// HashiCorp's Consul image: 1.22.6, the Consul release FTGO's own tests build
-/// (`infra/install.sh`).
-///
-/// Tag checked: public Terraform and a deployment check pin `hashicorp/consul:1.22.6`, next to
-/// `1.22.0`, `1.22.3` and `1.22.5` elsewhere (one with its digest).
-///
-/// Contract used (hashicorp/consul's `Dockerfile` and `.release/docker/docker-entrypoint.sh`):
-/// arguments starting with `agent` become `consul agent -data-dir=/consul/data
-/// -config-dir=/consul/config ...`; then, unless `CONSUL_DISABLE_PERM_MGMT` is set, the script
-/// chowns those directories and steps down with su-exec, which fails for a non-root user, so
-/// `build` sets it.
-pub const CONSUL_IMAGE: &str = "docker.io/hashicorp/consul:1.22.6";
-
-/// Fabio's own image: 1.7.3.
-///
-/// Tag checked: fabio's `.goreleaser.yml` publishes a `fabiolb/fabio:<version>` manifest for every
-/// release tag, and public Nomad jobs run `docker.io/fabiolb/fabio:1.7.3` (and `1.7.0`). No
-/// `1.7.2` image was found referenced anywhere, so this is one patch ahead of the 1.7.2 FTGO's
-/// tests build from Go modules (`infra/install.sh`: v1.7.3 is not on the Go module proxy).
-///
-/// Contract used (fabio's `Dockerfile-goreleaser`): `FROM scratch`, `ENTRYPOINT
-/// ["/usr/bin/fabio"]`, `USER nobody` (a name, not a uid), and the binary carries the file
-/// capability `cap_net_bind_service=+eip`: a container without `NET_BIND_SERVICE` in its bounding
-/// set cannot even exec it ("operation not permitted").
-pub const FABIO_IMAGE: &str = "docker.io/fabiolb/fabio:1.7.3";
 
 /// The uid and gid NATS, Consul and Fabio run as: the user of the local images. The public ones
 /// work with any uid (see above), and a numeric one is needed anyway, since the kubelet cannot
@@ -94,11 +37,6 @@ const NON_ROOT: i64 = 65532;
 
 /// The superuser of the managed Postgres.
 const POSTGRES_USER: &str = "postgres";
-
-/// `<system>-postgres-admin`: the generated superuser password of the managed Postgres.
-pub fn admin_secret_name(system: &str) -> String {
-    format!("{system}-postgres-admin")
-}
 
 fn host(system: &str, namespace: &str, part: &str) -> String {
     format!("{system}-{part}.{namespace}.svc")
@@ -403,7 +341,10 @@ mod tests {
     use kube::ResourceExt;
 
     use super::*;
-    use crate::{crd::FtgoSystem, validate::validate};
+    use crate::{
+        controller::validate::validate,
+        crd::{CONSUL_IMAGE, FABIO_IMAGE, FtgoSystem, NATS_IMAGE, POSTGRES_IMAGE},
+    };
 
     fn system() -> System {
         system_with("infrastructure: {mode: Managed}")

@@ -35,23 +35,27 @@ use ftgo_platform::consul::Consul;
 
 use crate::{
     crd::{FtgoSystem, InfrastructureMode},
-    database::generate_password,
-    desired::{self, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY},
-    managed,
     metrics::Metrics,
-    status::{self, Observations},
-    validate::{System, validate},
+    names::{self, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY},
 };
 
-mod children;
+pub mod apply;
+pub mod build;
 mod cleanup;
-mod databases;
-mod registration;
+pub mod status;
+pub mod validate;
 
-use children::{Children, apply_desired, apply_one, delete_orphans, list};
+use apply::{
+    Children, apply_desired, apply_one,
+    databases::{drop_databases, ensure_databases, secret_text},
+    delete_orphans,
+    postgres::{DatabaseError, generate_password},
+    registration::{configure_routes, register},
+};
+use build::managed;
 use cleanup::cleanup;
-use databases::{admin_login, drop_databases, ensure_databases, secret_text};
-use registration::{configure_routes, register};
+use status::Observations;
+use validate::{System, validate};
 
 /// Held on every FtgoSystem until it is deregistered from Consul and its databases (under
 /// `Delete`) are dropped.
@@ -65,6 +69,8 @@ const RESYNC_PENDING: Duration = Duration::from_secs(30);
 /// How soon a failed reconcile is retried.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
+/// Why a reconcile (or one of its steps) failed. Each variant keeps its cause as `source`, and
+/// names itself in metrics, Events and the `Degraded` condition through [`Error::reason`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
@@ -73,8 +79,17 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the FtgoSystem has no namespace")]
     NotNamespaced,
-    #[error("{0}")]
-    Step(String),
+    /// The administrator's login to Postgres could not be read from its Secret.
+    #[error("the Postgres administrator's login: {0}")]
+    AdminLogin(String),
+    #[error("Postgres: {0}")]
+    Database(#[from] DatabaseError),
+    /// Applying the desired objects failed (the step's cause inside).
+    #[error("applying the desired objects: {0}")]
+    ApplyFailed(#[source] kube::Error),
+    /// Deleting what the spec no longer names failed.
+    #[error("deleting what the spec no longer names: {0}")]
+    OrphanDeletionFailed(#[source] Box<Error>),
     #[error("cleanup blocked: {0}")]
     CleanupBlocked(String),
 }
@@ -91,7 +106,10 @@ impl Error {
                 _ => "FinalizerError",
             },
             Error::NotNamespaced => "NotNamespaced",
-            Error::Step(_) => "ReconcileFailed",
+            Error::AdminLogin(_) => "AdminLoginUnavailable",
+            Error::Database(_) => "DatabaseFailed",
+            Error::ApplyFailed(_) => "ApplyFailed",
+            Error::OrphanDeletionFailed(_) => "OrphanDeletionFailed",
             Error::CleanupBlocked(_) => "CleanupBlocked",
         }
     }
@@ -207,7 +225,7 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
         InfrastructureMode::Managed => {
             // The managed Postgres's superuser password: generated once, then kept in its
             // Secret. The Secret is applied first, so the database step below can log in with it.
-            let admin_secret = managed::admin_secret_name(&system.name);
+            let admin_secret = names::admin_secret_name(&system.name);
             let existing = children.secrets.iter().find(|s| s.name_any() == admin_secret);
             let password = existing.and_then(|s| secret_text(s, "password")).unwrap_or_else(generate_password);
             let infrastructure = managed::build(&system, &password);
@@ -221,7 +239,7 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     };
 
     let (credentials, databases) = ensure_databases(&system, &children.secrets, ctx, object).await;
-    let mut desired = desired::build(&system, &credentials);
+    let mut desired = build::build(&system, &credentials);
     if let Some(infrastructure) = infrastructure {
         desired.secrets.extend(infrastructure.secrets);
         desired.deployments.extend(infrastructure.deployments);
@@ -231,7 +249,7 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     let (deployments, services) = match apply_desired(&ctx.client, &desired, &children, &mut changed).await {
         Ok(applied) => applied,
         Err(err) => {
-            failure = Some(("ApplyFailed".to_owned(), err.to_string()));
+            failure = Some(Error::ApplyFailed(err));
             (children.deployments.clone(), children.services.clone())
         }
     };
@@ -239,7 +257,7 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     if failure.is_none()
         && let Err(err) = delete_orphans(&system, &desired, &children, ctx, &mut deleted).await
     {
-        failure = Some(("OrphanDeletionFailed".to_owned(), err.to_string()));
+        failure = Some(Error::OrphanDeletionFailed(Box::new(err)));
     }
     if !changed.is_empty() {
         ctx.event(object, EventType::Normal, "Applied", format!("created or updated {}", changed.join(", "))).await;
@@ -247,15 +265,15 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     if !deleted.is_empty() {
         ctx.event(object, EventType::Normal, "Deleted", format!("deleted {}", deleted.join(", "))).await;
     }
-    if let Some((reason, message)) = &failure {
-        ctx.event(object, EventType::Warning, reason, message.clone()).await;
+    if let Some(err) = &failure {
+        ctx.event(object, EventType::Warning, err.reason(), err.to_string()).await;
     }
 
     let service_states: Vec<_> = system
         .services
         .iter()
         .map(|spec| {
-            let name = desired::child_name(&system.name, spec.name);
+            let name = names::child_name(&system.name, spec.name);
             let deployment = deployments.iter().find(|d| d.name_any() == name);
             let database = credentials.get(&spec.name).map(|c| c.database.clone());
             status::service_status(spec, deployment, database)
@@ -274,12 +292,12 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
         databases,
         registrations,
         routes,
-        failure,
+        failure: failure.as_ref().map(|err| (err.reason().to_owned(), err.to_string())),
     };
     let ready = write_status(object, &system, &observations, ctx).await?;
 
-    match observations.failure {
-        Some((_, message)) => Err(Error::Step(message)),
+    match failure {
+        Some(err) => Err(err),
         None if ready => Ok(Action::requeue(RESYNC_READY)),
         None => Ok(Action::requeue(RESYNC_PENDING)),
     }
