@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Account, Authorization, AuthorizationState},
+    domain::account::{Account, Authorization, AuthorizationState},
     store,
 };
 

@@ -16,7 +16,7 @@ use ftgo_proto::{accounting::v1 as api, consumer::v1 as consumer};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{domain::Account, store};
+use crate::{domain::account::Account, store};
 
 pub const COMMAND_SUBJECTS: &str = "ftgo.command.accounting.>";
 pub const EVENT_SUBJECTS: &str = "ftgo.event.consumer.ConsumerCreated";

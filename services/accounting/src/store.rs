@@ -4,7 +4,7 @@ use ftgo_platform::money::Money;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{Account, Authorization, AuthorizationState};
+use crate::domain::account::{Account, Authorization, AuthorizationState};
 
 type AccountRow = (Uuid, i64, i64, bool);
 

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{self, Consumer, ConsumerError, PersonName},
+    domain::consumer::{self, Consumer, ConsumerError, PersonName},
     store,
 };
 
@@ -65,7 +65,7 @@ impl api::consumer_service_server::ConsumerService for ConsumerApi {
     }
 
     async fn get_consumer(&self, request: Request<api::GetConsumerRequest>) -> Result<Response<api::Consumer>, Status> {
-        let id = domain::parse_consumer_id(&request.into_inner().consumer_id)?;
+        let id = consumer::parse_consumer_id(&request.into_inner().consumer_id)?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let consumer = store::find(&mut conn, id).await.map_err(database_error)?.ok_or(ConsumerError::NotFound(id))?;
         Ok(Response::new(to_proto(&consumer)))

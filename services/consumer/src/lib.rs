@@ -2,12 +2,12 @@
 //! which Accounting opens their account), and answers the Create Order saga's `VerifyConsumer`.
 //!
 //! Layout, the same in every FTGO service: [`domain`] holds the rules and has no I/O; [`store`] is
-//! the database; [`grpc`] the synchronous API; [`commands`] the saga participant; [`start`] wires
+//! the database; [`grpc`] the synchronous API; [`messaging`] the saga participant; [`start`] wires
 //! them together (the composition root that `main` calls and tests call too).
 
-pub mod commands;
 pub mod domain;
 pub mod grpc;
+pub mod messaging;
 pub mod store;
 
 use anyhow::Result;
@@ -35,8 +35,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Infrastructure::start(NAME, &config.common, &sqlx::migrate!("./migrations"), api, shutdown).await?;
     infra.consume(
         &mut running,
-        ConsumerConfig::new(SERVICE, vec![commands::SUBJECTS.to_owned()]),
-        commands::ConsumerCommands,
+        ConsumerConfig::new(SERVICE, vec![messaging::COMMAND_SUBJECTS.to_owned()]),
+        messaging::ConsumerCommands,
     );
     Ok(running)
 }

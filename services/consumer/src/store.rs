@@ -3,7 +3,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{Consumer, PersonName};
+use crate::domain::consumer::{Consumer, PersonName};
 
 pub async fn insert(tx: &mut PgConnection, consumer: &Consumer) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO consumers (id, first_name, last_name) VALUES ($1, $2, $3)")

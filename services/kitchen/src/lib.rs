@@ -3,11 +3,11 @@
 //! sagas' commands and by the restaurant's own actions (accept, preparing, ready, picked up).
 //!
 //! The same layout as every FTGO service: [`domain`] (pure rules: [`domain::ticket`] is the state
-//! machine), [`store`], [`grpc`], [`commands`] and [`start`] (the composition root).
+//! machine), [`store`], [`grpc`], [`messaging`] and [`start`] (the composition root).
 
-pub mod commands;
 pub mod domain;
 pub mod grpc;
+pub mod messaging;
 pub mod store;
 
 use anyhow::Result;
@@ -34,8 +34,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Infrastructure::start(NAME, &config.common, &sqlx::migrate!("./migrations"), api, shutdown).await?;
     infra.consume(
         &mut running,
-        ConsumerConfig::new(SERVICE, vec![commands::SUBJECTS.to_owned()]),
-        commands::KitchenCommands,
+        ConsumerConfig::new(SERVICE, vec![messaging::COMMAND_SUBJECTS.to_owned()]),
+        messaging::KitchenCommands,
     );
     Ok(running)
 }

@@ -20,7 +20,7 @@ use crate::{
     store,
 };
 
-pub const SUBJECTS: &str = "ftgo.command.kitchen.>";
+pub const COMMAND_SUBJECTS: &str = "ftgo.command.kitchen.>";
 /// The most of one menu item a ticket can hold.
 pub const MAX_QUANTITY: i32 = 100;
 

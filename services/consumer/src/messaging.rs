@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 
 use crate::{domain, store};
 
-pub const SUBJECTS: &str = "ftgo.command.consumer.>";
+pub const COMMAND_SUBJECTS: &str = "ftgo.command.consumer.>";
 
 pub struct ConsumerCommands;
 
@@ -44,9 +44,9 @@ impl MessageHandler for ConsumerCommands {
 
 /// Create Order, step 2. A malformed id is a refusal the saga must hear about, not a dead letter.
 async fn verify_consumer(tx: &mut PgConnection, command: &api::VerifyConsumer) -> Result<Outcome<()>, HandlerError> {
-    let consumer = match domain::parse_consumer_id(&command.consumer_id) {
+    let consumer = match domain::consumer::parse_consumer_id(&command.consumer_id) {
         Ok(id) => store::find(tx, id).await?,
         Err(_) => None,
     };
-    Ok(domain::verify_consumer_may_order(consumer.as_ref(), &command.consumer_id))
+    Ok(domain::consumer::verify_consumer_may_order(consumer.as_ref(), &command.consumer_id))
 }
