@@ -61,7 +61,7 @@ fn up_serves_the_demo_and_down_stops_everything() {
             fabio_http = rest.split_whitespace().next().map(str::to_owned);
         }
     }
-    assert_eq!(service_ports.len(), 5, "five back-end services are listed");
+    assert_eq!(service_ports.len(), ftgo_catalog::ServiceName::back_end().count(), "every back-end service is listed");
     let fabio_http = fabio_http.expect("Fabio's HTTP address is printed");
 
     // The demo straight at the gateway, then through Fabio: the same API either way.

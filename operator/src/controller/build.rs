@@ -578,7 +578,10 @@ mod tests {
                     let loaded: GatewayConfig =
                         ftgo_platform::config::with_consul_document(name, GatewayConfig::default(), &file).unwrap();
                     assert_eq!(toml::to_string(&loaded).unwrap(), file, "{service}");
-                    assert_eq!(loaded.backends.orchestrator, "http://shop-orchestrator.food.svc:7105");
+                    assert_eq!(
+                        loaded.backends.address(ServiceName::Orchestrator),
+                        Some("http://shop-orchestrator.food.svc:7105")
+                    );
                     assert_eq!(loaded.base.consul.addr, "http://consul.infra:8500");
                 }
             }

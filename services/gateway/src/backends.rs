@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use ftgo_catalog::ServiceName;
+use ftgo_catalog::{Protocol, ServiceName};
 use ftgo_platform::{admin::DESTINATION_HOST, telemetry};
 use ftgo_proto::{
     accounting::v1::accounting_service_client::AccountingServiceClient,
@@ -121,8 +121,12 @@ impl Backends {
     /// Prepares a lazily connected channel per service: nothing is dialled until the first call,
     /// and a service that is down only fails the calls that need it.
     pub fn connect(addresses: &BackendsConfig, resilience: &ResilienceConfig) -> Result<Self> {
+        if let Some(service) = addresses.0.keys().find(|s| s.protocol() != Protocol::Grpc) {
+            anyhow::bail!("backends.{service}: the {service} is not a back-end service");
+        }
         let mut admin = Vec::new();
-        let mut backend = |service: ServiceName, url: &str| -> Result<Channel> {
+        let mut backend = |service: ServiceName| -> Result<Channel> {
+            let url = addresses.address(service).with_context(|| format!("backends.{service} is not set"))?;
             let channel = Endpoint::from_shared(url.to_owned())
                 .with_context(|| format!("backends.{service}: {url:?} is not a valid URL"))?
                 .connect_timeout(resilience.connect_timeout)
@@ -134,11 +138,11 @@ impl Backends {
             admin.push((service, Backend { client, policy: policy.clone() }));
             Ok(channel)
         };
-        let consumer = backend(ServiceName::Consumer, &addresses.consumer)?;
-        let kitchen = backend(ServiceName::Kitchen, &addresses.kitchen)?;
-        let accounting = backend(ServiceName::Accounting, &addresses.accounting)?;
-        let order = backend(ServiceName::Order, &addresses.order)?;
-        let orchestrator = backend(ServiceName::Orchestrator, &addresses.orchestrator)?;
+        let consumer = backend(ServiceName::Consumer)?;
+        let kitchen = backend(ServiceName::Kitchen)?;
+        let accounting = backend(ServiceName::Accounting)?;
+        let order = backend(ServiceName::Order)?;
+        let orchestrator = backend(ServiceName::Orchestrator)?;
         let policy = |service: ServiceName| {
             admin
                 .iter()
@@ -167,24 +171,17 @@ impl Backends {
         self.admin.iter().find(|(s, _)| *s == service).map(|(_, backend)| backend)
     }
 
-    /// Applies new deadlines and breaker thresholds to every backend (live configuration).
+    /// Applies new deadlines and breaker thresholds to every backend (live configuration). Each
+    /// service's clients share one policy, so configuring its admin client configures them all.
     pub fn configure(&self, resilience: &ResilienceConfig) {
-        self.consumer.configure(resilience);
-        self.kitchen.configure(resilience);
-        self.accounting.configure(resilience);
-        self.order.configure(resilience);
-        self.orchestrator.configure(resilience);
+        for (_, backend) in &self.admin {
+            backend.configure(resilience);
+        }
     }
 
-    /// Each backend's name and the state of its circuit.
-    pub fn circuits(&self) -> [(&'static str, BreakerState); 5] {
-        [
-            ("consumer", self.consumer.breaker_state()),
-            ("kitchen", self.kitchen.breaker_state()),
-            ("accounting", self.accounting.breaker_state()),
-            ("order", self.order.breaker_state()),
-            ("orchestrator", self.orchestrator.breaker_state()),
-        ]
+    /// Each backend's name and the state of its circuit, in catalog order.
+    pub fn circuits(&self) -> Vec<(&'static str, BreakerState)> {
+        self.admin.iter().map(|(service, backend)| (service.as_str(), backend.breaker_state())).collect()
     }
 
     /// A gauge of every backend's circuit: 0 closed, 1 half-open, 2 open. Reported while the
@@ -204,5 +201,40 @@ impl Backends {
                 }
             })
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    fn loaded(document: &str) -> anyhow::Result<Config> {
+        ftgo_platform::config::with_consul_document("api-gateway", Config::default(), document)
+    }
+
+    #[tokio::test]
+    async fn backends_are_keyed_by_the_catalogs_back_end_services() {
+        let config = loaded("[backends]\nkitchen = \"http://10.0.0.7:7102\"\n").unwrap();
+        assert_eq!(config.backends.address(ServiceName::Kitchen), Some("http://10.0.0.7:7102"));
+        assert_eq!(
+            config.backends.address(ServiceName::Order),
+            Some("http://127.0.0.1:7104"),
+            "the rest keep their defaults"
+        );
+        assert!(Backends::connect(&config.backends, &config.resilience).is_ok());
+
+        let typo = loaded("[backends]\nkitchn = \"http://10.0.0.7:7102\"\n").unwrap_err();
+        assert!(format!("{typo:#}").contains("kitchn"), "{typo:#}");
+
+        let mut gateway = Config::default();
+        gateway.backends.set(ServiceName::Gateway, "http://127.0.0.1:8080");
+        let refused = Backends::connect(&gateway.backends, &gateway.resilience).unwrap_err();
+        assert_eq!(refused.to_string(), "backends.gateway: the gateway is not a back-end service");
+
+        let mut missing = Config::default();
+        missing.backends.0.remove(&ServiceName::Order);
+        let refused = Backends::connect(&missing.backends, &missing.resilience).unwrap_err();
+        assert_eq!(refused.to_string(), "backends.order is not set");
     }
 }

@@ -11,7 +11,7 @@ pub mod error;
 pub mod openapi;
 pub mod resilience;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
 use ftgo_catalog::ServiceName;
@@ -50,27 +50,26 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
 }
 
-/// Where each service's gRPC server is, as `http://host:port`.
+/// Where each back-end service's gRPC server is, as `http://host:port`, by its catalog name
+/// (`[backends] kitchen = "http://..."`, `FTGO_BACKENDS__KITCHEN`). Every back-end service of the
+/// catalog needs one, and nothing else may have one: [`Backends::connect`] refuses both.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BackendsConfig {
-    pub consumer: String,
-    pub kitchen: String,
-    pub accounting: String,
-    pub order: String,
-    pub orchestrator: String,
-}
+#[serde(transparent)]
+pub struct BackendsConfig(pub BTreeMap<ServiceName, String>);
 
 impl BackendsConfig {
-    /// Every backend at the address `address` gives its service.
+    /// Every back-end service at the address `address` gives it.
     pub fn each(address: impl Fn(ServiceName) -> String) -> Self {
-        Self {
-            consumer: address(ServiceName::Consumer),
-            kitchen: address(ServiceName::Kitchen),
-            accounting: address(ServiceName::Accounting),
-            order: address(ServiceName::Order),
-            orchestrator: address(ServiceName::Orchestrator),
-        }
+        Self(ServiceName::back_end().map(|service| (service, address(service))).collect())
+    }
+
+    /// The address of `service`'s gRPC server.
+    pub fn address(&self, service: ServiceName) -> Option<&str> {
+        self.0.get(&service).map(String::as_str)
+    }
+
+    pub fn set(&mut self, service: ServiceName, address: impl Into<String>) {
+        self.0.insert(service, address.into());
     }
 }
 

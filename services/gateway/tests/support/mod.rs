@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Each test file uses its own part of the harness.
 
+use ftgo_catalog::ServiceName;
 use ftgo_testenv::eventually;
 use std::time::Duration;
 
@@ -76,11 +77,11 @@ impl Stack {
         config.http.listen = "127.0.0.1:0".parse().unwrap();
         config.http.max_body_bytes = 16 * 1024;
         let url = |running: &Running| format!("http://{}", running.addr);
-        config.backends.consumer = url(&consumer);
-        config.backends.kitchen = url(&kitchen);
-        config.backends.accounting = url(&accounting);
-        config.backends.order = url(&order);
-        config.backends.orchestrator = url(&orchestrator);
+        config.backends.set(ServiceName::Consumer, url(&consumer));
+        config.backends.set(ServiceName::Kitchen, url(&kitchen));
+        config.backends.set(ServiceName::Accounting, url(&accounting));
+        config.backends.set(ServiceName::Order, url(&order));
+        config.backends.set(ServiceName::Orchestrator, url(&orchestrator));
         config.resilience.call_timeout = Duration::from_secs(2);
         config.resilience.breaker_failures = 3;
         config.resilience.breaker_open_for = Duration::from_secs(60);
