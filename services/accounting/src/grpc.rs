@@ -1,10 +1,13 @@
 //! The AccountingService gRPC API.
 
-use ftgo_platform::{grpc::database_error, money::Money};
+use ftgo_platform::{
+    grpc::database_error,
+    ids::{ConsumerId, InvalidId, OrderId},
+    money::Money,
+};
 use ftgo_proto::accounting::v1 as api;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     domain::account::{Account, Authorization, AuthorizationState},
@@ -21,11 +24,11 @@ impl AccountingApi {
     }
 }
 
-fn consumer_id(id: &str) -> Result<Uuid, Status> {
-    id.trim().parse().map_err(|_| Status::invalid_argument(format!("consumer id {id:?} is not a UUID")))
+fn consumer_id(id: &str) -> Result<ConsumerId, Status> {
+    id.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))
 }
 
-fn account_not_found(id: Uuid) -> Status {
+fn account_not_found(id: ConsumerId) -> Status {
     Status::not_found(format!("consumer {id} has no account"))
 }
 
@@ -45,7 +48,7 @@ fn authorization_to_proto(authorization: &Authorization) -> api::Authorization {
     };
     api::Authorization {
         consumer_id: authorization.consumer_id.to_string(),
-        order_id: authorization.order_id.clone(),
+        order_id: authorization.order_id.to_string(),
         amount: Some(authorization.amount.into()),
         state: state.into(),
     }
@@ -91,12 +94,13 @@ impl api::accounting_service_server::AccountingService for AccountingApi {
         &self,
         request: Request<api::GetAuthorizationRequest>,
     ) -> Result<Response<api::Authorization>, Status> {
-        let order_id = request.into_inner().order_id;
+        let raw = request.into_inner().order_id;
+        let not_found = || Status::not_found(format!("order {raw:?} has no authorization"));
+        // An id that cannot name an order names none: not found, as for any unknown order.
+        let order_id: OrderId = raw.parse().map_err(|_| not_found())?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
-        let authorization = store::find_authorization(&mut conn, &order_id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("order {order_id:?} has no authorization")))?;
+        let authorization =
+            store::find_authorization(&mut conn, order_id).await.map_err(database_error)?.ok_or_else(not_found)?;
         Ok(Response::new(authorization_to_proto(&authorization)))
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::LazyLock;
 
 use ftgo_platform::{
+    ids::{ConsumerId, OrderId},
     messaging::{
         dispatch::Table,
         inbox::{HandlerError, IncomingMessage, MessageHandler},
@@ -14,7 +15,6 @@ use ftgo_platform::{
 };
 use ftgo_proto::{accounting::v1 as api, consumer::v1 as consumer};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{domain::account::Account, store};
 
@@ -31,9 +31,10 @@ pub struct ConsumerEvents;
 impl MessageHandler for ConsumerEvents {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
         let event: consumer::ConsumerCreated = message.decode()?;
-        let id = event.consumer.map(|c| c.consumer_id).unwrap_or_default();
-        let id: Uuid =
-            id.parse().map_err(|_| HandlerError::Rejected(anyhow::anyhow!("consumer id {id:?} is not a UUID")))?;
+        let consumer = event
+            .consumer
+            .ok_or_else(|| HandlerError::Rejected(anyhow::anyhow!("ConsumerCreated without a consumer")))?;
+        let id: ConsumerId = consumer.consumer_id.parse().map_err(|e| HandlerError::Rejected(anyhow::Error::new(e)))?;
         if store::open_account(tx, &Account::open(id)).await? {
             tracing::info!(consumer_id = %id, "account opened");
         }
@@ -85,8 +86,9 @@ async fn authorize(
     total: Money,
 ) -> Result<Outcome<()>, HandlerError> {
     let refuse = |reason: String| Ok(Err(reason));
-    let Ok(id) = consumer_id.parse::<Uuid>() else {
-        return refuse(format!("consumer id {consumer_id:?} is not a UUID"));
+    let (id, order_id) = match (consumer_id.parse::<ConsumerId>(), order_id.parse::<OrderId>()) {
+        (Ok(id), Ok(order_id)) => (id, order_id),
+        (Err(e), _) | (_, Err(e)) => return refuse(e.to_string()),
     };
     let Some(mut account) = store::lock_account(tx, id).await? else {
         // The account is opened from an event that may still be on its way.
@@ -107,6 +109,10 @@ async fn authorize(
 }
 
 async fn reverse(tx: &mut PgConnection, order_id: &str) -> Result<Outcome<()>, HandlerError> {
+    let order_id: OrderId = match order_id.parse() {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
     let Some(authorization) = store::find_authorization(tx, order_id).await? else {
         // Nothing was reserved (the authorization was refused, or never asked for): done.
         return Ok(Ok(()));
@@ -122,13 +128,17 @@ async fn reverse(tx: &mut PgConnection, order_id: &str) -> Result<Outcome<()>, H
 }
 
 async fn revise(tx: &mut PgConnection, order_id: &str, total: Money) -> Result<Outcome<()>, HandlerError> {
+    let order_id: OrderId = match order_id.parse() {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
     let Some(authorization) = store::find_authorization(tx, order_id).await? else {
         return Ok(Err(format!("order {order_id} has no authorization to revise")));
     };
     let Some(mut account) = store::lock_account(tx, authorization.consumer_id).await? else {
         return Ok(Err(format!("consumer {} has no account", authorization.consumer_id)));
     };
-    match account.revise(Some(&authorization), total) {
+    match account.revise(&authorization, total) {
         Ok(revised) => {
             store::save_account(tx, &account).await?;
             store::save_authorization(tx, &revised).await?;

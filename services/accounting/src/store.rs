@@ -1,12 +1,14 @@
 //! Accounts and authorizations in the `accounting` database.
 
-use ftgo_platform::money::Money;
+use ftgo_platform::{
+    ids::{ConsumerId, OrderId},
+    money::Money,
+};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::domain::account::{Account, Authorization, AuthorizationState};
 
-type AccountRow = (Uuid, i64, i64, bool);
+type AccountRow = (ConsumerId, i64, i64, bool);
 
 fn account(row: AccountRow) -> sqlx::Result<Account> {
     let (consumer_id, limit, reserved, enabled) = row;
@@ -42,19 +44,19 @@ macro_rules! select_account {
 async fn fetch_account(
     conn: &mut PgConnection,
     query: &'static str,
-    consumer_id: Uuid,
+    consumer_id: ConsumerId,
 ) -> sqlx::Result<Option<Account>> {
     let row: Option<AccountRow> = sqlx::query_as(query).bind(consumer_id).fetch_optional(conn).await?;
     row.map(account).transpose()
 }
 
-pub async fn find_account(conn: &mut PgConnection, consumer_id: Uuid) -> sqlx::Result<Option<Account>> {
+pub async fn find_account(conn: &mut PgConnection, consumer_id: ConsumerId) -> sqlx::Result<Option<Account>> {
     fetch_account(conn, select_account!(""), consumer_id).await
 }
 
 /// Reads the account and locks it until the transaction ends: authorizations of one consumer are
 /// serialized, so two orders cannot both fit under the same remaining credit.
-pub async fn lock_account(tx: &mut PgConnection, consumer_id: Uuid) -> sqlx::Result<Option<Account>> {
+pub async fn lock_account(tx: &mut PgConnection, consumer_id: ConsumerId) -> sqlx::Result<Option<Account>> {
     fetch_account(tx, select_account!(" FOR UPDATE"), consumer_id).await
 }
 
@@ -71,15 +73,16 @@ pub async fn save_account(tx: &mut PgConnection, account: &Account) -> sqlx::Res
     Ok(())
 }
 
-pub async fn find_authorization(conn: &mut PgConnection, order_id: &str) -> sqlx::Result<Option<Authorization>> {
-    let row: Option<(String, Uuid, i64, String)> =
+pub async fn find_authorization(conn: &mut PgConnection, order_id: OrderId) -> sqlx::Result<Option<Authorization>> {
+    // Order ids are kept as text: the column predates typed ids.
+    let row: Option<(String, ConsumerId, i64, String)> =
         sqlx::query_as("SELECT order_id, consumer_id, amount_minor, state FROM authorizations WHERE order_id = $1")
-            .bind(order_id)
+            .bind(order_id.to_string())
             .fetch_optional(conn)
             .await?;
-    row.map(|(order_id, consumer_id, amount, state)| {
+    row.map(|(stored_order_id, consumer_id, amount, state)| {
         Ok(Authorization {
-            order_id,
+            order_id: stored_order_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             consumer_id,
             amount: Money::from_minor_units(amount).map_err(|e| sqlx::Error::Decode(e.into()))?,
             state: state
@@ -96,7 +99,7 @@ pub async fn save_authorization(tx: &mut PgConnection, authorization: &Authoriza
         "INSERT INTO authorizations (order_id, consumer_id, amount_minor, state) VALUES ($1, $2, $3, $4)
          ON CONFLICT (order_id) DO UPDATE SET amount_minor = $3, state = $4, updated_at = now()",
     )
-    .bind(&authorization.order_id)
+    .bind(authorization.order_id.to_string())
     .bind(authorization.consumer_id)
     .bind(authorization.amount.minor_units())
     .bind(state)

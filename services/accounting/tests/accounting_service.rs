@@ -17,6 +17,10 @@ use ftgo_proto::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
+/// Orders the saga names (any UUIDs: the Accounting Service never looks them up).
+const O1: &str = "00000000-0000-4000-8000-000000000001";
+const O2: &str = "00000000-0000-4000-8000-000000000002";
+
 struct App {
     world: ServiceWorld,
     running: Running,
@@ -109,9 +113,9 @@ async fn authorizations_reserve_up_to_the_credit_limit_and_are_refused_beyond_it
     let mut app = spawn_app().await;
     let id = app.open_account().await;
 
-    let first = app.authorize(&id, "o-1", 30_000).await;
-    assert_eq!(first.decode::<api::CardAuthorized>().order_id, "o-1");
-    let refused = app.authorize(&id, "o-2", 25_000).await;
+    let first = app.authorize(&id, O1, 30_000).await;
+    assert_eq!(first.decode::<api::CardAuthorized>().order_id, O1);
+    let refused = app.authorize(&id, O2, 25_000).await;
     let failure: api::CardAuthorizationFailed = refused.decode();
     assert_eq!(failure.reason, "credit limit exceeded: 300.00 reserved + 250.00 requested > 500.00 limit");
 
@@ -126,7 +130,7 @@ async fn a_disabled_account_refuses_every_authorization() {
     let update = api::UpdateAccountRequest { consumer_id: id.clone(), credit_limit: None, enabled: Some(false) };
     assert!(!app.client.update_account(update).await.unwrap().into_inner().enabled);
 
-    let failure: api::CardAuthorizationFailed = app.authorize(&id, "o-1", 100).await.decode();
+    let failure: api::CardAuthorizationFailed = app.authorize(&id, O1, 100).await.decode();
     assert!(failure.reason.contains("is disabled"), "{}", failure.reason);
     app.running.stop().await.unwrap();
 }
@@ -135,20 +139,16 @@ async fn a_disabled_account_refuses_every_authorization() {
 async fn reversing_releases_the_reservation_and_is_harmless_when_repeated() {
     let mut app = spawn_app().await;
     let id = app.open_account().await;
-    app.authorize(&id, "o-1", 10_000).await.decode::<api::CardAuthorized>();
+    app.authorize(&id, O1, 10_000).await.decode::<api::CardAuthorized>();
 
-    let reverse = api::ReverseAuthorization { consumer_id: id.clone(), order_id: "o-1".into() };
+    let reverse = api::ReverseAuthorization { consumer_id: id.clone(), order_id: O1.into() };
     for saga in ["reverse-1", "reverse-2"] {
         let reply = app.command("ftgo.command.accounting.ReverseAuthorization", &reverse, saga).await;
         reply.decode::<api::CardAuthorized>();
     }
     assert_eq!(app.account(&id).await.unwrap().reserved, money(0));
-    let authorization = app
-        .client
-        .get_authorization(api::GetAuthorizationRequest { order_id: "o-1".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let authorization =
+        app.client.get_authorization(api::GetAuthorizationRequest { order_id: O1.into() }).await.unwrap().into_inner();
     assert_eq!(authorization.state(), api::AuthorizationState::Reversed);
     app.running.stop().await.unwrap();
 }
@@ -157,10 +157,10 @@ async fn reversing_releases_the_reservation_and_is_harmless_when_repeated() {
 async fn a_revision_is_authorized_within_the_limit_and_refused_over_it_keeping_the_old_amount() {
     let mut app = spawn_app().await;
     let id = app.open_account().await;
-    app.authorize(&id, "o-1", 40_000).await.decode::<api::CardAuthorized>();
+    app.authorize(&id, O1, 40_000).await.decode::<api::CardAuthorized>();
 
     let revise =
-        |total| api::ReviseAuthorization { consumer_id: id.clone(), order_id: "o-1".into(), order_total: money(total) };
+        |total| api::ReviseAuthorization { consumer_id: id.clone(), order_id: O1.into(), order_total: money(total) };
     app.command("ftgo.command.accounting.ReviseAuthorization", &revise(50_000), "revise-1")
         .await
         .decode::<api::CardAuthorized>();
@@ -176,7 +176,7 @@ async fn a_revision_is_authorized_within_the_limit_and_refused_over_it_keeping_t
 async fn an_authorization_that_arrives_before_the_account_waits_for_it() {
     let app = spawn_app().await;
     let id = uuid::Uuid::new_v4().to_string();
-    let command = api::AuthorizeCard { consumer_id: id.clone(), order_id: "o-1".into(), order_total: money(100) };
+    let command = api::AuthorizeCard { consumer_id: id.clone(), order_id: O1.into(), order_total: money(100) };
     app.world.send_command("ftgo.command.accounting.AuthorizeCard", &command, "early", REPLIES).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let event = consumer::ConsumerCreated { consumer: Some(consumer::Consumer { consumer_id: id, name: None }) };

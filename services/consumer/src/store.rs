@@ -1,7 +1,7 @@
 //! The consumer table, through sqlx.
 
+use ftgo_platform::ids::ConsumerId;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::domain::consumer::{Consumer, PersonName};
 
@@ -15,8 +15,8 @@ pub async fn insert(tx: &mut PgConnection, consumer: &Consumer) -> sqlx::Result<
     Ok(())
 }
 
-pub async fn find(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Consumer>> {
-    let row: Option<(Uuid, String, String)> =
+pub async fn find(db: &mut PgConnection, id: ConsumerId) -> sqlx::Result<Option<Consumer>> {
+    let row: Option<(ConsumerId, String, String)> =
         sqlx::query_as("SELECT id, first_name, last_name FROM consumers WHERE id = $1")
             .bind(id)
             .fetch_optional(db)

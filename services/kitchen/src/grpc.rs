@@ -1,14 +1,16 @@
 //! The KitchenService gRPC API: restaurants, and the transitions a restaurant makes on its tickets.
 
 use chrono::{DateTime, Utc};
+use std::str::FromStr;
+
 use ftgo_platform::{
     grpc::database_error,
+    ids::{InvalidId, OrderId, RestaurantId, TicketId},
     messaging::{OutgoingMessage, outbox, streams::event_subject},
 };
 use ftgo_proto::{common::v1 as common, kitchen::v1 as api};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     domain::{
@@ -37,8 +39,9 @@ impl From<TicketError> for Status {
     }
 }
 
-fn uuid(what: &str, id: &str) -> Result<Uuid, Status> {
-    id.trim().parse().map_err(|_| Status::invalid_argument(format!("{what} {id:?} is not a UUID")))
+/// An id from a request; one that is not an id is a bad argument, named by its kind.
+fn id<T: FromStr<Err = InvalidId>>(raw: &str) -> Result<T, Status> {
+    raw.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))
 }
 
 pub fn restaurant_to_proto(r: &Restaurant) -> api::Restaurant {
@@ -76,7 +79,7 @@ fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 pub fn ticket_to_proto(t: &Ticket) -> api::Ticket {
     api::Ticket {
         ticket_id: t.id.to_string(),
-        order_id: t.order_id.clone(),
+        order_id: t.order_id.to_string(),
         restaurant_id: t.restaurant_id.to_string(),
         state: state_to_proto(t.state).into(),
         line_items: t
@@ -99,7 +102,7 @@ impl KitchenApi {
         ticket_id: &str,
         change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
     ) -> Result<Response<api::Ticket>, Status> {
-        let id = uuid("ticket id", ticket_id)?;
+        let id = id::<TicketId>(ticket_id)?;
         let mut tx = self.db.begin().await.map_err(database_error)?;
         let mut ticket = store::lock_ticket(&mut tx, id)
             .await
@@ -140,7 +143,7 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         &self,
         request: Request<api::GetRestaurantRequest>,
     ) -> Result<Response<api::Restaurant>, Status> {
-        let id = uuid("restaurant id", &request.into_inner().restaurant_id)?;
+        let id = id::<RestaurantId>(&request.into_inner().restaurant_id)?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let restaurant = store::find_restaurant(&mut conn, id)
             .await
@@ -150,7 +153,7 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
     }
 
     async fn get_ticket(&self, request: Request<api::GetTicketRequest>) -> Result<Response<api::Ticket>, Status> {
-        let id = uuid("ticket id", &request.into_inner().ticket_id)?;
+        let id = id::<TicketId>(&request.into_inner().ticket_id)?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let ticket = store::find_ticket(&mut conn, id)
             .await
@@ -163,12 +166,13 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         &self,
         request: Request<api::GetTicketByOrderRequest>,
     ) -> Result<Response<api::Ticket>, Status> {
-        let order_id = request.into_inner().order_id;
+        let raw = request.into_inner().order_id;
+        let not_found = || Status::not_found(format!("order {raw:?} has no ticket"));
+        // An id that cannot name an order names none: not found, as for any unknown order.
+        let order_id: OrderId = raw.parse().map_err(|_| not_found())?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
-        let ticket = store::find_ticket_by_order(&mut conn, &order_id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("order {order_id:?} has no ticket")))?;
+        let ticket =
+            store::find_ticket_by_order(&mut conn, order_id).await.map_err(database_error)?.ok_or_else(not_found)?;
         Ok(Response::new(ticket_to_proto(&ticket)))
     }
 

@@ -5,15 +5,17 @@
 
 use std::sync::LazyLock;
 
-use ftgo_platform::messaging::{
-    dispatch::Table,
-    inbox::{HandlerError, IncomingMessage, MessageHandler},
-    outbox,
-    saga::{self, Outcome},
+use ftgo_platform::{
+    ids::{OrderId, RestaurantId, TicketId},
+    messaging::{
+        dispatch::Table,
+        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        outbox,
+        saga::{self, Outcome},
+    },
 };
 use ftgo_proto::kitchen::v1 as api;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{
     domain::ticket::{Ticket, TicketError, TicketLineItem},
@@ -55,7 +57,7 @@ static COMMANDS: LazyLock<Table<Command>> = LazyLock::new(|| {
 
 impl MessageHandler for KitchenCommands {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
-        let succeeded = |outcome: Outcome<Uuid>| {
+        let succeeded = |outcome: Outcome<TicketId>| {
             saga::answer(message, outcome.map(|id| api::TicketCommandSucceeded { ticket_id: id.to_string() }), refusal)
         };
         let reply = match COMMANDS.decode(message)? {
@@ -104,11 +106,15 @@ fn line_items(items: Vec<api::TicketLineItem>) -> Result<Vec<TicketLineItem>, St
 }
 
 /// Create Order, step 3. Asked again for the same order, it answers with the ticket it made.
-async fn create_ticket(tx: &mut PgConnection, command: api::CreateTicket) -> Result<Outcome<Uuid>, HandlerError> {
-    if let Some(existing) = store::lock_ticket_by_order(tx, &command.order_id).await? {
+async fn create_ticket(tx: &mut PgConnection, command: api::CreateTicket) -> Result<Outcome<TicketId>, HandlerError> {
+    let order_id: OrderId = match command.order_id.parse() {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(format!("{e}"))),
+    };
+    if let Some(existing) = store::lock_ticket_by_order(tx, order_id).await? {
         return Ok(Ok(existing.id));
     }
-    let Ok(restaurant_id) = command.restaurant_id.parse::<Uuid>() else {
+    let Ok(restaurant_id) = command.restaurant_id.parse::<RestaurantId>() else {
         return Ok(Err(format!("restaurant {:?} does not exist", command.restaurant_id)));
     };
     let Some(restaurant) = store::find_restaurant(tx, restaurant_id).await? else {
@@ -121,7 +127,7 @@ async fn create_ticket(tx: &mut PgConnection, command: api::CreateTicket) -> Res
     if let Some(unknown) = items.iter().find(|i| restaurant.menu_item(&i.menu_item_id).is_none()) {
         return Ok(Err(format!("restaurant {} has no menu item {:?}", restaurant.name, unknown.menu_item_id)));
     }
-    let ticket = Ticket::create(&command.order_id, restaurant.id, items);
+    let ticket = Ticket::create(order_id, restaurant.id, items);
     store::insert_ticket(tx, &ticket).await?;
     Ok(Ok(ticket.id))
 }
@@ -130,8 +136,8 @@ async fn by_ticket(
     tx: &mut PgConnection,
     ticket_id: &str,
     change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
-) -> Result<Outcome<Uuid>, HandlerError> {
-    let ticket = match ticket_id.parse::<Uuid>() {
+) -> Result<Outcome<TicketId>, HandlerError> {
+    let ticket = match ticket_id.parse::<TicketId>() {
         Ok(id) => store::lock_ticket(tx, id).await?,
         Err(_) => None,
     };
@@ -142,8 +148,11 @@ async fn by_order(
     tx: &mut PgConnection,
     order_id: &str,
     change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
-) -> Result<Outcome<Uuid>, HandlerError> {
-    let ticket = store::lock_ticket_by_order(tx, order_id).await?;
+) -> Result<Outcome<TicketId>, HandlerError> {
+    let ticket = match order_id.parse::<OrderId>() {
+        Ok(id) => store::lock_ticket_by_order(tx, id).await?,
+        Err(_) => None,
+    };
     apply(tx, ticket, || format!("order {order_id:?} has no ticket"), change).await
 }
 
@@ -152,7 +161,7 @@ async fn apply(
     ticket: Option<Ticket>,
     missing: impl FnOnce() -> String,
     change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
-) -> Result<Outcome<Uuid>, HandlerError> {
+) -> Result<Outcome<TicketId>, HandlerError> {
     let Some(mut ticket) = ticket else {
         return Ok(Err(missing()));
     };

@@ -1,9 +1,11 @@
 //! Restaurants, menus and tickets in the `kitchen` database.
 
 use chrono::{DateTime, Utc};
-use ftgo_platform::money::Money;
+use ftgo_platform::{
+    ids::{OrderId, RestaurantId, TicketId},
+    money::Money,
+};
 use sqlx::{PgConnection, types::Json};
-use uuid::Uuid;
 
 use crate::domain::{
     restaurant::{Address, MenuItem, Restaurant},
@@ -36,9 +38,9 @@ pub async fn insert_restaurant(tx: &mut PgConnection, restaurant: &Restaurant) -
     Ok(())
 }
 
-pub async fn find_restaurant(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Restaurant>> {
+pub async fn find_restaurant(conn: &mut PgConnection, id: RestaurantId) -> sqlx::Result<Option<Restaurant>> {
     // A stored address that is not an address is a decoding error, never empty fields.
-    let Some((id, name, Json(address))): Option<(Uuid, String, Json<Address>)> =
+    let Some((id, name, Json(address))): Option<(RestaurantId, String, Json<Address>)> =
         sqlx::query_as("SELECT id, name, address FROM restaurants WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *conn)
@@ -60,8 +62,10 @@ pub async fn find_restaurant(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<
     Ok(Some(Restaurant { id, name, address, menu }))
 }
 
-/// A row as stored: line items that are not line items are a decoding error, never blanks.
-type TicketRow = (Uuid, String, Uuid, String, Option<String>, Json<Vec<TicketLineItem>>, Option<DateTime<Utc>>);
+/// A row as stored: line items that are not line items, or an order id that is not one, are a
+/// decoding error, never blanks. (Order ids are kept as text: the column predates typed ids.)
+type TicketRow =
+    (TicketId, String, RestaurantId, String, Option<String>, Json<Vec<TicketLineItem>>, Option<DateTime<Utc>>);
 
 /// `SELECT <every ticket column> FROM tickets <tail>`, as one static string.
 macro_rules! select_tickets {
@@ -75,7 +79,7 @@ fn ticket(row: TicketRow) -> sqlx::Result<Ticket> {
     let parse = |s: &str| TicketState::parse(s).ok_or_else(|| decode_error(format!("unknown ticket state {s}")));
     Ok(Ticket {
         id,
-        order_id,
+        order_id: order_id.parse().map_err(|e| decode_error(format!("{e}")))?,
         restaurant_id,
         state: parse(&state)?,
         previous_state: previous_state.as_deref().map(parse).transpose()?,
@@ -94,7 +98,7 @@ pub async fn insert_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Resu
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(ticket.id)
-    .bind(&ticket.order_id)
+    .bind(ticket.order_id.to_string())
     .bind(ticket.restaurant_id)
     .bind(ticket.state.as_str())
     .bind(ticket.previous_state.map(TicketState::as_str))
@@ -121,25 +125,27 @@ pub async fn save_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Result
 
 /// Reads a ticket by id and locks it until the transaction ends, so two transitions of one ticket
 /// never interleave.
-pub async fn lock_ticket(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Ticket>> {
+pub async fn lock_ticket(tx: &mut PgConnection, id: TicketId) -> sqlx::Result<Option<Ticket>> {
     let row: Option<TicketRow> =
         sqlx::query_as(select_tickets!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(tx).await?;
     row.map(ticket).transpose()
 }
 
-pub async fn lock_ticket_by_order(tx: &mut PgConnection, order_id: &str) -> sqlx::Result<Option<Ticket>> {
-    let row: Option<TicketRow> =
-        sqlx::query_as(select_tickets!("WHERE order_id = $1 FOR UPDATE")).bind(order_id).fetch_optional(tx).await?;
+pub async fn lock_ticket_by_order(tx: &mut PgConnection, order_id: OrderId) -> sqlx::Result<Option<Ticket>> {
+    let row: Option<TicketRow> = sqlx::query_as(select_tickets!("WHERE order_id = $1 FOR UPDATE"))
+        .bind(order_id.to_string())
+        .fetch_optional(tx)
+        .await?;
     row.map(ticket).transpose()
 }
 
-pub async fn find_ticket(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Ticket>> {
+pub async fn find_ticket(conn: &mut PgConnection, id: TicketId) -> sqlx::Result<Option<Ticket>> {
     let row: Option<TicketRow> = sqlx::query_as(select_tickets!("WHERE id = $1")).bind(id).fetch_optional(conn).await?;
     row.map(ticket).transpose()
 }
 
-pub async fn find_ticket_by_order(conn: &mut PgConnection, order_id: &str) -> sqlx::Result<Option<Ticket>> {
+pub async fn find_ticket_by_order(conn: &mut PgConnection, order_id: OrderId) -> sqlx::Result<Option<Ticket>> {
     let row: Option<TicketRow> =
-        sqlx::query_as(select_tickets!("WHERE order_id = $1")).bind(order_id).fetch_optional(conn).await?;
+        sqlx::query_as(select_tickets!("WHERE order_id = $1")).bind(order_id.to_string()).fetch_optional(conn).await?;
     row.map(ticket).transpose()
 }

@@ -15,6 +15,12 @@ use ftgo_proto::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
+/// Orders the saga names (any UUIDs: the Kitchen Service never looks them up).
+const O1: &str = "00000000-0000-4000-8000-000000000001";
+const O2: &str = "00000000-0000-4000-8000-000000000002";
+const O3: &str = "00000000-0000-4000-8000-000000000003";
+const O4: &str = "00000000-0000-4000-8000-000000000004";
+
 struct App {
     world: ServiceWorld,
     running: Running,
@@ -140,37 +146,34 @@ async fn create_ticket_is_refused_for_an_unknown_restaurant_or_menu_item_and_cre
     let restaurant_id = app.restaurant().await;
 
     let unknown_restaurant = api::CreateTicket {
-        order_id: "o-1".into(),
+        order_id: O1.into(),
         restaurant_id: uuid::Uuid::new_v4().to_string(),
         line_items: vec![line("1", 1)],
     };
     let refused: api::TicketCommandRefused = app.command(&unknown_restaurant, "s-1").await.decode();
     assert!(refused.reason.contains("does not exist"), "{}", refused.reason);
 
-    let unknown_item = api::CreateTicket {
-        order_id: "o-2".into(),
-        restaurant_id: restaurant_id.clone(),
-        line_items: vec![line("9", 1)],
-    };
+    let unknown_item =
+        api::CreateTicket { order_id: O2.into(), restaurant_id: restaurant_id.clone(), line_items: vec![line("9", 1)] };
     let refused: api::TicketCommandRefused = app.command(&unknown_item, "s-2").await.decode();
     assert_eq!(refused.reason, "restaurant Ajanta has no menu item \"9\"");
 
     let huge = api::CreateTicket {
-        order_id: "o-3".into(),
+        order_id: O3.into(),
         restaurant_id: restaurant_id.clone(),
         line_items: vec![line("1", 1000)],
     };
     let refused: api::TicketCommandRefused = app.command(&huge, "s-3").await.decode();
     assert!(refused.reason.contains("must be from 1 to 100"), "{}", refused.reason);
 
-    let good = api::CreateTicket { order_id: "o-4".into(), restaurant_id, line_items: vec![line("1", 2)] };
+    let good = api::CreateTicket { order_id: O4.into(), restaurant_id, line_items: vec![line("1", 2)] };
     let created: api::TicketCreated = app.command(&good, "s-4").await.decode();
-    let ticket = app.ticket("o-4").await;
+    let ticket = app.ticket(O4).await;
     assert_eq!((ticket.state(), ticket.ticket_id), (TicketState::CreatePending, created.ticket_id.clone()));
     // Asked again (a different message), it answers with the same ticket.
     let again: api::TicketCreated = app.command(&good, "s-5").await.decode();
     assert_eq!(again.ticket_id, created.ticket_id);
-    for order in ["o-1", "o-2", "o-3"] {
+    for order in [O1, O2, O3] {
         let status = app.client.get_ticket_by_order(api::GetTicketByOrderRequest { order_id: order.into() }).await;
         assert_eq!(status.unwrap_err().code(), Code::NotFound, "a refused order has no ticket");
     }
@@ -181,27 +184,27 @@ async fn create_ticket_is_refused_for_an_unknown_restaurant_or_menu_item_and_cre
 async fn a_ticket_can_be_cancelled_until_the_kitchen_starts_preparing_it() {
     let mut app = spawn_app().await;
     let restaurant_id = app.restaurant().await;
-    let ticket_id = app.awaiting_acceptance(&restaurant_id, "o-1").await;
+    let ticket_id = app.awaiting_acceptance(&restaurant_id, O1).await;
     app.client
         .accept_ticket(api::AcceptTicketRequest { ticket_id: ticket_id.clone(), ready_by: in_minutes(30) })
         .await
         .unwrap();
 
-    let begin = api::BeginCancelTicket { order_id: "o-1".into() };
+    let begin = api::BeginCancelTicket { order_id: O1.into() };
     app.command(&begin, "cancel-1").await.decode::<api::TicketCommandSucceeded>();
-    assert_eq!(app.ticket("o-1").await.state(), TicketState::CancelPending);
-    app.command(&api::UndoBeginCancelTicket { order_id: "o-1".into() }, "undo-1")
+    assert_eq!(app.ticket(O1).await.state(), TicketState::CancelPending);
+    app.command(&api::UndoBeginCancelTicket { order_id: O1.into() }, "undo-1")
         .await
         .decode::<api::TicketCommandSucceeded>();
-    assert_eq!(app.ticket("o-1").await.state(), TicketState::Accepted);
+    assert_eq!(app.ticket(O1).await.state(), TicketState::Accepted);
 
     app.client.prepare_ticket(api::TicketRequest { ticket_id }).await.unwrap();
     let refused: api::TicketCommandRefused = app.command(&begin, "cancel-2").await.decode();
     assert_eq!(refused.reason, "cannot cancel a ticket that is PREPARING");
-    let revise = api::BeginReviseTicket { order_id: "o-1".into(), revised_line_items: vec![line("2", 1)] };
+    let revise = api::BeginReviseTicket { order_id: O1.into(), revised_line_items: vec![line("2", 1)] };
     let refused: api::TicketCommandRefused = app.command(&revise, "revise-1").await.decode();
     assert_eq!(refused.reason, "cannot revise a ticket that is PREPARING");
-    assert_eq!(app.ticket("o-1").await.state(), TicketState::Preparing);
+    assert_eq!(app.ticket(O1).await.state(), TicketState::Preparing);
     app.running.stop().await.unwrap();
 }
 
@@ -209,23 +212,19 @@ async fn a_ticket_can_be_cancelled_until_the_kitchen_starts_preparing_it() {
 async fn a_cancelled_or_revised_ticket_ends_as_the_saga_says() {
     let mut app = spawn_app().await;
     let restaurant_id = app.restaurant().await;
-    app.awaiting_acceptance(&restaurant_id, "o-1").await;
-    app.command(&api::BeginCancelTicket { order_id: "o-1".into() }, "c-1")
-        .await
-        .decode::<api::TicketCommandSucceeded>();
-    app.command(&api::ConfirmCancelTicket { order_id: "o-1".into() }, "c-2")
-        .await
-        .decode::<api::TicketCommandSucceeded>();
-    assert_eq!(app.ticket("o-1").await.state(), TicketState::Cancelled);
+    app.awaiting_acceptance(&restaurant_id, O1).await;
+    app.command(&api::BeginCancelTicket { order_id: O1.into() }, "c-1").await.decode::<api::TicketCommandSucceeded>();
+    app.command(&api::ConfirmCancelTicket { order_id: O1.into() }, "c-2").await.decode::<api::TicketCommandSucceeded>();
+    assert_eq!(app.ticket(O1).await.state(), TicketState::Cancelled);
 
-    app.awaiting_acceptance(&restaurant_id, "o-2").await;
+    app.awaiting_acceptance(&restaurant_id, O2).await;
     let revised = vec![line("2", 3)];
-    let begin = api::BeginReviseTicket { order_id: "o-2".into(), revised_line_items: revised.clone() };
+    let begin = api::BeginReviseTicket { order_id: O2.into(), revised_line_items: revised.clone() };
     app.command(&begin, "r-1").await.decode::<api::TicketCommandSucceeded>();
-    assert_eq!(app.ticket("o-2").await.state(), TicketState::RevisionPending);
-    let confirm = api::ConfirmReviseTicket { order_id: "o-2".into(), revised_line_items: revised.clone() };
+    assert_eq!(app.ticket(O2).await.state(), TicketState::RevisionPending);
+    let confirm = api::ConfirmReviseTicket { order_id: O2.into(), revised_line_items: revised.clone() };
     app.command(&confirm, "r-2").await.decode::<api::TicketCommandSucceeded>();
-    let ticket = app.ticket("o-2").await;
+    let ticket = app.ticket(O2).await;
     assert_eq!(ticket.state(), TicketState::AwaitingAcceptance);
     assert_eq!(ticket.line_items, revised);
     app.running.stop().await.unwrap();
@@ -235,7 +234,7 @@ async fn a_cancelled_or_revised_ticket_ends_as_the_saga_says() {
 async fn the_restaurant_moves_a_ticket_to_picked_up_and_illegal_steps_are_refused() {
     let mut app = spawn_app().await;
     let restaurant_id = app.restaurant().await;
-    let ticket_id = app.awaiting_acceptance(&restaurant_id, "o-1").await;
+    let ticket_id = app.awaiting_acceptance(&restaurant_id, O1).await;
     let request = || api::TicketRequest { ticket_id: ticket_id.clone() };
 
     let status = app.client.prepare_ticket(request()).await.unwrap_err();

@@ -1,10 +1,10 @@
 //! The SagaService gRPC API: saga instances, for inspection.
 
 use ftgo_platform::grpc::database_error;
+use ftgo_platform::ids::{InvalidId, OrderId, SagaId};
 use ftgo_proto::orchestrator::v1 as api;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     sagas::{SagaDefinition, SagaState, SagaVisitor, StepStatus, with_saga_type},
@@ -88,9 +88,8 @@ fn to_proto(row: &SagaRow) -> api::Saga {
 #[tonic::async_trait]
 impl api::saga_service_server::SagaService for SagaApi {
     async fn get_saga(&self, request: Request<api::GetSagaRequest>) -> Result<Response<api::Saga>, Status> {
-        let id = request.into_inner().saga_id;
-        let id: Uuid =
-            id.trim().parse().map_err(|_| Status::invalid_argument(format!("saga id {id:?} is not a UUID")))?;
+        let id: SagaId =
+            request.into_inner().saga_id.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let row = store::find(&mut conn, id)
             .await
@@ -103,9 +102,10 @@ impl api::saga_service_server::SagaService for SagaApi {
         &self,
         request: Request<api::ListOrderSagasRequest>,
     ) -> Result<Response<api::ListOrderSagasResponse>, Status> {
-        let order_id = request.into_inner().order_id;
+        let order_id: OrderId =
+            request.into_inner().order_id.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
-        let rows = store::for_order(&mut conn, &order_id).await.map_err(database_error)?;
+        let rows = store::for_order(&mut conn, order_id).await.map_err(database_error)?;
         Ok(Response::new(api::ListOrderSagasResponse { sagas: rows.iter().map(to_proto).collect() }))
     }
 }

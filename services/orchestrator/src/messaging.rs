@@ -10,6 +10,7 @@ use std::{
 
 use chrono::Utc;
 use ftgo_platform::{
+    ids::{InvalidId, OrderId, SagaId},
     messaging::{
         dispatch::Table,
         inbox::{HandlerError, IncomingMessage, MessageHandler},
@@ -25,7 +26,6 @@ use opentelemetry::{
     metrics::{Counter, Histogram},
 };
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{
     StepDeadlines,
@@ -44,6 +44,11 @@ pub const REPLY_SUBJECTS: &str = "ftgo.reply.orchestrator.>";
 
 fn refuse(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Rejected(anyhow::anyhow!("{e}"))
+}
+
+/// An id from a message; a message that names something with a non-id can never be handled.
+fn id<T: std::str::FromStr<Err = InvalidId>>(raw: &str) -> Result<T, HandlerError> {
+    raw.parse().map_err(refuse)
 }
 
 /// Starts a saga for every order event that asks for one.
@@ -68,24 +73,25 @@ impl MessageHandler for OrderEvents {
         match event? {
             Event::Created(event) => {
                 let o = event.order.ok_or_else(|| refuse("OrderCreated without an order"))?;
-                self.start(tx, &o.order_id, CreateOrderData::from_order(&o).map_err(refuse)?).await
+                let data = CreateOrderData::from_order(&o).map_err(refuse)?;
+                self.start(tx, data.order_id, data).await
             }
             Event::CancelRequested(event) => {
                 let o = event.order.ok_or_else(|| refuse("OrderCancelRequested without an order"))?;
-                let data = CancelOrderData { order_id: o.order_id.clone(), consumer_id: o.consumer_id };
-                self.start(tx, &o.order_id, data).await
+                let data = CancelOrderData { order_id: id(&o.order_id)?, consumer_id: id(&o.consumer_id)? };
+                self.start(tx, data.order_id, data).await
             }
             Event::RevisionRequested(event) => {
                 let o = event.order.ok_or_else(|| refuse("OrderRevisionRequested without an order"))?;
                 let data = ReviseOrderData {
-                    order_id: o.order_id.clone(),
-                    consumer_id: o.consumer_id.clone(),
+                    order_id: id(&o.order_id)?,
+                    consumer_id: id(&o.consumer_id)?,
                     revised_line_items: event.revised_line_items.iter().map(TicketLine::from).collect(),
                     revised_total: Money::try_from(event.revised_total)
                         .map_err(|e| refuse(format!("revised total {e}")))?,
                     original_total: Money::try_from(o.order_total).map_err(|e| refuse(format!("order total {e}")))?,
                 };
-                self.start(tx, &o.order_id, data).await
+                self.start(tx, data.order_id, data).await
             }
         }
     }
@@ -95,7 +101,7 @@ impl OrderEvents {
     async fn start<D: SagaDefinition>(
         &self,
         tx: &mut PgConnection,
-        order_id: &str,
+        order_id: OrderId,
         data: D,
     ) -> Result<(), HandlerError> {
         let (saga, next) = Saga::start(order_id, data, Utc::now());
@@ -116,7 +122,7 @@ pub struct SagaReplies {
 impl MessageHandler for SagaReplies {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
         let saga_id = message.saga_id().ok_or_else(|| refuse("a reply without a saga id"))?;
-        let saga_id: Uuid = saga_id.parse().map_err(|_| refuse(format!("saga id {saga_id:?} is not a UUID")))?;
+        let saga_id: SagaId = id(saga_id)?;
         let step = message.header(SAGA_STEP_HEADER).ok_or_else(|| refuse("a reply without a saga step"))?.to_owned();
         let row = store::lock(tx, saga_id).await?.ok_or_else(|| refuse(format!("saga {saga_id} does not exist")))?;
         let reply = Reply {

@@ -3,17 +3,18 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ftgo_platform::ids::{OrderId, SagaId};
 use serde_json::Value;
 use sqlx::{PgConnection, types::Json};
-use uuid::Uuid;
 
 use crate::sagas::{Saga, SagaDefinition, SagaState, StepRecord};
 
 /// A saga as stored, before its data is read as a particular saga type.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SagaRow {
-    pub id: Uuid,
+    pub id: SagaId,
     pub saga_type: String,
+    /// Kept as text: the column predates typed ids.
     pub order_id: String,
     pub state: String,
     pub step: i32,
@@ -30,7 +31,7 @@ impl SagaRow {
     pub fn decode<D: SagaDefinition>(&self) -> Result<Saga<D>, String> {
         Ok(Saga {
             id: self.id,
-            order_id: self.order_id.clone(),
+            order_id: self.order_id.parse().map_err(|e| format!("{e}"))?,
             state: SagaState::parse(&self.state).ok_or_else(|| format!("unknown saga state {}", self.state))?,
             step: usize::try_from(self.step).map_err(|e| e.to_string())?,
             data: serde_json::from_value(self.data.0.clone()).map_err(|e| format!("saga data: {e}"))?,
@@ -73,7 +74,7 @@ pub async fn insert<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>, ti
     )
     .bind(saga.id)
     .bind(D::TYPE)
-    .bind(&saga.order_id)
+    .bind(saga.order_id.to_string())
     .bind(saga.state.as_str())
     .bind(saga.step as i32)
     .bind(data(saga)?)
@@ -119,21 +120,24 @@ pub async fn lock_overdue(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec
 }
 
 /// Takes a saga that cannot be read off the deadline sweep (it is logged, for an operator).
-pub async fn clear_deadline(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+pub async fn clear_deadline(tx: &mut PgConnection, id: SagaId) -> sqlx::Result<()> {
     sqlx::query("UPDATE sagas SET deadline = NULL WHERE id = $1").bind(id).execute(tx).await?;
     Ok(())
 }
 
 /// Reads a saga and locks it until the transaction ends: replies to one saga are applied one at a
 /// time, even by several orchestrator replicas.
-pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
+pub async fn lock(tx: &mut PgConnection, id: SagaId) -> sqlx::Result<Option<SagaRow>> {
     sqlx::query_as(select_sagas!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(tx).await
 }
 
-pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
+pub async fn find(conn: &mut PgConnection, id: SagaId) -> sqlx::Result<Option<SagaRow>> {
     sqlx::query_as(select_sagas!("WHERE id = $1")).bind(id).fetch_optional(conn).await
 }
 
-pub async fn for_order(conn: &mut PgConnection, order_id: &str) -> sqlx::Result<Vec<SagaRow>> {
-    sqlx::query_as(select_sagas!("WHERE order_id = $1 ORDER BY created_at, id")).bind(order_id).fetch_all(conn).await
+pub async fn for_order(conn: &mut PgConnection, order_id: OrderId) -> sqlx::Result<Vec<SagaRow>> {
+    sqlx::query_as(select_sagas!("WHERE order_id = $1 ORDER BY created_at, id"))
+        .bind(order_id.to_string())
+        .fetch_all(conn)
+        .await
 }

@@ -1,10 +1,11 @@
 //! The OrderService gRPC API. Creating, cancelling and revising an order each change its state and
 //! publish the event that starts the matching saga, in one transaction.
 
-use std::{sync::Arc, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use ftgo_platform::{
     grpc::database_error,
+    ids::{InvalidId, OrderId, RestaurantId},
     messaging::{
         OutgoingMessage,
         outbox::{self, Publisher},
@@ -16,7 +17,6 @@ use prost::Name;
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     domain::order::{Address, Menu, Order, OrderError, OrderLineItem, OrderState, Pricing},
@@ -36,7 +36,7 @@ impl OrderApi {
         Self { db, watch, publisher }
     }
 
-    async fn find(&self, id: Uuid) -> Result<Order, Status> {
+    async fn find(&self, id: OrderId) -> Result<Order, Status> {
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         store::find_order(&mut conn, id)
             .await
@@ -46,7 +46,7 @@ impl OrderApi {
 
     /// The order once it is in one of `states`, or as it is when `timeout` has passed (or when the
     /// service begins to stop).
-    async fn wait_for(&self, id: Uuid, states: &[OrderState], timeout: Duration) -> Result<Order, Status> {
+    async fn wait_for(&self, id: OrderId, states: &[OrderState], timeout: Duration) -> Result<Order, Status> {
         let deadline = Instant::now() + timeout;
         let subscription = self.watch.subscribe(id);
         loop {
@@ -116,8 +116,9 @@ impl From<OrderError> for Status {
     }
 }
 
-fn uuid(what: &str, id: &str) -> Result<Uuid, Status> {
-    id.trim().parse().map_err(|_| Status::invalid_argument(format!("{what} {id:?} is not a UUID")))
+/// An id from a request; one that is not an id is a bad argument, named by its kind.
+fn id<T: FromStr<Err = InvalidId>>(raw: &str) -> Result<T, Status> {
+    raw.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))
 }
 
 pub fn state_to_proto(state: OrderState) -> api::OrderState {
@@ -146,7 +147,7 @@ pub fn line_items_to_proto(items: &[OrderLineItem]) -> Vec<api::OrderLineItem> {
 pub fn to_proto(order: &Order) -> api::Order {
     api::Order {
         order_id: order.id.to_string(),
-        consumer_id: order.consumer_id.clone(),
+        consumer_id: order.consumer_id.to_string(),
         restaurant_id: order.restaurant_id.to_string(),
         state: state_to_proto(order.state).into(),
         line_items: line_items_to_proto(&order.pricing.line_items),
@@ -161,7 +162,7 @@ fn requested(items: Vec<common::LineItemRequest>) -> Vec<(String, i32)> {
     items.into_iter().map(|i| (i.menu_item_id, i.quantity)).collect()
 }
 
-async fn menu(conn: &mut PgConnection, restaurant_id: Uuid) -> Result<Menu, Status> {
+async fn menu(conn: &mut PgConnection, restaurant_id: RestaurantId) -> Result<Menu, Status> {
     store::find_menu(conn, restaurant_id)
         .await
         .map_err(database_error)?
@@ -180,7 +181,7 @@ impl OrderApi {
         order_id: &str,
         change: impl AsyncFnOnce(&mut PgConnection, &mut Order) -> Result<M, Status>,
     ) -> Result<Response<api::Order>, Status> {
-        let id = uuid("order id", order_id)?;
+        let id = id::<OrderId>(order_id)?;
         let order = outbox::scope(&self.publisher, async {
             let mut tx = self.db.begin().await.map_err(database_error)?;
             let mut order = store::lock_order(&mut tx, id)
@@ -204,7 +205,10 @@ impl OrderApi {
 impl api::order_service_server::OrderService for OrderApi {
     async fn create_order(&self, request: Request<api::CreateOrderRequest>) -> Result<Response<api::Order>, Status> {
         let request = request.into_inner();
-        let restaurant_id = uuid("restaurantId", &request.restaurant_id)?;
+        let restaurant_id: RestaurantId = request
+            .restaurant_id
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("restaurantId {:?} is not a UUID", request.restaurant_id)))?;
         let address = Address::from_proto("deliveryAddress", request.delivery_address)?;
         // OrderCreated, which starts the saga, is published the moment the order commits.
         let order = outbox::scope(&self.publisher, async {
@@ -223,7 +227,7 @@ impl api::order_service_server::OrderService for OrderApi {
 
     async fn get_order(&self, request: Request<api::GetOrderRequest>) -> Result<Response<api::Order>, Status> {
         let request = request.into_inner();
-        let id = uuid("order id", &request.order_id)?;
+        let id = id::<OrderId>(&request.order_id)?;
         let order = match wait_request(&request)? {
             None => self.find(id).await?,
             Some((states, timeout)) => self.wait_for(id, &states, timeout).await?,

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, LazyLock};
 
+use ftgo_platform::ids::{OrderId, RestaurantId};
 use ftgo_platform::{
     messaging::{
         dispatch::Table,
@@ -14,7 +15,6 @@ use ftgo_platform::{
 };
 use ftgo_proto::{kitchen::v1 as kitchen, order::v1 as api};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{
     domain::order::{Menu, MenuItem, Order, OrderError},
@@ -36,7 +36,7 @@ impl MessageHandler for RestaurantEvents {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
         let event: kitchen::RestaurantCreated = message.decode()?;
         let restaurant = event.restaurant.ok_or_else(|| refuse("RestaurantCreated without a restaurant"))?;
-        let restaurant_id: Uuid = restaurant.restaurant_id.parse().map_err(refuse)?;
+        let restaurant_id: RestaurantId = restaurant.restaurant_id.parse().map_err(refuse)?;
         let items = restaurant
             .menu_items
             .into_iter()
@@ -115,7 +115,7 @@ async fn change(
     order_id: &str,
     step: impl FnOnce(&mut Order) -> Result<(), OrderError>,
 ) -> Result<Outcome<()>, HandlerError> {
-    let order = match order_id.parse::<Uuid>() {
+    let order = match order_id.parse::<OrderId>() {
         Ok(id) => store::lock_order(tx, id).await?,
         Err(_) => None,
     };
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn every_order_command_names_its_order_in_field_one() {
-        let id = Uuid::new_v4().to_string();
+        let id = uuid::Uuid::new_v4().to_string();
         let order_id = id.clone();
         let encoded = [
             api::ApproveOrder { order_id: order_id.clone() }.encode_to_vec(),

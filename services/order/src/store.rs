@@ -1,10 +1,12 @@
 //! Orders and the menu replica in the `order` database.
 
 use chrono::{DateTime, Utc};
-use ftgo_platform::money::Money;
+use ftgo_platform::{
+    ids::{OrderId, RestaurantId},
+    money::Money,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, types::Json};
-use uuid::Uuid;
 
 use crate::domain::order::{Address, Menu, MenuItem, Order, OrderLineItem, OrderState, Pricing};
 
@@ -79,7 +81,7 @@ pub async fn save_menu(tx: &mut PgConnection, menu: &Menu) -> sqlx::Result<()> {
     Ok(())
 }
 
-pub async fn find_menu(conn: &mut PgConnection, restaurant_id: Uuid) -> sqlx::Result<Option<Menu>> {
+pub async fn find_menu(conn: &mut PgConnection, restaurant_id: RestaurantId) -> sqlx::Result<Option<Menu>> {
     let Some(name): Option<String> = sqlx::query_scalar("SELECT name FROM restaurants WHERE id = $1")
         .bind(restaurant_id)
         .fetch_optional(&mut *conn)
@@ -99,10 +101,11 @@ pub async fn find_menu(conn: &mut PgConnection, restaurant_id: Uuid) -> sqlx::Re
     Ok(Some(Menu { restaurant_id, restaurant_name: name, items }))
 }
 
+/// An order as stored. (Consumer ids are kept as text: the column predates typed ids.)
 type OrderRow = (
-    Uuid,
+    OrderId,
     String,
-    Uuid,
+    RestaurantId,
     String,
     Json<Vec<StoredLineItem>>,
     i64,
@@ -137,7 +140,7 @@ fn order(row: OrderRow) -> sqlx::Result<Order> {
     ) = row;
     Ok(Order {
         id,
-        consumer_id,
+        consumer_id: consumer_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         restaurant_id,
         state: OrderState::parse(&state)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown order state {state}").into()))?,
@@ -159,7 +162,7 @@ pub async fn insert_order(tx: &mut PgConnection, o: &Order) -> sqlx::Result<()> 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(o.id)
-    .bind(&o.consumer_id)
+    .bind(o.consumer_id.to_string())
     .bind(o.restaurant_id)
     .bind(o.state.as_str())
     .bind(Json(stored_items(&o.pricing.line_items)))
@@ -187,13 +190,13 @@ pub async fn save_order(tx: &mut PgConnection, o: &Order) -> sqlx::Result<()> {
     Ok(())
 }
 
-pub async fn find_order(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Order>> {
+pub async fn find_order(conn: &mut PgConnection, id: OrderId) -> sqlx::Result<Option<Order>> {
     let row: Option<OrderRow> = sqlx::query_as(select_orders!("WHERE id = $1")).bind(id).fetch_optional(conn).await?;
     row.map(order).transpose()
 }
 
 /// Reads an order and locks it until the transaction ends.
-pub async fn lock_order(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Order>> {
+pub async fn lock_order(tx: &mut PgConnection, id: OrderId) -> sqlx::Result<Option<Order>> {
     let row: Option<OrderRow> =
         sqlx::query_as(select_orders!("WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(tx).await?;
     row.map(order).transpose()

@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use ftgo_platform::ids::OrderId;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,7 @@ pub use ftgo_proto::order::v1::MAX_WAIT;
 pub struct OrderWatch {
     /// This replica's id, so that it ignores its own signals coming back from NATS.
     replica: Uuid,
-    waiting: Mutex<HashMap<Uuid, Waiters>>,
+    waiting: Mutex<HashMap<OrderId, Waiters>>,
     nats: Option<async_nats::Client>,
     /// Cancelled when the service stops: every waiter answers at once instead of holding the
     /// server's graceful shutdown for the rest of its wait.
@@ -51,7 +52,7 @@ struct Waiters {
 /// One waiter's registration; dropping it unregisters.
 pub struct Subscription<'a> {
     watch: &'a OrderWatch,
-    order: Uuid,
+    order: OrderId,
     notify: Arc<Notify>,
 }
 
@@ -88,7 +89,7 @@ impl OrderWatch {
 
     /// Registers interest in `order`. Enable [`Subscription::changed`] *before* reading the order,
     /// so that a change committed between the read and the wait is not missed.
-    pub fn subscribe(&self, order: Uuid) -> Subscription<'_> {
+    pub fn subscribe(&self, order: OrderId) -> Subscription<'_> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let waiters = waiting.entry(order).or_insert_with(|| Waiters { notify: Arc::default(), count: 0 });
         waiters.count += 1;
@@ -101,7 +102,7 @@ impl OrderWatch {
     }
 
     /// Wakes this process's waiters on `order`.
-    fn wake(&self, order: Uuid) {
+    fn wake(&self, order: OrderId) {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(waiters) = waiting.get(&order) {
             waiters.notify.notify_waiters();
@@ -110,7 +111,7 @@ impl OrderWatch {
 
     /// Says that a change to `order` has committed: wakes the waiters here at once, and tells the
     /// other replicas. Call it after the commit, never before.
-    pub async fn announce(&self, order: Uuid) {
+    pub async fn announce(&self, order: OrderId) {
         self.wake(order);
         if let Some(nats) = &self.nats {
             let payload = format!("{} {order}", self.replica);
@@ -150,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_enabled_before_the_change_is_woken_and_unregisters_when_dropped() {
         let watch = OrderWatch::new(None, CancellationToken::new());
-        let (order, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (order, other) = (OrderId::new(), OrderId::new());
         let subscription = watch.subscribe(order);
         let second = watch.subscribe(order);
         assert_eq!(watch.waiting(), 1);

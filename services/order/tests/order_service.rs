@@ -61,7 +61,7 @@ async fn spawn_app() -> App {
 impl App {
     async fn create(&mut self, line_items: Vec<LineItemRequest>) -> Result<api::Order, tonic::Status> {
         let request = api::CreateOrderRequest {
-            consumer_id: "c-1".into(),
+            consumer_id: "00000000-0000-4000-8000-0000000000c1".into(),
             restaurant_id: self.restaurant_id.clone(),
             delivery_address: ftgo_platform::testing::address(),
             line_items,
@@ -280,7 +280,7 @@ async fn a_change_announced_by_one_replica_wakes_the_waiters_of_another() {
         let (here, shutdown) = (here.clone(), shutdown.clone());
         async move { here.listen(shutdown).await }
     });
-    let order = uuid::Uuid::new_v4();
+    let order = ftgo_platform::ids::OrderId::new();
     let subscription = here.subscribe(order);
     {
         let changed = subscription.changed();

@@ -1,7 +1,9 @@
 //! The consumer domain: pure rules, no I/O.
 
-use ftgo_platform::text;
-use uuid::Uuid;
+use ftgo_platform::{
+    ids::{ConsumerId, InvalidId},
+    text,
+};
 
 /// The longest first or last name accepted.
 pub const MAX_NAME_LENGTH: usize = 100;
@@ -14,7 +16,7 @@ pub struct PersonName {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumer {
-    pub id: Uuid,
+    pub id: ConsumerId,
     pub name: PersonName,
 }
 
@@ -22,10 +24,10 @@ pub struct Consumer {
 pub enum ConsumerError {
     #[error("{field} {problem}")]
     InvalidName { field: &'static str, problem: String },
-    #[error("consumer id {0:?} is not a UUID")]
-    InvalidId(String),
+    #[error(transparent)]
+    InvalidId(#[from] InvalidId),
     #[error("consumer {0} does not exist")]
-    NotFound(Uuid),
+    NotFound(ConsumerId),
 }
 
 impl PersonName {
@@ -45,12 +47,12 @@ fn name_part(field: &'static str, value: &str) -> Result<String, ConsumerError> 
 
 impl Consumer {
     pub fn register(name: PersonName) -> Self {
-        Self { id: Uuid::new_v4(), name }
+        Self { id: ConsumerId::new(), name }
     }
 }
 
-pub fn parse_consumer_id(id: &str) -> Result<Uuid, ConsumerError> {
-    id.trim().parse().map_err(|_| ConsumerError::InvalidId(id.to_owned()))
+pub fn parse_consumer_id(id: &str) -> Result<ConsumerId, ConsumerError> {
+    Ok(id.parse()?)
 }
 
 /// The Create Order saga's consumer check: an order may be placed only by a consumer who exists.
@@ -98,6 +100,6 @@ mod tests {
     #[test]
     fn a_consumer_id_must_be_a_uuid() {
         assert!(parse_consumer_id("not-a-uuid").is_err());
-        assert!(parse_consumer_id(&Uuid::new_v4().to_string()).is_ok());
+        assert!(parse_consumer_id(&uuid::Uuid::new_v4().to_string()).is_ok());
     }
 }

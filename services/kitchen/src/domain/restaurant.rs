@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 
 pub use ftgo_platform::address::Address;
+use ftgo_platform::ids::RestaurantId;
 use ftgo_platform::{
     money::Money,
     text::{InvalidField, required as text},
 };
-use uuid::Uuid;
 
 pub const MAX_NAME_LENGTH: usize = 200;
 pub const MAX_MENU_ITEMS: usize = 500;
@@ -21,7 +21,7 @@ pub struct MenuItem {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restaurant {
-    pub id: Uuid,
+    pub id: RestaurantId,
     pub name: String,
     pub address: Address,
     pub menu: Vec<MenuItem>,
@@ -56,7 +56,7 @@ impl Restaurant {
             }
             items.push(MenuItem { id, name: item_name, price });
         }
-        Ok(Self { id: Uuid::new_v4(), name, address, menu: items })
+        Ok(Self { id: RestaurantId::new(), name, address, menu: items })
     }
 
     pub fn menu_item(&self, id: &str) -> Option<&MenuItem> {

@@ -17,7 +17,7 @@
 //! that asked compensates.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
+use ftgo_platform::ids::{OrderId, RestaurantId, TicketId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumString, strum::IntoStaticStr, strum::VariantArray)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
@@ -62,9 +62,9 @@ pub struct TicketLineItem {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
-    pub id: Uuid,
-    pub order_id: String,
-    pub restaurant_id: Uuid,
+    pub id: TicketId,
+    pub order_id: OrderId,
+    pub restaurant_id: RestaurantId,
     pub state: TicketState,
     /// Where a pending cancel or revision returns to.
     pub previous_state: Option<TicketState>,
@@ -82,10 +82,10 @@ pub enum TicketError {
 
 impl Ticket {
     /// A new ticket for an order, waiting for the saga to confirm it.
-    pub fn create(order_id: &str, restaurant_id: Uuid, line_items: Vec<TicketLineItem>) -> Self {
+    pub fn create(order_id: OrderId, restaurant_id: RestaurantId, line_items: Vec<TicketLineItem>) -> Self {
         Self {
-            id: Uuid::new_v4(),
-            order_id: order_id.to_owned(),
+            id: TicketId::new(),
+            order_id,
             restaurant_id,
             state: TicketState::CreatePending,
             previous_state: None,
@@ -250,7 +250,7 @@ mod tests {
 
     /// A ticket in `state`; pending states remember ACCEPTED as where they came from.
     fn ticket_in(state: TicketState) -> Ticket {
-        let mut ticket = Ticket::create("o-1", Uuid::new_v4(), vec![]);
+        let mut ticket = Ticket::create(OrderId::new(), RestaurantId::new(), vec![]);
         ticket.state = state;
         if matches!(state, CancelPending | RevisionPending) {
             ticket.previous_state = Some(Accepted);

@@ -3,7 +3,10 @@
 //! cancels the ticket (if one was made), releases the authorization (if one was made) and rejects
 //! the order with the reason.
 
-use ftgo_platform::money::Money;
+use ftgo_platform::{
+    ids::{ConsumerId, InvalidId, OrderId, RestaurantId, TicketId},
+    money::Money,
+};
 use ftgo_proto::{
     accounting::v1 as accounting, common::v1 as common, consumer::v1 as consumer, kitchen::v1 as kitchen,
     order::v1 as order,
@@ -27,23 +30,23 @@ impl From<&order::OrderLineItem> for TicketLine {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateOrderData {
-    pub order_id: String,
-    pub consumer_id: String,
-    pub restaurant_id: String,
+    pub order_id: OrderId,
+    pub consumer_id: ConsumerId,
+    pub restaurant_id: RestaurantId,
     #[serde(rename = "order_total_minor")]
     pub order_total: Money,
     pub line_items: Vec<TicketLine>,
     /// Learnt from the kitchen's reply to CreateTicket.
-    pub ticket_id: Option<String>,
+    pub ticket_id: Option<TicketId>,
 }
 
 impl CreateOrderData {
     /// The saga's data from the order in `OrderCreated`; an amount out of range is an error.
     pub fn from_order(o: &order::Order) -> Result<Self, String> {
         Ok(Self {
-            order_id: o.order_id.clone(),
-            consumer_id: o.consumer_id.clone(),
-            restaurant_id: o.restaurant_id.clone(),
+            order_id: o.order_id.parse().map_err(|e: InvalidId| e.to_string())?,
+            consumer_id: o.consumer_id.parse().map_err(|e: InvalidId| e.to_string())?,
+            restaurant_id: o.restaurant_id.parse().map_err(|e: InvalidId| e.to_string())?,
             order_total: Money::try_from(o.order_total).map_err(|e| format!("order total {e}"))?,
             line_items: o.line_items.iter().map(TicketLine::from).collect(),
             ticket_id: None,
@@ -67,13 +70,13 @@ pub fn ticket_lines(lines: &[TicketLine]) -> Vec<kitchen::TicketLineItem> {
 }
 
 fn reject_order(d: &CreateOrderData, reason: &str) -> Built {
-    command("order", &order::RejectOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
+    command("order", &order::RejectOrder { order_id: d.order_id.to_string(), reason: reason.to_owned() })
 }
 
 fn verify_consumer(d: &CreateOrderData) -> Built {
     let verify = consumer::VerifyConsumer {
-        consumer_id: d.consumer_id.clone(),
-        order_id: d.order_id.clone(),
+        consumer_id: d.consumer_id.to_string(),
+        order_id: d.order_id.to_string(),
         order_total: d.total(),
     };
     command("consumer", &verify)
@@ -81,8 +84,8 @@ fn verify_consumer(d: &CreateOrderData) -> Built {
 
 fn create_ticket(d: &CreateOrderData) -> Built {
     let create = kitchen::CreateTicket {
-        order_id: d.order_id.clone(),
-        restaurant_id: d.restaurant_id.clone(),
+        order_id: d.order_id.to_string(),
+        restaurant_id: d.restaurant_id.to_string(),
         line_items: ticket_lines(&d.line_items),
     };
     command("kitchen", &create)
@@ -93,13 +96,15 @@ fn learn_ticket_id(d: &mut CreateOrderData, reply: &Reply) -> Result<(), String>
     if ticket_id.trim().is_empty() {
         return Err("the Kitchen Service created a ticket without an id".to_owned());
     }
-    d.ticket_id = Some(ticket_id);
+    d.ticket_id = Some(ticket_id.parse().map_err(|e| format!("the Kitchen Service created a ticket, but {e}"))?);
     Ok(())
 }
 
 /// The ticket the Kitchen Service created, which every later ticket command names.
 fn ticket_id(d: &CreateOrderData) -> Result<String, String> {
-    d.ticket_id.clone().ok_or_else(|| "the saga has no ticket id (no TicketCreated was recorded)".to_owned())
+    d.ticket_id
+        .map(|id| id.to_string())
+        .ok_or_else(|| "the saga has no ticket id (no TicketCreated was recorded)".to_owned())
 }
 
 fn cancel_create_ticket(d: &CreateOrderData, _reason: &str) -> Built {
@@ -108,8 +113,8 @@ fn cancel_create_ticket(d: &CreateOrderData, _reason: &str) -> Built {
 
 fn authorize_card(d: &CreateOrderData) -> Built {
     let authorize = accounting::AuthorizeCard {
-        consumer_id: d.consumer_id.clone(),
-        order_id: d.order_id.clone(),
+        consumer_id: d.consumer_id.to_string(),
+        order_id: d.order_id.to_string(),
         order_total: d.total(),
     };
     command("accounting", &authorize)
@@ -118,7 +123,7 @@ fn authorize_card(d: &CreateOrderData) -> Built {
 fn reverse_authorization(d: &CreateOrderData, _reason: &str) -> Built {
     command(
         "accounting",
-        &accounting::ReverseAuthorization { consumer_id: d.consumer_id.clone(), order_id: d.order_id.clone() },
+        &accounting::ReverseAuthorization { consumer_id: d.consumer_id.to_string(), order_id: d.order_id.to_string() },
     )
 }
 
@@ -127,7 +132,7 @@ fn confirm_create_ticket(d: &CreateOrderData) -> Built {
 }
 
 fn approve_order(d: &CreateOrderData) -> Built {
-    command("order", &order::ApproveOrder { order_id: d.order_id.clone() })
+    command("order", &order::ApproveOrder { order_id: d.order_id.to_string() })
 }
 
 static STEPS: [Step<CreateOrderData>; 6] = [
@@ -165,14 +170,14 @@ mod tests {
     use super::*;
     use crate::sagas::{
         ReplyError, Saga, SagaState, StepStatus,
-        testing::{answer, refusal, reply},
+        testing::{T1, answer, c1, o1, r1, refusal, reply},
     };
 
     fn data() -> CreateOrderData {
         CreateOrderData {
-            order_id: "o-1".into(),
-            consumer_id: "c-1".into(),
-            restaurant_id: "r-1".into(),
+            order_id: o1(),
+            consumer_id: c1(),
+            restaurant_id: r1(),
             order_total: Money::from_minor_units_const(2500),
             line_items: vec![TicketLine { menu_item_id: "1".into(), name: "Dal".into(), quantity: 2 }],
             ticket_id: None,
@@ -180,17 +185,17 @@ mod tests {
     }
 
     fn created() -> Reply {
-        reply(&kitchen::TicketCreated { ticket_id: "t-1".into() })
+        reply(&kitchen::TicketCreated { ticket_id: T1.into() })
     }
 
     #[test]
     fn the_happy_path_runs_every_step_in_order() {
-        let (mut saga, first) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, first) = Saga::start(o1(), data(), Utc::now());
         assert_eq!(first.unwrap().command.message_type, consumer::VerifyConsumer::full_name());
         let next = answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         assert_eq!(next.unwrap(), kitchen::CreateTicket::full_name());
         assert_eq!(answer(&mut saga, &created()).unwrap(), accounting::AuthorizeCard::full_name());
-        assert_eq!(saga.data.ticket_id.as_deref(), Some("t-1"));
+        assert_eq!(saga.data.ticket_id.map(|t| t.to_string()).as_deref(), Some(T1));
         let next = answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
         assert_eq!(next.unwrap(), kitchen::ConfirmCreateTicket::full_name());
         let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
@@ -204,7 +209,7 @@ mod tests {
     #[test]
     fn a_ticket_without_an_id_is_a_refusal_and_a_missing_id_is_never_sent_blank() {
         // A TicketCreated without an id refuses the step: the order is rejected.
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         let next = answer(&mut saga, &reply(&kitchen::TicketCreated { ticket_id: " ".into() }));
         assert_eq!(next.unwrap(), order::RejectOrder::full_name());
@@ -217,7 +222,7 @@ mod tests {
         // Should the id be lost anyway, the ticket commands are not sent with a blank id: the
         // confirmation counts as refused, the card is released, and the ticket's compensation,
         // which cannot name it either, is recorded as refused for an operator.
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         answer(&mut saga, &created());
         saga.data.ticket_id = None;
@@ -235,7 +240,7 @@ mod tests {
 
     #[test]
     fn an_unknown_consumer_rejects_the_order_and_nothing_else_needs_undoing() {
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         let why = "consumer c-1 does not exist";
         let refusal =
             refusal(&consumer::ConsumerVerificationFailed { consumer_id: "c-1".into(), reason: why.into() }, why);
@@ -248,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_refused_card_cancels_the_ticket_then_rejects_the_order() {
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         answer(&mut saga, &created());
         let why = "credit limit exceeded";
@@ -277,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_stale_or_late_reply_changes_nothing() {
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         let before = saga.clone();
         let verified = reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() });
         assert!(saga.on_reply("3:f", &verified, Utc::now()).is_err());
@@ -291,7 +296,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_step_is_sent_again_then_undone_with_its_own_compensation() {
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         answer(&mut saga, &created());
         // "authorize card" goes unanswered: sent again, with the same step, while attempts remain.
@@ -332,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_step_after_the_pivot_that_goes_unanswered_fails_the_saga_until_its_reply_comes() {
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         answer(&mut saga, &created());
         answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
@@ -351,7 +356,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_compensation_fails_the_saga_and_keeps_why_it_compensated() {
-        let (mut saga, _) = Saga::start("o-1", data(), Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data(), Utc::now());
         let why = "consumer c-1 does not exist";
         answer(
             &mut saga,

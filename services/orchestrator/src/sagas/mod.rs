@@ -31,10 +31,10 @@ pub mod create_order;
 pub mod revise_order;
 
 use chrono::{DateTime, Utc};
+use ftgo_platform::ids::{OrderId, SagaId};
 use ftgo_platform::messaging::{OutgoingMessage, saga::SAGA_STEP_HEADER, streams::command_subject};
 use prost::{Message, Name};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use uuid::Uuid;
 
 /// Where every participant sends its replies to the orchestrator.
 pub const REPLY_SUBJECT: &str = "ftgo.reply.orchestrator.saga";
@@ -190,8 +190,8 @@ pub trait SagaDefinition: Serialize + DeserializeOwned + Clone + Send + Sync + '
 /// A running or finished saga instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Saga<D> {
-    pub id: Uuid,
-    pub order_id: String,
+    pub id: SagaId,
+    pub order_id: OrderId,
     pub state: SagaState,
     /// The step whose reply the saga waits for (forward or compensating, as `state` says).
     pub step: usize,
@@ -214,7 +214,7 @@ pub struct Next {
 
 impl Next {
     /// The outbox message for this command, addressed from saga `saga_id`.
-    pub fn message(&self, saga_id: Uuid) -> OutgoingMessage {
+    pub fn message(&self, saga_id: SagaId) -> OutgoingMessage {
         use ftgo_platform::messaging::saga::{REPLY_TO_HEADER, SAGA_ID_HEADER};
         OutgoingMessage::new(&self.command.subject, &self.command.message_type, self.command.payload.clone())
             .with_header(SAGA_ID_HEADER, saga_id.to_string())
@@ -234,10 +234,10 @@ pub enum ReplyError {
 
 impl<D: SagaDefinition> Saga<D> {
     /// A new saga whose step 0 the initiator already did; returns it with its first command.
-    pub fn start(order_id: &str, data: D, now: DateTime<Utc>) -> (Self, Option<Next>) {
+    pub fn start(order_id: OrderId, data: D, now: DateTime<Utc>) -> (Self, Option<Next>) {
         let mut saga = Self {
-            id: Uuid::new_v4(),
-            order_id: order_id.to_owned(),
+            id: SagaId::new(),
+            order_id,
             state: SagaState::Running,
             step: 0,
             data,
@@ -426,7 +426,24 @@ impl<D: SagaDefinition> Saga<D> {
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use ftgo_platform::ids::{ConsumerId, RestaurantId};
+
     use super::*;
+
+    /// The ids the saga tests use: one order, its consumer and restaurant, and its ticket.
+    pub const T1: &str = "00000000-0000-4000-8000-0000000000f1";
+
+    pub fn o1() -> OrderId {
+        "00000000-0000-4000-8000-0000000000a1".parse().unwrap()
+    }
+
+    pub fn c1() -> ConsumerId {
+        "00000000-0000-4000-8000-0000000000c1".parse().unwrap()
+    }
+
+    pub fn r1() -> RestaurantId {
+        "00000000-0000-4000-8000-0000000000b1".parse().unwrap()
+    }
 
     /// A successful reply of type `M`.
     pub fn reply<M: Message + Name>(message: &M) -> Reply {

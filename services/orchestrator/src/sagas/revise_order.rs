@@ -3,7 +3,10 @@
 //! `APPROVED` with the new items. A revision over the credit limit, or a kitchen already
 //! PREPARING, is undone: the ticket and the order keep their original items.
 
-use ftgo_platform::money::Money;
+use ftgo_platform::{
+    ids::{ConsumerId, OrderId},
+    money::Money,
+};
 use ftgo_proto::{accounting::v1 as accounting, kitchen::v1 as kitchen, order::v1 as order};
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +17,8 @@ use super::{
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReviseOrderData {
-    pub order_id: String,
-    pub consumer_id: String,
+    pub order_id: OrderId,
+    pub consumer_id: ConsumerId,
     pub revised_line_items: Vec<TicketLine>,
     #[serde(rename = "revised_total_minor")]
     pub revised_total: Money,
@@ -25,25 +28,25 @@ pub struct ReviseOrderData {
 }
 
 fn undo_revise_order(d: &ReviseOrderData, reason: &str) -> Built {
-    command("order", &order::UndoReviseOrder { order_id: d.order_id.clone(), reason: reason.to_owned() })
+    command("order", &order::UndoReviseOrder { order_id: d.order_id.to_string(), reason: reason.to_owned() })
 }
 
 fn begin_revise_ticket(d: &ReviseOrderData) -> Built {
     let begin = kitchen::BeginReviseTicket {
-        order_id: d.order_id.clone(),
+        order_id: d.order_id.to_string(),
         revised_line_items: ticket_lines(&d.revised_line_items),
     };
     command("kitchen", &begin)
 }
 
 fn undo_begin_revise_ticket(d: &ReviseOrderData, _reason: &str) -> Built {
-    command("kitchen", &kitchen::UndoBeginReviseTicket { order_id: d.order_id.clone() })
+    command("kitchen", &kitchen::UndoBeginReviseTicket { order_id: d.order_id.to_string() })
 }
 
 fn revise_authorization_to(d: &ReviseOrderData, total: Money) -> Built {
     let revise = accounting::ReviseAuthorization {
-        consumer_id: d.consumer_id.clone(),
-        order_id: d.order_id.clone(),
+        consumer_id: d.consumer_id.to_string(),
+        order_id: d.order_id.to_string(),
         order_total: Some(total.into()),
     };
     command("accounting", &revise)
@@ -59,14 +62,14 @@ fn restore_authorization(d: &ReviseOrderData, _reason: &str) -> Built {
 
 fn confirm_revise_ticket(d: &ReviseOrderData) -> Built {
     let confirm = kitchen::ConfirmReviseTicket {
-        order_id: d.order_id.clone(),
+        order_id: d.order_id.to_string(),
         revised_line_items: ticket_lines(&d.revised_line_items),
     };
     command("kitchen", &confirm)
 }
 
 fn confirm_revise_order(d: &ReviseOrderData) -> Built {
-    command("order", &order::ConfirmReviseOrder { order_id: d.order_id.clone() })
+    command("order", &order::ConfirmReviseOrder { order_id: d.order_id.to_string() })
 }
 
 static STEPS: [Step<ReviseOrderData>; 5] = [
@@ -103,19 +106,19 @@ mod tests {
     use super::*;
     use crate::sagas::{
         Saga, SagaState,
-        testing::{answer, refusal, reply},
+        testing::{answer, c1, o1, refusal, reply},
     };
 
     #[test]
     fn a_revision_over_the_credit_limit_undoes_the_ticket_and_the_order() {
         let data = ReviseOrderData {
-            order_id: "o-1".into(),
-            consumer_id: "c-1".into(),
+            order_id: o1(),
+            consumer_id: c1(),
             revised_line_items: vec![],
             revised_total: Money::from_minor_units_const(90_000),
             original_total: Money::from_minor_units_const(2_500),
         };
-        let (mut saga, _) = Saga::start("o-1", data, Utc::now());
+        let (mut saga, _) = Saga::start(o1(), data, Utc::now());
         let next = answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
         assert_eq!(next.unwrap(), accounting::ReviseAuthorization::full_name());
         let why = "credit limit exceeded";

@@ -11,8 +11,8 @@
 
 use chrono::{DateTime, Utc};
 pub use ftgo_platform::address::Address;
+use ftgo_platform::ids::{ConsumerId, OrderId, RestaurantId};
 use ftgo_platform::money::Money;
-use uuid::Uuid;
 
 /// The most of one menu item an order can hold.
 pub const MAX_QUANTITY: i32 = 100;
@@ -53,7 +53,7 @@ pub struct MenuItem {
 /// The replica of a restaurant's menu.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Menu {
-    pub restaurant_id: Uuid,
+    pub restaurant_id: RestaurantId,
     pub restaurant_name: String,
     pub items: Vec<MenuItem>,
 }
@@ -75,9 +75,9 @@ pub struct Pricing {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
-    pub id: Uuid,
-    pub consumer_id: String,
-    pub restaurant_id: Uuid,
+    pub id: OrderId,
+    pub consumer_id: ConsumerId,
+    pub restaurant_id: RestaurantId,
     pub state: OrderState,
     pub pricing: Pricing,
     pub delivery_address: Address,
@@ -140,17 +140,15 @@ impl Order {
         delivery_address: Address,
         requested: &[(String, i32)],
     ) -> Result<Self, OrderError> {
-        let consumer_id = consumer_id.trim();
-        if consumer_id.is_empty() {
+        if consumer_id.trim().is_empty() {
             return Err(invalid("consumerId", "is required"));
         }
-        if consumer_id.len() > 100 || consumer_id.chars().any(char::is_control) {
-            return Err(invalid("consumerId", "is not a valid id"));
-        }
+        let consumer_id: ConsumerId =
+            consumer_id.parse().map_err(|_| invalid("consumerId", "is not a consumer id (a UUID)"))?;
         let pricing = price(menu, requested, "lineItems")?;
         Ok(Self {
-            id: Uuid::new_v4(),
-            consumer_id: consumer_id.to_owned(),
+            id: OrderId::new(),
+            consumer_id,
             restaurant_id: menu.restaurant_id,
             state: OrderState::ApprovalPending,
             pricing,
@@ -221,10 +219,12 @@ impl Order {
 mod tests {
     use super::{OrderState::*, *};
 
+    const C1: &str = "00000000-0000-4000-8000-0000000000c1";
+
     fn menu() -> Menu {
         let money = |s: &str| s.parse().unwrap();
         Menu {
-            restaurant_id: Uuid::new_v4(),
+            restaurant_id: RestaurantId::new(),
             restaurant_name: "Ajanta".into(),
             items: vec![
                 MenuItem { id: "1".into(), name: "Vindaloo".into(), price: money("12.50") },
@@ -234,7 +234,7 @@ mod tests {
     }
 
     fn order_in(state: OrderState) -> Order {
-        let mut order = Order::create("c-1", &menu(), Address::default(), &[("1".into(), 1)]).unwrap();
+        let mut order = Order::create(C1, &menu(), Address::default(), &[("1".into(), 1)]).unwrap();
         order.state = state;
         order
     }
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn an_order_is_priced_from_the_menu() {
-        let order = Order::create("c-1", &menu(), Address::default(), &[("1".into(), 2), ("2".into(), 1)]).unwrap();
+        let order = Order::create(C1, &menu(), Address::default(), &[("1".into(), 2), ("2".into(), 1)]).unwrap();
         assert_eq!(order.state, ApprovalPending);
         assert_eq!(order.pricing.total.to_string(), "30.00");
         assert_eq!(order.pricing.line_items[0].name, "Vindaloo");
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn bad_line_items_are_refused_with_the_field_that_is_wrong() {
         let create =
-            |items: &[(String, i32)]| Order::create("c-1", &menu(), Address::default(), items).unwrap_err().to_string();
+            |items: &[(String, i32)]| Order::create(C1, &menu(), Address::default(), items).unwrap_err().to_string();
         assert_eq!(create(&[]), "lineItems must have at least one item");
         assert_eq!(create(&[("1".into(), 0)]), "lineItems[0].quantity must be from 1 to 100");
         assert_eq!(create(&[("1".into(), -3)]), "lineItems[0].quantity must be from 1 to 100");
@@ -304,6 +304,8 @@ mod tests {
         assert_eq!(create(&[("9".into(), 1)]), "restaurant Ajanta has no menu item \"9\"");
         let blank = Order::create(" ", &menu(), Address::default(), &[("1".into(), 1)]).unwrap_err();
         assert_eq!(blank.to_string(), "consumerId is required");
+        let not_an_id = Order::create("c-1", &menu(), Address::default(), &[("1".into(), 1)]).unwrap_err();
+        assert_eq!(not_an_id.to_string(), "consumerId is not a consumer id (a UUID)");
     }
 
     #[test]
