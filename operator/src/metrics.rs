@@ -1,57 +1,118 @@
-//! The operator's Prometheus metrics, in the text exposition format.
+//! The operator's metrics: OpenTelemetry instruments, as in the services, read out in the
+//! Prometheus text format on `/metrics` (`opentelemetry-prometheus`), and also sent over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, as the services' are.
 //!
 //! Four series are all an operator of the operator needs: how many reconciles ran and how they
 //! ended, why the failing ones failed, how long they took, and whether this replica leads.
-//! They are few and fixed, so they are kept in atomics and a small map rather than pulling in a
-//! metrics framework.
 
 use std::{
-    collections::BTreeMap,
-    fmt::Write,
     sync::{
-        Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, MeterProvider, ObservableGauge},
+};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use prometheus::{Registry, TextEncoder};
+
 /// Upper bounds, in seconds, of the reconcile duration histogram's buckets.
 const BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-#[derive(Default)]
 pub struct Metrics {
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    errors: Mutex<BTreeMap<&'static str, u64>>,
-    /// Cumulative counts per bucket (Prometheus buckets are cumulative), then sum and count.
-    duration: Mutex<([u64; BUCKETS.len()], f64, u64)>,
-    leader: AtomicBool,
+    registry: Registry,
+    provider: SdkMeterProvider,
+    reconciles: Counter<u64>,
+    errors: Counter<u64>,
+    duration: Histogram<f64>,
+    _leader_gauge: ObservableGauge<u64>,
+    leader: Arc<AtomicBool>,
+    /// Reconciles finished, for whoever holds the metrics (tests).
+    finished: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    /// Records one finished reconcile; `error` is the failure's reason, if it failed.
-    pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {
-        match error {
-            None => self.succeeded.fetch_add(1, Ordering::Relaxed),
-            Some(reason) => {
-                *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
-                self.failed.fetch_add(1, Ordering::Relaxed)
-            }
-        };
-        let seconds = took.as_secs_f64();
-        let mut duration = self.duration.lock().unwrap_or_else(|e| e.into_inner());
-        for (bucket, bound) in duration.0.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
+    /// The instruments, on a meter provider of their own: `/metrics` reads it, and so does an
+    /// OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let mut provider = SdkMeterProvider::builder();
+        match opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+        {
+            Ok(exporter) => provider = provider.with_reader(exporter),
+            Err(e) => tracing::error!(error = %e, "no Prometheus metrics"),
+        }
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            match opentelemetry_otlp::MetricExporter::builder().with_http().build() {
+                Ok(exporter) => provider = provider.with_reader(PeriodicReader::builder(exporter).build()),
+                Err(e) => tracing::warn!(error = %e, "OTLP metric export disabled"),
             }
         }
-        duration.1 += seconds;
-        duration.2 += 1;
+        let provider = provider.build();
+        let meter = provider.meter("ftgo-operator");
+        let leader = Arc::new(AtomicBool::new(false));
+        let leads = leader.clone();
+        let metrics = Self {
+            reconciles: meter
+                .u64_counter("ftgo_operator_reconciles")
+                .with_description("Reconciles run, by result.")
+                .build(),
+            errors: meter
+                .u64_counter("ftgo_operator_reconcile_errors")
+                .with_description("Failed reconciles, by reason.")
+                .build(),
+            duration: meter
+                .f64_histogram("ftgo_operator_reconcile_duration")
+                .with_unit("s")
+                .with_description("How long reconciles take.")
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+            _leader_gauge: meter
+                .u64_observable_gauge("ftgo_operator_leader")
+                .with_description("Whether this replica holds the leader Lease.")
+                .with_callback(move |observer| observer.observe(u64::from(leads.load(Ordering::Relaxed)), &[]))
+                .build(),
+            leader,
+            registry,
+            provider,
+            finished: AtomicU64::new(0),
+        };
+        // Both results are on /metrics from the start, at 0, so a rate over them is defined before
+        // the first reconcile (a standby replica may never run one).
+        for result in ["success", "error"] {
+            metrics.reconciles.add(0, &[KeyValue::new("result", result)]);
+        }
+        metrics
+    }
+
+    /// Records one finished reconcile; `error` is the failure's reason, if it failed.
+    pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {
+        let result = if error.is_some() { "error" } else { "success" };
+        self.reconciles.add(1, &[KeyValue::new("result", result)]);
+        if let Some(reason) = error {
+            self.errors.add(1, &[KeyValue::new("reason", reason)]);
+        }
+        self.duration.record(took.as_secs_f64(), &[]);
+        self.finished.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reconciles finished so far, whatever their result.
     pub fn reconciles(&self) -> u64 {
-        self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+        self.finished.load(Ordering::Relaxed)
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -64,34 +125,16 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP ftgo_operator_reconciles_total Reconciles run, by result.");
-        let _ = writeln!(out, "# TYPE ftgo_operator_reconciles_total counter");
-        let _ = writeln!(
-            out,
-            "ftgo_operator_reconciles_total{{result=\"success\"}} {}",
-            self.succeeded.load(Ordering::Relaxed)
-        );
-        let _ =
-            writeln!(out, "ftgo_operator_reconciles_total{{result=\"error\"}} {}", self.failed.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP ftgo_operator_reconcile_errors_total Failed reconciles, by reason.");
-        let _ = writeln!(out, "# TYPE ftgo_operator_reconcile_errors_total counter");
-        for (reason, count) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "ftgo_operator_reconcile_errors_total{{reason=\"{reason}\"}} {count}");
-        }
-        let _ = writeln!(out, "# HELP ftgo_operator_reconcile_duration_seconds How long reconciles take.");
-        let _ = writeln!(out, "# TYPE ftgo_operator_reconcile_duration_seconds histogram");
-        let (buckets, sum, count) = *self.duration.lock().unwrap_or_else(|e| e.into_inner());
-        for (bound, bucket) in BUCKETS.iter().zip(buckets) {
-            let _ = writeln!(out, "ftgo_operator_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {bucket}");
-        }
-        let _ = writeln!(out, "ftgo_operator_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "ftgo_operator_reconcile_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "ftgo_operator_reconcile_duration_seconds_count {count}");
-        let _ = writeln!(out, "# HELP ftgo_operator_leader Whether this replica holds the leader Lease.");
-        let _ = writeln!(out, "# TYPE ftgo_operator_leader gauge");
-        let _ = writeln!(out, "ftgo_operator_leader {}", u8::from(self.is_leader()));
-        out
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not encode the metrics");
+            String::new()
+        })
+    }
+}
+
+impl Drop for Metrics {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
     }
 }
 
@@ -102,6 +145,10 @@ mod tests {
     #[test]
     fn reconciles_are_counted_by_result_and_reason_and_timed_in_cumulative_buckets() {
         let metrics = Metrics::default();
+        let fresh = metrics.render();
+        for line in ["ftgo_operator_reconciles_total{result=\"success\"} 0", "ftgo_operator_leader 0"] {
+            assert!(fresh.lines().any(|l| l == line), "{line} before any reconcile, in\n{fresh}");
+        }
         metrics.reconciled(Duration::from_millis(30), None);
         metrics.reconciled(Duration::from_secs(3), Some("CleanupBlocked"));
         metrics.set_leader(true);
@@ -119,5 +166,6 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+        assert_eq!(metrics.reconciles(), 2);
     }
 }
