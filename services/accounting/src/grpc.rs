@@ -2,7 +2,7 @@
 
 use ftgo_platform::{
     grpc::database_error,
-    ids::{ConsumerId, InvalidId, OrderId},
+    ids::{ConsumerId, OrderId},
     money::Money,
 };
 use ftgo_proto::accounting::v1 as api;
@@ -25,7 +25,7 @@ impl AccountingApi {
 }
 
 fn consumer_id(id: &str) -> Result<ConsumerId, Status> {
-    id.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))
+    Ok(id.parse()?)
 }
 
 fn account_not_found(id: ConsumerId) -> Status {

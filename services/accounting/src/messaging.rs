@@ -34,7 +34,7 @@ impl MessageHandler for ConsumerEvents {
         let consumer = event
             .consumer
             .ok_or_else(|| HandlerError::Rejected(anyhow::anyhow!("ConsumerCreated without a consumer")))?;
-        let id: ConsumerId = consumer.consumer_id.parse().map_err(|e| HandlerError::Rejected(anyhow::Error::new(e)))?;
+        let id: ConsumerId = consumer.consumer_id.parse()?;
         if store::open_account(tx, &Account::open(id)).await? {
             tracing::info!(consumer_id = %id, "account opened");
         }

@@ -82,7 +82,7 @@ pub async fn find_authorization(conn: &mut PgConnection, order_id: OrderId) -> s
             .await?;
     row.map(|(stored_order_id, consumer_id, amount, state)| {
         Ok(Authorization {
-            order_id: stored_order_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            order_id: stored_order_id.parse()?,
             consumer_id,
             amount: Money::from_minor_units(amount).map_err(|e| sqlx::Error::Decode(e.into()))?,
             state: state

@@ -125,7 +125,8 @@ impl Backends {
             anyhow::bail!("backends.{service}: the {service} is not a back-end service");
         }
         let mut admin = Vec::new();
-        let mut backend = |service: ServiceName| -> Result<Channel> {
+        // One channel and one policy per service, shared by its API client and its admin client.
+        let mut backend = |service: ServiceName| -> Result<(Channel, Arc<CallPolicy>)> {
             let url = addresses.address(service).with_context(|| format!("backends.{service} is not set"))?;
             let channel = Endpoint::from_shared(url.to_owned())
                 .with_context(|| format!("backends.{service}: {url:?} is not a valid URL"))?
@@ -136,32 +137,17 @@ impl Backends {
             let host = DestinationHost(MetadataValue::from_static(service.binary()));
             let client = DeadLetterServiceClient::with_interceptor(channel.clone(), host);
             admin.push((service, Backend { client, policy: policy.clone() }));
-            Ok(channel)
+            Ok((channel, policy))
         };
-        let consumer = backend(ServiceName::Consumer)?;
-        let kitchen = backend(ServiceName::Kitchen)?;
-        let accounting = backend(ServiceName::Accounting)?;
-        let order = backend(ServiceName::Order)?;
-        let orchestrator = backend(ServiceName::Orchestrator)?;
-        let policy = |service: ServiceName| {
-            admin
-                .iter()
-                .find(|(s, _)| *s == service)
-                .map(|(_, b)| b.policy.clone())
-                .expect("every backend has a policy")
-        };
+        fn api<C>((channel, policy): (Channel, Arc<CallPolicy>), client: fn(Channel) -> C) -> Backend<C> {
+            Backend { client: client(channel), policy }
+        }
         Ok(Self {
-            consumer: Backend { client: ConsumerServiceClient::new(consumer), policy: policy(ServiceName::Consumer) },
-            kitchen: Backend { client: KitchenServiceClient::new(kitchen), policy: policy(ServiceName::Kitchen) },
-            accounting: Backend {
-                client: AccountingServiceClient::new(accounting),
-                policy: policy(ServiceName::Accounting),
-            },
-            order: Backend { client: OrderServiceClient::new(order), policy: policy(ServiceName::Order) },
-            orchestrator: Backend {
-                client: SagaServiceClient::new(orchestrator),
-                policy: policy(ServiceName::Orchestrator),
-            },
+            consumer: api(backend(ServiceName::Consumer)?, ConsumerServiceClient::new),
+            kitchen: api(backend(ServiceName::Kitchen)?, KitchenServiceClient::new),
+            accounting: api(backend(ServiceName::Accounting)?, AccountingServiceClient::new),
+            order: api(backend(ServiceName::Order)?, OrderServiceClient::new),
+            orchestrator: api(backend(ServiceName::Orchestrator)?, SagaServiceClient::new),
             admin,
         })
     }

@@ -1,11 +1,9 @@
 //! The KitchenService gRPC API: restaurants, and the transitions a restaurant makes on its tickets.
 
 use chrono::{DateTime, Utc};
-use std::str::FromStr;
-
 use ftgo_platform::{
     grpc::database_error,
-    ids::{InvalidId, OrderId, RestaurantId, TicketId},
+    ids::{OrderId, RestaurantId, TicketId},
     messaging::{OutgoingMessage, outbox, streams::event_subject},
 };
 use ftgo_proto::{common::v1 as common, kitchen::v1 as api};
@@ -37,11 +35,6 @@ impl From<TicketError> for Status {
             TicketError::ReadyByInThePast => Status::invalid_argument(e.to_string()),
         }
     }
-}
-
-/// An id from a request; one that is not an id is a bad argument, named by its kind.
-fn id<T: FromStr<Err = InvalidId>>(raw: &str) -> Result<T, Status> {
-    raw.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))
 }
 
 pub fn restaurant_to_proto(r: &Restaurant) -> api::Restaurant {
@@ -102,7 +95,7 @@ impl KitchenApi {
         ticket_id: &str,
         change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
     ) -> Result<Response<api::Ticket>, Status> {
-        let id = id::<TicketId>(ticket_id)?;
+        let id = ticket_id.parse::<TicketId>()?;
         let mut tx = self.db.begin().await.map_err(database_error)?;
         let mut ticket = store::lock_ticket(&mut tx, id)
             .await
@@ -143,7 +136,7 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         &self,
         request: Request<api::GetRestaurantRequest>,
     ) -> Result<Response<api::Restaurant>, Status> {
-        let id = id::<RestaurantId>(&request.into_inner().restaurant_id)?;
+        let id = request.into_inner().restaurant_id.parse::<RestaurantId>()?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let restaurant = store::find_restaurant(&mut conn, id)
             .await
@@ -153,7 +146,7 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
     }
 
     async fn get_ticket(&self, request: Request<api::GetTicketRequest>) -> Result<Response<api::Ticket>, Status> {
-        let id = id::<TicketId>(&request.into_inner().ticket_id)?;
+        let id = request.into_inner().ticket_id.parse::<TicketId>()?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let ticket = store::find_ticket(&mut conn, id)
             .await

@@ -79,7 +79,7 @@ fn ticket(row: TicketRow) -> sqlx::Result<Ticket> {
     let parse = |s: &str| TicketState::parse(s).ok_or_else(|| decode_error(format!("unknown ticket state {s}")));
     Ok(Ticket {
         id,
-        order_id: order_id.parse().map_err(|e| decode_error(format!("{e}")))?,
+        order_id: order_id.parse()?,
         restaurant_id,
         state: parse(&state)?,
         previous_state: previous_state.as_deref().map(parse).transpose()?,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     StepDeadlines,
     messaging::{count_deadline, count_finished},
-    sagas::{Saga, SagaDefinition, SagaVisitor, is_known, with_saga_type},
+    sagas::{Overdue, Saga, SagaDefinition, SagaVisitor, is_known, with_saga_type},
     store::{self, SagaRow},
 };
 
@@ -65,7 +65,7 @@ impl Sweep {
                     tracing::error!(saga_id = %row.id, saga_type = %row.saga_type, "an overdue saga of an unknown type is left alone");
                     store::clear_deadline(&mut tx, row.id).await?;
                 } else if let Some(handled) =
-                    with_saga_type(&row.saga_type, Overdue { tx: &mut tx, row, deadlines: self.deadlines })
+                    with_saga_type(&row.saga_type, ApplyDeadline { tx: &mut tx, row, deadlines: self.deadlines })
                 {
                     handled.await?;
                 }
@@ -78,13 +78,13 @@ impl Sweep {
 }
 
 /// Applies a deadline to a saga of whichever type its row says.
-struct Overdue<'a> {
+struct ApplyDeadline<'a> {
     tx: &'a mut PgConnection,
     row: &'a SagaRow,
     deadlines: StepDeadlines,
 }
 
-impl<'a> SagaVisitor for Overdue<'a> {
+impl<'a> SagaVisitor for ApplyDeadline<'a> {
     type Output = futures::future::BoxFuture<'a, sqlx::Result<()>>;
 
     fn visit<D: SagaDefinition>(self) -> Self::Output {
@@ -108,17 +108,22 @@ async fn overdue<D: SagaDefinition>(
         tracing::error!(saga_id = %row.id, step = saga.step, "an overdue saga at a step its type does not have");
         return store::clear_deadline(tx, row.id).await;
     };
-    let (awaiting, attempts) = (saga.awaiting.clone(), saga.attempts);
-    let next = saga.on_deadline(deadlines.attempts, Utc::now());
+    let overdue = saga.on_deadline(deadlines.attempts, Utc::now());
+    // Saved in every case: a saga that waits for nothing any more loses its deadline.
     store::save(tx, &saga, deadlines.reply_timeout).await?;
-    if let Some(next) = &next {
+    let resent = match &overdue {
+        Overdue::NotWaiting => return Ok(()),
+        Overdue::Resent(_) => {
+            tracing::warn!(saga_id = %saga.id, saga_type = D::TYPE, step, attempt = saga.attempts, "no reply in time: the step's command is sent again");
+            true
+        }
+        Overdue::GaveUp(_) => {
+            tracing::warn!(saga_id = %saga.id, saga_type = D::TYPE, step, state = saga.state.as_str(), reason = ?saga.failure_reason, "no reply after every attempt: the saga gave up on the step");
+            false
+        }
+    };
+    if let Some(next) = overdue.next() {
         outbox::enqueue(tx, &next.message(saga.id)).await?;
-    }
-    let resent = next.is_some() && saga.awaiting == awaiting && saga.attempts == attempts + 1;
-    if resent {
-        tracing::warn!(saga_id = %saga.id, saga_type = D::TYPE, step, attempt = saga.attempts, "no reply in time: the step's command is sent again");
-    } else {
-        tracing::warn!(saga_id = %saga.id, saga_type = D::TYPE, step, state = saga.state.as_str(), reason = ?saga.failure_reason, "no reply after every attempt: the saga gave up on the step");
     }
     count_deadline(&saga, step, resent);
     if saga.state.is_finished() {

@@ -1,13 +1,13 @@
 //! The SagaService gRPC API: saga instances, for inspection.
 
 use ftgo_platform::grpc::database_error;
-use ftgo_platform::ids::{InvalidId, OrderId, SagaId};
+use ftgo_platform::ids::{OrderId, SagaId};
 use ftgo_proto::orchestrator::v1 as api;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    sagas::{SagaDefinition, SagaState, SagaVisitor, StepStatus, with_saga_type},
+    sagas::{SagaDefinition, SagaState, SagaVisitor, StepStatus, awaits_compensation, with_saga_type},
     store::{self, SagaRow},
 };
 
@@ -59,7 +59,7 @@ fn to_proto(row: &SagaRow) -> api::Saga {
             step_name(&row.saga_type, row.step as usize).unwrap_or_default().to_owned()
         },
         compensating: state == Some(SagaState::Compensating)
-            || row.awaiting.as_deref().is_some_and(|h| h.ends_with(":c")),
+            || row.awaiting.as_deref().is_some_and(awaits_compensation),
         steps: row
             .history
             .0
@@ -88,8 +88,7 @@ fn to_proto(row: &SagaRow) -> api::Saga {
 #[tonic::async_trait]
 impl api::saga_service_server::SagaService for SagaApi {
     async fn get_saga(&self, request: Request<api::GetSagaRequest>) -> Result<Response<api::Saga>, Status> {
-        let id: SagaId =
-            request.into_inner().saga_id.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))?;
+        let id: SagaId = request.into_inner().saga_id.parse()?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let row = store::find(&mut conn, id)
             .await
@@ -102,8 +101,7 @@ impl api::saga_service_server::SagaService for SagaApi {
         &self,
         request: Request<api::ListOrderSagasRequest>,
     ) -> Result<Response<api::ListOrderSagasResponse>, Status> {
-        let order_id: OrderId =
-            request.into_inner().order_id.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))?;
+        let order_id: OrderId = request.into_inner().order_id.parse()?;
         let mut conn = self.db.acquire().await.map_err(database_error)?;
         let rows = store::for_order(&mut conn, order_id).await.map_err(database_error)?;
         Ok(Response::new(api::ListOrderSagasResponse { sagas: rows.iter().map(to_proto).collect() }))

@@ -10,7 +10,7 @@ use std::{
 
 use chrono::Utc;
 use ftgo_platform::{
-    ids::{InvalidId, OrderId, SagaId},
+    ids::{OrderId, SagaId},
     messaging::{
         dispatch::Table,
         inbox::{HandlerError, IncomingMessage, MessageHandler},
@@ -46,11 +46,6 @@ fn refuse(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Rejected(anyhow::anyhow!("{e}"))
 }
 
-/// An id from a message; a message that names something with a non-id can never be handled.
-fn id<T: std::str::FromStr<Err = InvalidId>>(raw: &str) -> Result<T, HandlerError> {
-    raw.parse().map_err(refuse)
-}
-
 /// Starts a saga for every order event that asks for one.
 pub struct OrderEvents {
     pub deadlines: StepDeadlines,
@@ -78,14 +73,14 @@ impl MessageHandler for OrderEvents {
             }
             Event::CancelRequested(event) => {
                 let o = event.order.ok_or_else(|| refuse("OrderCancelRequested without an order"))?;
-                let data = CancelOrderData { order_id: id(&o.order_id)?, consumer_id: id(&o.consumer_id)? };
+                let data = CancelOrderData { order_id: o.order_id.parse()?, consumer_id: o.consumer_id.parse()? };
                 self.start(tx, data.order_id, data).await
             }
             Event::RevisionRequested(event) => {
                 let o = event.order.ok_or_else(|| refuse("OrderRevisionRequested without an order"))?;
                 let data = ReviseOrderData {
-                    order_id: id(&o.order_id)?,
-                    consumer_id: id(&o.consumer_id)?,
+                    order_id: o.order_id.parse()?,
+                    consumer_id: o.consumer_id.parse()?,
                     revised_line_items: event.revised_line_items.iter().map(TicketLine::from).collect(),
                     revised_total: Money::try_from(event.revised_total)
                         .map_err(|e| refuse(format!("revised total {e}")))?,
@@ -122,7 +117,7 @@ pub struct SagaReplies {
 impl MessageHandler for SagaReplies {
     async fn handle(&self, tx: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
         let saga_id = message.saga_id().ok_or_else(|| refuse("a reply without a saga id"))?;
-        let saga_id: SagaId = id(saga_id)?;
+        let saga_id: SagaId = saga_id.parse()?;
         let step = message.header(SAGA_STEP_HEADER).ok_or_else(|| refuse("a reply without a saga step"))?.to_owned();
         let row = store::lock(tx, saga_id).await?.ok_or_else(|| refuse(format!("saga {saga_id} does not exist")))?;
         let reply = Reply {

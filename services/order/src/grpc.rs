@@ -1,11 +1,11 @@
 //! The OrderService gRPC API. Creating, cancelling and revising an order each change its state and
 //! publish the event that starts the matching saga, in one transaction.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use ftgo_platform::{
     grpc::database_error,
-    ids::{InvalidId, OrderId, RestaurantId},
+    ids::{OrderId, RestaurantId},
     messaging::{
         OutgoingMessage,
         outbox::{self, Publisher},
@@ -116,11 +116,6 @@ impl From<OrderError> for Status {
     }
 }
 
-/// An id from a request; one that is not an id is a bad argument, named by its kind.
-fn id<T: FromStr<Err = InvalidId>>(raw: &str) -> Result<T, Status> {
-    raw.parse().map_err(|e: InvalidId| Status::invalid_argument(e.to_string()))
-}
-
 pub fn state_to_proto(state: OrderState) -> api::OrderState {
     match state {
         OrderState::ApprovalPending => api::OrderState::ApprovalPending,
@@ -181,7 +176,7 @@ impl OrderApi {
         order_id: &str,
         change: impl AsyncFnOnce(&mut PgConnection, &mut Order) -> Result<M, Status>,
     ) -> Result<Response<api::Order>, Status> {
-        let id = id::<OrderId>(order_id)?;
+        let id = order_id.parse::<OrderId>()?;
         let order = outbox::scope(&self.publisher, async {
             let mut tx = self.db.begin().await.map_err(database_error)?;
             let mut order = store::lock_order(&mut tx, id)
@@ -227,7 +222,7 @@ impl api::order_service_server::OrderService for OrderApi {
 
     async fn get_order(&self, request: Request<api::GetOrderRequest>) -> Result<Response<api::Order>, Status> {
         let request = request.into_inner();
-        let id = id::<OrderId>(&request.order_id)?;
+        let id = request.order_id.parse::<OrderId>()?;
         let order = match wait_request(&request)? {
             None => self.find(id).await?,
             Some((states, timeout)) => self.wait_for(id, &states, timeout).await?,

@@ -140,7 +140,7 @@ fn order(row: OrderRow) -> sqlx::Result<Order> {
     ) = row;
     Ok(Order {
         id,
-        consumer_id: consumer_id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        consumer_id: consumer_id.parse()?,
         restaurant_id,
         state: OrderState::parse(&state)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown order state {state}").into()))?,

@@ -17,6 +17,27 @@ pub struct InvalidId {
     pub raw: String,
 }
 
+/// A request that names something with a non-id is a bad argument.
+impl From<InvalidId> for tonic::Status {
+    fn from(e: InvalidId) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+/// A message that names something with a non-id can never be handled: it is refused.
+impl From<InvalidId> for crate::messaging::inbox::HandlerError {
+    fn from(e: InvalidId) -> Self {
+        Self::Rejected(e.into())
+    }
+}
+
+/// A stored id that is not one is a corrupt row, never a blank.
+impl From<InvalidId> for sqlx::Error {
+    fn from(e: InvalidId) -> Self {
+        sqlx::Error::Decode(Box::new(e))
+    }
+}
+
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*

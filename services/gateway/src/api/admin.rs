@@ -5,6 +5,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use ftgo_catalog::ServiceName;
+use ftgo_platform::admin::MAX_LIST;
 use ftgo_proto::admin::v1 as admin;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -103,12 +104,12 @@ pub async fn list(
     let (service, backend) = service(&backends, &name)?;
     let limit = match query.limit {
         None => 0,
-        Some(n @ 1..=1000) => n,
+        Some(n @ 1..=MAX_LIST) => n,
         Some(n) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
-                format!("limit {n} is not from 1 to 1000"),
+                format!("limit {n} is not from 1 to {MAX_LIST}"),
             ));
         }
     };

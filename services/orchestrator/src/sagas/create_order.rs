@@ -169,7 +169,7 @@ mod tests {
 
     use super::*;
     use crate::sagas::{
-        ReplyError, Saga, SagaState, StepStatus,
+        Overdue, ReplyError, Saga, SagaState, StepStatus,
         testing::{T1, answer, c1, o1, r1, refusal, reply},
     };
 
@@ -300,15 +300,15 @@ mod tests {
         answer(&mut saga, &reply(&consumer::ConsumerVerified { consumer_id: "c-1".into() }));
         answer(&mut saga, &created());
         // "authorize card" goes unanswered: sent again, with the same step, while attempts remain.
-        let again = saga.on_deadline(3, Utc::now()).unwrap();
+        let Overdue::Resent(again) = saga.on_deadline(3, Utc::now()) else { panic!("not sent again") };
         assert_eq!(
             (again.command.message_type.as_str(), again.step_header.as_str()),
             ("ftgo.accounting.v1.AuthorizeCard", "3:f")
         );
-        assert!(saga.on_deadline(3, Utc::now()).is_some());
+        assert!(matches!(saga.on_deadline(3, Utc::now()), Overdue::Resent(_)));
         assert_eq!(saga.attempts, 3);
         // Then the card may have been authorized without the reply arriving: it is reversed first.
-        let undo = saga.on_deadline(3, Utc::now()).unwrap();
+        let Overdue::GaveUp(Some(undo)) = saga.on_deadline(3, Utc::now()) else { panic!("no compensation") };
         assert_eq!(undo.command.message_type, accounting::ReverseAuthorization::full_name());
         assert_eq!((undo.step_header.as_str(), saga.attempts), ("3:c", 1));
         assert_eq!(saga.failure_reason.as_deref(), Some("authorize card got no reply after 3 attempts"));
@@ -332,7 +332,7 @@ mod tests {
                 ("create order", StepStatus::Compensated),
             ]
         );
-        assert_eq!(saga.on_deadline(3, Utc::now()), None, "a finished saga has no deadline");
+        assert_eq!(saga.on_deadline(3, Utc::now()), Overdue::NotWaiting, "a finished saga has no deadline");
     }
 
     #[test]
@@ -343,12 +343,12 @@ mod tests {
         answer(&mut saga, &reply(&accounting::CardAuthorized { order_id: "o-1".into() }));
         answer(&mut saga, &reply(&kitchen::TicketCommandSucceeded { ticket_id: "t-1".into() }));
         // "approve order" cannot be undone by giving up: the saga fails, and says why.
-        assert!(saga.on_deadline(2, Utc::now()).is_some());
-        assert_eq!(saga.on_deadline(2, Utc::now()), None);
+        assert!(matches!(saga.on_deadline(2, Utc::now()), Overdue::Resent(_)));
+        assert_eq!(saga.on_deadline(2, Utc::now()), Overdue::GaveUp(None));
         assert_eq!(saga.state, SagaState::Failed);
         assert_eq!(saga.failure_reason.as_deref(), Some("approve order got no reply after 2 attempts"));
         assert_eq!(saga.history.last().unwrap().status, StepStatus::TimedOut);
-        assert_eq!(saga.on_deadline(2, Utc::now()), None, "a failed saga is not sent again");
+        assert_eq!(saga.on_deadline(2, Utc::now()), Overdue::NotWaiting, "a failed saga is not sent again");
         // The reply that comes at last (say, once an operator replayed the dead letter) ends it.
         assert_eq!(answer(&mut saga, &reply(&order::OrderCommandSucceeded { order_id: "o-1".into() })), None);
         assert_eq!((saga.state, saga.failure_reason.as_deref()), (SagaState::Succeeded, None));
@@ -363,7 +363,7 @@ mod tests {
             &refusal(&consumer::ConsumerVerificationFailed { consumer_id: "c-1".into(), reason: why.into() }, why),
         );
         assert_eq!(saga.expected_step_header(), Some("0:c"));
-        assert_eq!(saga.on_deadline(1, Utc::now()), None);
+        assert_eq!(saga.on_deadline(1, Utc::now()), Overdue::GaveUp(None));
         assert_eq!(saga.state, SagaState::Failed);
         assert!(saga.is_compensating());
         assert_eq!(saga.failure_reason.as_deref(), Some("verify consumer refused: consumer c-1 does not exist"));

@@ -104,6 +104,14 @@ pub struct Command {
     pub payload: Vec<u8>,
 }
 
+const FORWARD: char = 'f';
+const COMPENSATING: char = 'c';
+
+/// Whether the `Ftgo-Saga-Step` `header` names a compensation (`<step>:c`), not an action.
+pub fn awaits_compensation(header: &str) -> bool {
+    header.ends_with(COMPENSATING)
+}
+
 /// A step's command, or why it cannot be built from the saga's data (a fact an earlier reply should
 /// have taught it is missing): the step then counts as refused, never sent with a blank field.
 pub type Built = Result<Command, String>;
@@ -223,6 +231,29 @@ impl Next {
     }
 }
 
+/// What a missed deadline did to a saga ([`Saga::on_deadline`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Overdue {
+    /// The step's command, to send again.
+    Resent(Next),
+    /// The saga gave up on the step: it compensates (with its first compensation, or `None` if
+    /// nothing is left to undo) or it failed (`None`).
+    GaveUp(Option<Next>),
+    /// The saga waits for nothing (finished or failed).
+    NotWaiting,
+}
+
+impl Overdue {
+    /// The command to send, if any.
+    pub fn next(self) -> Option<Next> {
+        match self {
+            Overdue::Resent(next) => Some(next),
+            Overdue::GaveUp(next) => next,
+            Overdue::NotWaiting => None,
+        }
+    }
+}
+
 /// Why a reply was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
@@ -262,12 +293,13 @@ impl<D: SagaDefinition> Saga<D> {
 
     /// Whether the saga is undoing its steps (or gave up while undoing them).
     pub fn is_compensating(&self) -> bool {
-        self.state == SagaState::Compensating || self.awaiting.as_deref().is_some_and(|h| h.ends_with(":c"))
+        self.state == SagaState::Compensating || self.awaiting.as_deref().is_some_and(awaits_compensation)
     }
 
     /// Sends `command` for the current step, in the saga's current direction.
     fn send(&mut self, command: Command) -> Next {
-        let header = format!("{}:{}", self.step, if self.state == SagaState::Compensating { 'c' } else { 'f' });
+        let direction = if self.state == SagaState::Compensating { COMPENSATING } else { FORWARD };
+        let header = format!("{}:{direction}", self.step);
         self.awaiting = Some(header.clone());
         self.attempts = 1;
         Next { command, step_header: header }
@@ -288,7 +320,7 @@ impl<D: SagaDefinition> Saga<D> {
         }
         if self.state == SagaState::Failed {
             // The late reply to the step the saga gave up on: it carries on from there.
-            self.state = if expected.ends_with(":c") { SagaState::Compensating } else { SagaState::Running };
+            self.state = if awaits_compensation(&expected) { SagaState::Compensating } else { SagaState::Running };
             if self.state == SagaState::Running {
                 self.failure_reason = None;
             }
@@ -376,15 +408,15 @@ impl<D: SagaDefinition> Saga<D> {
         None
     }
 
-    /// The current step's deadline passed without a reply. Returns the command to send again
-    /// while attempts remain (`attempts` in all, the first send included); then gives up on the
-    /// step as the module documentation says, returning the first compensation if the saga
-    /// compensates. Nothing happens to a saga that is not waiting (finished, or already failed).
-    pub fn on_deadline(&mut self, attempts: u32, now: DateTime<Utc>) -> Option<Next> {
+    /// The current step's deadline passed without a reply. While attempts remain (`attempts` in
+    /// all, the first send included) the command is sent again; then the saga gives up on the
+    /// step as the module documentation says. Nothing happens to a saga that is not waiting
+    /// (finished, or already failed).
+    pub fn on_deadline(&mut self, attempts: u32, now: DateTime<Utc>) -> Overdue {
         if self.state.is_finished() || self.state == SagaState::Failed {
-            return None;
+            return Overdue::NotWaiting;
         }
-        let header = self.awaiting.clone()?;
+        let Some(header) = self.awaiting.clone() else { return Overdue::NotWaiting };
         let step = &D::steps()[self.step];
         let record =
             |status, detail: String| StepRecord { name: step.name.to_owned(), status, at: now, detail: Some(detail) };
@@ -400,7 +432,7 @@ impl<D: SagaDefinition> Saga<D> {
             self.attempts += 1;
             let detail = format!("no reply; sent again (attempt {} of {attempts})", self.attempts);
             self.history.push(record(StepStatus::Resent, detail));
-            return Some(Next { command, step_header: header });
+            return Overdue::Resent(Next { command, step_header: header });
         }
         let tries = if self.attempts == 1 { "attempt" } else { "attempts" };
         let reason = format!("{} got no reply after {} {tries}", step.name, self.attempts);
@@ -409,13 +441,13 @@ impl<D: SagaDefinition> Saga<D> {
             self.failure_reason = Some(reason);
             self.state = SagaState::Compensating;
             let from = if step.compensation.is_some() { Some(self.step) } else { self.step.checked_sub(1) };
-            return self.compensate_from(from, now);
+            return Overdue::GaveUp(self.compensate_from(from, now));
         }
         if self.state == SagaState::Running {
             self.failure_reason = Some(reason);
         }
         self.state = SagaState::Failed;
-        None
+        Overdue::GaveUp(None)
     }
 
     /// The last step that can be undone: the steps after it must complete.
