@@ -526,18 +526,11 @@ fn default_services() -> Vec<ServiceSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::EXTERNAL_INFRASTRUCTURE;
 
     #[test]
     fn a_minimal_spec_gets_every_service_with_one_replica_and_retained_databases() {
-        let spec: FtgoSystemSpec = serde_yaml::from_str(
-            r#"
-            infrastructure:
-              postgres: {host: db, adminSecretName: pg-admin}
-              nats: {url: "nats://nats:4222"}
-              consul: {url: "http://consul:8500"}
-            "#,
-        )
-        .unwrap();
+        let spec: FtgoSystemSpec = serde_yaml::from_str(EXTERNAL_INFRASTRUCTURE).unwrap();
         assert_eq!(spec.services.len(), 6);
         assert!(spec.services.iter().all(|s| s.replicas == 1));
         assert_eq!(spec.database_reclaim_policy, DatabaseReclaimPolicy::Retain);

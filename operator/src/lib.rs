@@ -14,3 +14,5 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+#[cfg(test)]
+mod testing;

@@ -42,17 +42,26 @@ pub fn instance_selector(system: &str) -> String {
 /// The labels that pick a service's pods. Fixed for the Deployment's lifetime (a selector is
 /// immutable), so the version is not among them.
 pub fn selector_labels(system: &str, service: ServiceName) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_owned(), service.binary().to_owned()),
-        (LABEL_INSTANCE.to_owned(), system.to_owned()),
-    ])
+    app_selector_labels(system, service.binary())
+}
+
+/// The labels that pick the pods of `app`: a service's binary, or a part of the managed
+/// infrastructure (`postgres`, `nats`, ...).
+pub fn app_selector_labels(system: &str, app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(LABEL_NAME.to_owned(), app.to_owned()), (LABEL_INSTANCE.to_owned(), system.to_owned())])
 }
 
 /// The standard `app.kubernetes.io/*` labels of every object made for `service`.
 pub fn labels(system: &System, service: ServiceName) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(&system.name, service);
+    app_labels(system, service.binary(), service.as_str())
+}
+
+/// The standard `app.kubernetes.io/*` labels of every object made for `app` (see
+/// [`app_selector_labels`]), which plays the role `component` in the system.
+pub fn app_labels(system: &System, app: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = app_selector_labels(&system.name, app);
     labels.extend([
-        (LABEL_COMPONENT.to_owned(), service.as_str().to_owned()),
+        (LABEL_COMPONENT.to_owned(), component.to_owned()),
         (LABEL_PART_OF.to_owned(), "ftgo".to_owned()),
         (LABEL_MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned()),
         (LABEL_VERSION.to_owned(), system.version.clone()),

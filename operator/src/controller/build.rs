@@ -58,14 +58,20 @@ pub struct DatabaseCredentials {
     pub password: String,
 }
 
-fn metadata(system: &System, name: String, service: ServiceName) -> ObjectMeta {
+/// The metadata of an object `system` owns (and takes with it when deleted): `name` in the
+/// system's namespace, with `labels`.
+fn owned_metadata(system: &System, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(system.namespace.clone()),
-        labels: Some(labels(system, service)),
+        labels: Some(labels),
         owner_references: Some(vec![system.owner.clone()]),
         ..ObjectMeta::default()
     }
+}
+
+fn metadata(system: &System, name: String, service: ServiceName) -> ObjectMeta {
+    owned_metadata(system, name, labels(system, service))
 }
 
 /// Builds every object `system` should have. `credentials` holds one entry per service with a

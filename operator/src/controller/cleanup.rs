@@ -3,15 +3,26 @@
 use kube::runtime::{controller::Action, events::EventType};
 use tracing::info;
 
-use ftgo_platform::consul::Consul;
+use ftgo_platform::consul::{Consul, ConsulError};
 
 use crate::{
-    controller::validate::validate,
+    controller::validate::{System, validate},
     crd::{FtgoSystem, InfrastructureMode},
     names,
 };
 
-use super::{Context, Error, degrade, drop_databases};
+use super::{Context, DatabaseError, Error, degrade, drop_databases};
+
+/// What still holds a deleted FtgoSystem's data outside Kubernetes, keeping its finalizer.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupBlocked {
+    /// The system's registrations or Fabio routes could not be removed from Consul.
+    #[error("cannot deregister from Consul: {0}")]
+    Consul(#[source] ConsulError),
+    /// Under `Delete`, the service databases and roles could not be dropped.
+    #[error("cannot drop the databases: {0}")]
+    Postgres(#[source] DatabaseError),
+}
 
 /// Runs while the FtgoSystem is being deleted. The children go with it by owner reference;
 /// what remains is outside Kubernetes: the Consul registrations, the Fabio routes and (under
@@ -33,20 +44,21 @@ pub(super) async fn cleanup(object: &FtgoSystem, ctx: &Context) -> Result<Action
         info!(system = %system.name, namespace = %system.namespace, "cleaned up (managed infrastructure)");
         return Ok(Action::await_change());
     }
-    let deregistered = async {
-        let consul = Consul::new(&system.consul.url)?;
-        consul.catalog_deregister_node(&names::node_name(&system)).await?;
-        consul.kv_delete(&names::routes_key(&system)).await
+    let cleaned_up = async {
+        deregister(&system).await.map_err(CleanupBlocked::Consul)?;
+        drop_databases(&system, ctx, object).await.map_err(CleanupBlocked::Postgres)
     };
-    if let Err(err) = deregistered.await {
-        let why = format!("cannot deregister from Consul: {err}");
-        degrade(object, ctx, "CleanupBlocked", &why).await;
-        return Err(Error::CleanupBlocked(why));
-    }
-    if let Err(why) = drop_databases(&system, ctx, object).await {
-        degrade(object, ctx, "CleanupBlocked", &why).await;
-        return Err(Error::CleanupBlocked(why));
+    if let Err(blocked) = cleaned_up.await {
+        degrade(object, ctx, "CleanupBlocked", &blocked.to_string()).await;
+        return Err(Error::CleanupBlocked(blocked));
     }
     info!(system = %system.name, namespace = %system.namespace, "cleaned up");
     Ok(Action::await_change())
+}
+
+/// Removes the system's node (and with it every registration) from Consul, and its Fabio routes.
+async fn deregister(system: &System) -> Result<(), ConsulError> {
+    let consul = Consul::new(&system.consul.url)?;
+    consul.catalog_deregister_node(&names::node_name(system)).await?;
+    consul.kv_delete(&names::routes_key(system)).await
 }

@@ -47,12 +47,13 @@ pub mod validate;
 
 use apply::{
     Children, apply_desired, apply_one,
-    databases::{drop_databases, ensure_databases, secret_text},
+    databases::{AdminLoginError, drop_databases, ensure_databases, secret_text},
     delete_orphans,
     postgres::{DatabaseError, generate_password},
     registration::{configure_routes, register},
 };
 use build::managed;
+pub use cleanup::CleanupBlocked;
 use cleanup::cleanup;
 use status::Observations;
 use validate::{System, validate};
@@ -81,7 +82,7 @@ pub enum Error {
     NotNamespaced,
     /// The administrator's login to Postgres could not be read from its Secret.
     #[error("the Postgres administrator's login: {0}")]
-    AdminLogin(String),
+    AdminLogin(#[source] AdminLoginError),
     #[error("Postgres: {0}")]
     Database(#[from] DatabaseError),
     /// Applying the desired objects failed (the step's cause inside).
@@ -90,8 +91,9 @@ pub enum Error {
     /// Deleting what the spec no longer names failed.
     #[error("deleting what the spec no longer names: {0}")]
     OrphanDeletionFailed(#[source] Box<Error>),
+    /// Something outside Kubernetes still holds the deleted system's data.
     #[error("cleanup blocked: {0}")]
-    CleanupBlocked(String),
+    CleanupBlocked(#[source] CleanupBlocked),
 }
 
 impl Error {

@@ -194,25 +194,11 @@ mod tests {
     use k8s_openapi::api::apps::v1::DeploymentStatus;
 
     use super::*;
-    use crate::{controller::validate::validate, crd::FtgoSystem};
+    use crate::testing::external_system;
     use ftgo_catalog::ServiceName;
 
     fn system() -> System {
-        let system: FtgoSystem = serde_yaml::from_str(
-            r#"
-            apiVersion: ftgo.dev/v1alpha1
-            kind: FtgoSystem
-            metadata: {name: shop, namespace: food, uid: u1, generation: 4}
-            spec:
-              services: [{name: order, replicas: 2}]
-              infrastructure:
-                postgres: {host: db, adminSecretName: pg-admin}
-                nats: {url: "nats://nats:4222"}
-                consul: {url: "http://consul:8500"}
-            "#,
-        )
-        .unwrap();
-        validate(&system).unwrap()
+        external_system("[{name: order, replicas: 2}]")
     }
 
     fn deployment(generation: i64, observed: i64, updated: i32, available: i32) -> Deployment {

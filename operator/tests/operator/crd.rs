@@ -3,7 +3,7 @@ use std::time::Duration;
 use ftgo_operator::crd::FtgoSystem;
 use ftgo_testenv::KubeControlPlane;
 use kube::{
-    Api,
+    Api, Client,
     api::{ApiResource, DynamicObject, PostParams},
 };
 use serde_json::json;
@@ -20,6 +20,15 @@ fn the_checked_in_crd_matches_the_rust_types() {
             std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default();
         assert!(checked_in == generated, "{path} is stale: run `just crds` and commit the result");
     }
+}
+
+/// A fresh API server with the FtgoSystem CRD installed, and a client of it.
+async fn api_server_with_crd() -> (KubeControlPlane, Client) {
+    ftgo_testenv::init_test_tracing();
+    let control_plane = KubeControlPlane::start().await.unwrap();
+    let client = control_plane.client().await.unwrap();
+    install_crd(&client).await;
+    (control_plane, client)
 }
 
 fn manifest(name: &str, spec: serde_json::Value) -> DynamicObject {
@@ -42,10 +51,7 @@ fn external() -> serde_json::Value {
 
 #[tokio::test]
 async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
-    ftgo_testenv::init_test_tracing();
-    let control_plane = KubeControlPlane::start().await.unwrap();
-    let client = control_plane.client().await.unwrap();
-    install_crd(&client).await;
+    let (control_plane, client) = api_server_with_crd().await;
     let namespace = control_plane.create_namespace("crd").await.unwrap();
     let systems: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &namespace, &ApiResource::erase::<FtgoSystem>(&()));
@@ -151,10 +157,8 @@ async fn the_api_server_refuses_an_invalid_manifest_and_says_what_is_wrong() {
 
 #[tokio::test]
 async fn the_examples_are_accepted_by_the_api_server() {
-    ftgo_testenv::init_test_tracing();
-    let control_plane = KubeControlPlane::start().await.unwrap();
-    let client = control_plane.client().await.unwrap();
-    install_crd(&client).await;
+    // The API server stops when `_control_plane` is dropped, at the end of the test.
+    let (_control_plane, client) = api_server_with_crd().await;
     let namespace = k8s_openapi::api::core::v1::Namespace {
         metadata: kube::api::ObjectMeta { name: Some("ftgo".to_owned()), ..Default::default() },
         ..Default::default()
@@ -184,9 +188,7 @@ async fn the_examples_are_accepted_by_the_api_server() {
 /// The field documentation written on the Rust types is what `kubectl explain` prints.
 #[tokio::test]
 async fn kubectl_explain_teaches_the_fields() {
-    ftgo_testenv::init_test_tracing();
-    let control_plane = KubeControlPlane::start().await.unwrap();
-    install_crd(&control_plane.client().await.unwrap()).await;
+    let (control_plane, _client) = api_server_with_crd().await;
     let kubectl = ftgo_testenv::host::binary("kubectl").unwrap();
     // `None` until the API server publishes the CRD's OpenAPI, a moment after it is established.
     let explain = |field: &str| {

@@ -25,22 +25,17 @@ fn secret_text(secret: &Secret, key: &str) -> String {
 }
 
 async fn database_exists(env: &Env, name: &str) -> bool {
-    let mut admin = PgConnection::connect(&env.postgres.url("postgres")).await.unwrap();
-    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(name)
-        .fetch_optional(&mut admin)
-        .await
-        .unwrap();
-    found.is_some()
+    catalog_has(env, "SELECT 1 FROM pg_database WHERE datname = $1", name).await
 }
 
 async fn role_exists(env: &Env, name: &str) -> bool {
+    catalog_has(env, "SELECT 1 FROM pg_roles WHERE rolname = $1", name).await
+}
+
+/// Whether the Postgres catalog `query` finds a row for `name` (its `$1`).
+async fn catalog_has(env: &Env, query: &'static str, name: &str) -> bool {
     let mut admin = PgConnection::connect(&env.postgres.url("postgres")).await.unwrap();
-    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
-        .bind(name)
-        .fetch_optional(&mut admin)
-        .await
-        .unwrap();
+    let found: Option<(i32,)> = sqlx::query_as(query).bind(name).fetch_optional(&mut admin).await.unwrap();
     found.is_some()
 }
 

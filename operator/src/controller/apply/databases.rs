@@ -10,7 +10,7 @@ use ftgo_catalog::ServiceName;
 
 use crate::{
     controller::{
-        apply::postgres::{Admin, AdminLogin, generate_password},
+        apply::postgres::{Admin, AdminLogin, DatabaseError, generate_password},
         build::DatabaseCredentials,
         validate::System,
     },
@@ -20,22 +20,32 @@ use crate::{
 
 use crate::controller::Context;
 
+/// Why the administrator login could not be read from the Secret the spec names.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminLoginError {
+    #[error("reading Secret {secret}: {source}")]
+    Read {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the Postgres admin Secret {secret} does not exist")]
+    SecretMissing { secret: String },
+    #[error("the Postgres admin Secret {secret} has no key {key:?}")]
+    KeyMissing { secret: String, key: &'static str },
+}
+
 /// Reads the administrator login from the Secret the spec names.
-pub(crate) async fn admin_login(client: &Client, system: &System) -> Result<AdminLogin, String> {
+pub(crate) async fn admin_login(client: &Client, system: &System) -> Result<AdminLogin, AdminLoginError> {
     let name = &system.postgres.admin_secret_name;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &system.namespace);
     let secret = secrets
         .get_opt(name)
         .await
-        .map_err(|err| format!("reading Secret {name}: {err}"))?
-        .ok_or_else(|| format!("the Postgres admin Secret {name} does not exist"))?;
-    let field = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .ok_or_else(|| format!("the Postgres admin Secret {name} has no key {key:?}"))
+        .map_err(|source| AdminLoginError::Read { secret: name.clone(), source })?
+        .ok_or_else(|| AdminLoginError::SecretMissing { secret: name.clone() })?;
+    let field = |key: &'static str| {
+        secret_text(&secret, key).ok_or_else(|| AdminLoginError::KeyMissing { secret: name.clone(), key })
     };
     Ok(AdminLogin { username: field("username")?, password: field("password")? })
 }
@@ -68,7 +78,7 @@ pub(crate) async fn ensure_databases(
     }
     let admin = match admin_login(&ctx.client, system).await {
         Ok(login) => Admin::connect(&system.postgres, &login).await.map_err(|e| e.to_string()),
-        Err(why) => Err(why),
+        Err(why) => Err(why.to_string()),
     };
     let mut admin = match admin {
         Ok(admin) => admin,
@@ -105,7 +115,7 @@ pub(crate) async fn ensure_databases(
     if problems.is_empty() { (ready, Ok(())) } else { (ready, Err(problems.join("; "))) }
 }
 
-pub(crate) async fn drop_databases(system: &System, ctx: &Context, object: &FtgoSystem) -> Result<(), String> {
+pub(crate) async fn drop_databases(system: &System, ctx: &Context, object: &FtgoSystem) -> Result<(), DatabaseError> {
     if system.database_reclaim_policy == DatabaseReclaimPolicy::Retain {
         return Ok(());
     }
@@ -119,11 +129,11 @@ pub(crate) async fn drop_databases(system: &System, ctx: &Context, object: &Ftgo
             return Ok(());
         }
     };
-    let mut admin = Admin::connect(&system.postgres, &login).await.map_err(|e| e.to_string())?;
+    let mut admin = Admin::connect(&system.postgres, &login).await?;
     let mut dropped = Vec::new();
     for service in ServiceName::ALL {
         if let Some(database) = database_name(system, service) {
-            admin.drop(&database, &database).await.map_err(|e| e.to_string())?;
+            admin.drop(&database, &database).await?;
             dropped.push(database);
         }
     }

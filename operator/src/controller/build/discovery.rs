@@ -172,24 +172,10 @@ pub fn fabio_routes(system: &System) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{controller::validate::validate, crd::FtgoSystem, names::routes_key};
+    use crate::{names::routes_key, testing::external_system};
 
     fn system() -> System {
-        let system: FtgoSystem = serde_yaml::from_str(
-            r#"
-            apiVersion: ftgo.dev/v1alpha1
-            kind: FtgoSystem
-            metadata: {name: shop, namespace: food, uid: u1, generation: 1}
-            spec:
-              services: [{name: order}, {name: gateway}]
-              infrastructure:
-                postgres: {host: db, adminSecretName: pg-admin}
-                nats: {url: "nats://nats:4222"}
-                consul: {url: "http://consul:8500"}
-            "#,
-        )
-        .unwrap();
-        validate(&system).unwrap()
+        external_system("[{name: order}, {name: gateway}]")
     }
 
     fn slice(yaml: &str) -> EndpointSlice {
@@ -233,12 +219,16 @@ mod tests {
         assert!(instances(ServiceName::Order, &[], Some(&headless), 1).is_empty());
     }
 
-    #[test]
-    fn registrations_carry_fabio_tags_and_a_check_that_follows_readiness() {
-        let system = system();
+    /// The registrations of the three endpoints in [`ORDER_SLICE`].
+    fn order_registrations() -> Vec<Registration> {
         let found =
             BTreeMap::from([(ServiceName::Order, instances(ServiceName::Order, &[slice(ORDER_SLICE)], None, 0))]);
-        let regs = registrations(&system, &found);
+        registrations(&system(), &found)
+    }
+
+    #[test]
+    fn registrations_carry_fabio_tags_and_a_check_that_follows_readiness() {
+        let regs = order_registrations();
         assert_eq!(regs.len(), 3);
         let second = &regs[2];
         assert_eq!(second.node, "ftgo-food-shop");
@@ -258,10 +248,7 @@ mod tests {
 
     #[test]
     fn only_what_differs_is_written_and_what_is_no_longer_wanted_is_removed() {
-        let system = system();
-        let found =
-            BTreeMap::from([(ServiceName::Order, instances(ServiceName::Order, &[slice(ORDER_SLICE)], None, 0))]);
-        let desired = registrations(&system, &found);
+        let desired = order_registrations();
         let mut registered: Vec<CatalogService> = desired.iter().map(|r| r.service.clone()).collect();
         registered[0].tags.reverse();
         let mut checks: Vec<CatalogCheck> = desired.iter().flat_map(|r| r.checks.clone()).collect();

@@ -22,12 +22,9 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 
 use crate::{
-    controller::validate::System,
+    controller::{build::owned_metadata, validate::System},
     crd::{ConsulConnection, NatsConnection, PostgresConnection},
-    names::{
-        FIELD_MANAGER, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, LABEL_VERSION,
-        admin_secret_name,
-    },
+    names::{LABEL_MANAGED_BY, admin_secret_name, app_labels, app_selector_labels},
 };
 
 /// The uid and gid NATS, Consul and Fabio run as: the user of the local images. The public ones
@@ -64,29 +61,13 @@ pub struct Managed {
     pub services: Vec<Service>,
 }
 
+/// The labels of every object of the managed infrastructure's `part`.
 fn labels(system: &System, part: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_owned(), part.to_owned()),
-        (LABEL_INSTANCE.to_owned(), system.name.clone()),
-        (LABEL_COMPONENT.to_owned(), "infrastructure".to_owned()),
-        (LABEL_PART_OF.to_owned(), "ftgo".to_owned()),
-        (LABEL_MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned()),
-        (LABEL_VERSION.to_owned(), system.version.clone()),
-    ])
-}
-
-fn selector(system: &System, part: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(LABEL_NAME.to_owned(), part.to_owned()), (LABEL_INSTANCE.to_owned(), system.name.clone())])
+    app_labels(system, part, "infrastructure")
 }
 
 fn metadata(system: &System, name: String, part: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some(system.namespace.clone()),
-        labels: Some(labels(system, part)),
-        owner_references: Some(vec![system.owner.clone()]),
-        ..ObjectMeta::default()
-    }
+    owned_metadata(system, name, labels(system, part))
 }
 
 fn port(name: &str, port: i32) -> ContainerPort {
@@ -171,7 +152,10 @@ fn part(
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             strategy: Some(DeploymentStrategy { type_: Some("Recreate".to_owned()), ..Default::default() }),
-            selector: LabelSelector { match_labels: Some(selector(system, part)), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(app_selector_labels(&system.name, part)),
+                ..Default::default()
+            },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
@@ -192,7 +176,7 @@ fn part(
     let service = Service {
         metadata: metadata(system, name, part),
         spec: Some(ServiceSpec {
-            selector: Some(selector(system, part)),
+            selector: Some(app_selector_labels(&system.name, part)),
             ports: Some(
                 ports
                     .iter()
@@ -342,25 +326,13 @@ mod tests {
 
     use super::*;
     use crate::{
-        controller::validate::validate,
-        crd::{CONSUL_IMAGE, FABIO_IMAGE, FtgoSystem, NATS_IMAGE, POSTGRES_IMAGE},
+        crd::{CONSUL_IMAGE, FABIO_IMAGE, NATS_IMAGE, POSTGRES_IMAGE},
+        names::LABEL_COMPONENT,
+        testing::system_with,
     };
 
     fn system() -> System {
         system_with("infrastructure: {mode: Managed}")
-    }
-
-    /// The system `shop` in namespace `food` with `spec`, given as YAML.
-    fn system_with(spec: &str) -> System {
-        let spec: serde_json::Value = serde_yaml::from_str(spec).unwrap();
-        let system: FtgoSystem = serde_json::from_value(serde_json::json!({
-            "apiVersion": "ftgo.dev/v1alpha1",
-            "kind": "FtgoSystem",
-            "metadata": {"name": "shop", "namespace": "food", "uid": "u1", "generation": 1},
-            "spec": spec,
-        }))
-        .unwrap();
-        validate(&system).unwrap()
     }
 
     fn pod(managed: &Managed, part: usize) -> PodSpec {
