@@ -123,13 +123,7 @@ pub async fn start_gateway(dirs: &Dirs, listen: SocketAddr, consul: &Consul, fab
     };
     use_settings(&mut cmd, &dirs.settings, ServiceName::Gateway, &settings)?;
     let mut process = ServerProcess::spawn(gateway, cmd, &dirs.logs.join(format!("{gateway}.log")), libc::SIGTERM)?;
-    let health = format!("http://{listen}/healthz");
-    let http = reqwest::Client::new();
-    process
-        .wait_ready(Duration::from_secs(30), || async {
-            http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
-        })
-        .await?;
+    process.wait_until_http_ok(Duration::from_secs(30), &format!("http://{listen}/healthz")).await?;
     Ok(process)
 }
 

@@ -132,9 +132,8 @@ impl KubeCluster {
         self.netns = NetNamespace::of_process(holder_pid)?;
 
         // The control plane, inside the namespace.
-        let etcd = self.spawn(
+        let etcd = self.spawn_installed(
             "etcd",
-            &host::binary("etcd")?,
             [
                 &format!("--data-dir={}", d.join("etcd").display()),
                 "--listen-client-urls=http://127.0.0.1:2379",
@@ -167,7 +166,7 @@ impl KubeCluster {
             ]
             .map(str::to_owned),
         );
-        let apiserver = self.spawn("kube-apiserver", &host::binary("kube-apiserver")?, apiserver_args)?;
+        let apiserver = self.spawn_installed("kube-apiserver", apiserver_args)?;
         self.control_plane.push(apiserver);
         let api = PortForward::into_namespace(
             &self.netns,
@@ -198,9 +197,8 @@ impl KubeCluster {
             args.extend(extra);
             args
         };
-        let controller_manager = self.spawn(
+        let controller_manager = self.spawn_installed(
             "kube-controller-manager",
-            &host::binary("kube-controller-manager")?,
             component(
                 "controller-manager",
                 10257,
@@ -213,19 +211,14 @@ impl KubeCluster {
             ),
         )?;
         self.control_plane.push(controller_manager);
-        let scheduler =
-            self.spawn("kube-scheduler", &host::binary("kube-scheduler")?, component("scheduler", 10259, Vec::new()))?;
+        let scheduler = self.spawn_installed("kube-scheduler", component("scheduler", 10259, Vec::new()))?;
         self.control_plane.push(scheduler);
-        let coredns =
-            self.spawn("coredns", &host::binary("coredns")?, [&format!("-conf={}", d.join("Corefile").display())])?;
+        let coredns = self.spawn_installed("coredns", [&format!("-conf={}", d.join("Corefile").display())])?;
         self.control_plane.push(coredns);
 
         // The node: containerd first, with the sandbox image, then the kubelet and kube-proxy.
-        let containerd = self.spawn(
-            "containerd",
-            &host::binary("containerd")?,
-            [&format!("--config={}", d.join("containerd.toml").display())],
-        )?;
+        let containerd =
+            self.spawn_installed("containerd", [&format!("--config={}", d.join("containerd.toml").display())])?;
         self.node.push(containerd);
         let socket = self.containerd_socket.clone();
         self.wait("containerd", Duration::from_secs(30), || {
@@ -234,9 +227,8 @@ impl KubeCluster {
         })
         .await?;
         self.import_image(pause_image, SANDBOX_IMAGE)?;
-        let kubelet = self.spawn(
+        let kubelet = self.spawn_installed(
             "kubelet",
-            &host::binary("kubelet")?,
             [
                 &format!("--config={}", d.join("kubelet.yaml").display()),
                 &format!("--kubeconfig={}", d.join("kubelet.kubeconfig").display()),
@@ -247,11 +239,8 @@ impl KubeCluster {
             ],
         )?;
         self.node.push(kubelet);
-        let proxy = self.spawn(
-            "kube-proxy",
-            &host::binary("kube-proxy")?,
-            [&format!("--config={}", d.join("kube-proxy.yaml").display())],
-        )?;
+        let proxy =
+            self.spawn_installed("kube-proxy", [&format!("--config={}", d.join("kube-proxy.yaml").display())])?;
         self.node.push(proxy);
 
         let nodes: Api<Node> = Api::all(client.clone());
@@ -328,6 +317,15 @@ impl KubeCluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(holder)
+    }
+
+    /// [`spawn`](Self::spawn) for an infrastructure binary found by [`host::binary`], named after it.
+    fn spawn_installed<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        binary: &str,
+        args: impl IntoIterator<Item = S>,
+    ) -> Result<ServerProcess> {
+        self.spawn(binary, &host::binary(binary)?, args)
     }
 
     /// Starts `binary` inside the cluster's namespaces and cgroup, logging to `<name>.log`.

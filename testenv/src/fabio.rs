@@ -50,13 +50,7 @@ impl Fabio {
         ])
         .current_dir(dir.path());
         let mut process = ServerProcess::spawn("fabio", cmd, &dir.path().join("fabio.log"), libc::SIGTERM)?;
-        let health = format!("http://127.0.0.1:{admin_port}/health");
-        let http = reqwest::Client::new();
-        process
-            .wait_ready(Duration::from_secs(30), || async {
-                http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
-            })
-            .await?;
+        process.wait_until_http_ok(Duration::from_secs(30), &format!("http://127.0.0.1:{admin_port}/health")).await?;
         Ok(Self { http_port, grpc_port, admin_port, process, _dir: dir })
     }
 

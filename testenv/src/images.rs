@@ -260,52 +260,41 @@ pub fn postgres() -> Result<ImageSpec> {
 /// `ftgo.local/nats:<NATS_VERSION>`: `nats-server` as the entrypoint, by default with JetStream
 /// storing in `/data` and monitoring on 8222 (the operator passes the same as `args`).
 pub fn nats() -> Result<ImageSpec> {
-    let version = pinned_version("NATS_VERSION")?;
-    let binary = host::binary("nats-server")?;
-    check_version(&binary, &["--version"], &format!("v{version}"))?;
-    Ok(server_image(
-        "nats",
-        &version,
-        binary,
-        "/usr/local/bin/nats-server",
-        &["--jetstream", "--store_dir", "/data", "--http_port", "8222"],
-        &[4222, 8222],
-        &["/data"],
-    ))
+    let (version, binary) = pinned_binary("nats-server", "NATS_VERSION", &["--version"], "v")?;
+    Ok(ImageSpec {
+        cmd: owned(&["--jetstream", "--store_dir", "/data", "--http_port", "8222"]),
+        exposed_ports: vec![4222, 8222],
+        writable_dirs: owned(&["/data"]),
+        ..server_image("nats", &version, binary, "/usr/local/bin/nats-server")
+    })
 }
 
 /// `ftgo.local/consul:<CONSUL_VERSION>`: `consul` as the entrypoint, by default a dev agent
 /// listening on every address with its data in `/consul/data`.
 pub fn consul() -> Result<ImageSpec> {
-    let version = pinned_version("CONSUL_VERSION")?;
-    let binary = host::binary("consul")?;
-    check_version(&binary, &["version"], &format!("v{version}"))?;
-    Ok(server_image(
-        "consul",
-        &version,
-        binary,
-        "/usr/local/bin/consul",
-        &["agent", "-dev", "-client", "0.0.0.0", "-data-dir", "/consul/data"],
-        &[8500],
-        &["/consul/data"],
-    ))
+    let (version, binary) = pinned_binary("consul", "CONSUL_VERSION", &["version"], "v")?;
+    Ok(ImageSpec {
+        cmd: owned(&["agent", "-dev", "-client", "0.0.0.0", "-data-dir", "/consul/data"]),
+        exposed_ports: vec![8500],
+        writable_dirs: owned(&["/consul/data"]),
+        ..server_image("consul", &version, binary, "/usr/local/bin/consul")
+    })
 }
 
 /// `ftgo.local/fabio:<FABIO_VERSION>`: `fabio` as the entrypoint, no default arguments (the
 /// operator passes the Consul address and the listeners).
 pub fn fabio() -> Result<ImageSpec> {
-    let version = pinned_version("FABIO_VERSION")?;
-    let binary = host::binary("fabio")?;
-    check_version(&binary, &["-v"], &version)?;
-    Ok(server_image("fabio", &version, binary, "/usr/local/bin/fabio", &[], &[9999, 9997, 9998], &[]))
+    let (version, binary) = pinned_binary("fabio", "FABIO_VERSION", &["-v"], "")?;
+    Ok(ImageSpec {
+        exposed_ports: vec![9999, 9997, 9998],
+        ..server_image("fabio", &version, binary, "/usr/local/bin/fabio")
+    })
 }
 
 /// `ftgo.local/pause:<PAUSE_VERSION>`: the pod sandbox image for containerd's `sandbox_image`,
 /// the static `infra/pause.c` at `/pause`, user 65535:65535 as is customary for pause images.
 pub fn pause() -> Result<ImageSpec> {
-    let version = pinned_version("PAUSE_VERSION")?;
-    let binary = host::binary("pause")?;
-    check_version(&binary, &["-v"], &format!("ftgo-pause {version}"))?;
+    let (version, binary) = pinned_binary("pause", "PAUSE_VERSION", &["-v"], "ftgo-pause ")?;
     Ok(ImageSpec {
         reference: format!("{INFRASTRUCTURE_REGISTRY}/pause:{version}"),
         files: vec![(binary, "/pause".to_owned())],
@@ -316,28 +305,21 @@ pub fn pause() -> Result<ImageSpec> {
     })
 }
 
-/// One server binary at `path` as the entrypoint with default arguments `cmd`, run as
-/// [`NONROOT_USER`] with Debian's `PATH`.
-fn server_image(
-    name: &str,
-    version: &str,
-    binary: PathBuf,
-    path: &str,
-    cmd: &[&str],
-    ports: &[u16],
-    writable_dirs: &[&str],
-) -> ImageSpec {
+/// `ftgo.local/<name>:<version>`: one server binary at `path` as the entrypoint, run as
+/// [`NONROOT_USER`] with Debian's `PATH`; no default arguments, ports or writable directories.
+fn server_image(name: &str, version: &str, binary: PathBuf, path: &str) -> ImageSpec {
     ImageSpec {
         reference: format!("{INFRASTRUCTURE_REGISTRY}/{name}:{version}"),
         files: vec![(binary, path.to_owned())],
         entrypoint: vec![path.to_owned()],
-        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
         user: NONROOT_USER.to_owned(),
         env: vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())],
-        exposed_ports: ports.to_vec(),
-        writable_dirs: writable_dirs.iter().map(|s| (*s).to_owned()).collect(),
         ..ImageSpec::default()
     }
+}
+
+fn owned(strings: &[&str]) -> Vec<String> {
+    strings.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// The repository this crate is part of.
@@ -356,6 +338,21 @@ pub fn pinned_version(variable: &str) -> Result<String> {
         .map(|value| value.trim_matches(|c| c == '"' || c == '\'').to_owned())
         .filter(|value| !value.is_empty())
         .with_context(|| format!("{} has no `{variable}=` line", install_sh.display()))
+}
+
+/// The version `infra/install.sh` pins in `variable`, and the installed `binary` (see
+/// [`host::binary`]), checked to report it: `binary version_args...` must print
+/// `<reported_prefix><version>`.
+fn pinned_binary(
+    binary: &str,
+    variable: &str,
+    version_args: &[&str],
+    reported_prefix: &str,
+) -> Result<(String, PathBuf)> {
+    let version = pinned_version(variable)?;
+    let path = host::binary(binary)?;
+    check_version(&path, version_args, &format!("{reported_prefix}{version}"))?;
+    Ok((version, path))
 }
 
 /// Fails unless `binary args...` prints `expected`: the image's tag must be the version inside it.

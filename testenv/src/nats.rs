@@ -50,12 +50,7 @@ jetstream {{
         cmd.arg("-c").arg(&config);
         let mut process = ServerProcess::spawn("nats-server", cmd, &dir.path().join("nats.log"), libc::SIGTERM)?;
         let health = format!("http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true");
-        let http = reqwest::Client::new();
-        process
-            .wait_ready(Duration::from_secs(30), || async {
-                http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
-            })
-            .await?;
+        process.wait_until_http_ok(Duration::from_secs(30), &health).await?;
         Ok(Self { port, monitor_port, process, _dir: dir })
     }
 

@@ -88,6 +88,13 @@ impl ServerProcess {
         }
     }
 
+    /// [`wait_ready`](Self::wait_ready) for a server with an HTTP health endpoint: ready once a
+    /// GET of `url` answers with a success status.
+    pub async fn wait_until_http_ok(&mut self, timeout: Duration, url: &str) -> Result<()> {
+        let http = reqwest::Client::new();
+        self.wait_ready(timeout, || async { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }).await
+    }
+
     /// Asks the server to stop, waits up to ten seconds, then kills it. Idempotent.
     pub fn stop(&mut self) {
         if self.stopped {

@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use ftgo_testenv::Consul;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::{eventually, spawn_hello_server};
+use crate::{eventually, register_hello_server, spawn_hello_server};
 
 #[tokio::test]
 async fn a_registered_service_with_a_passing_check_is_found_through_the_health_api() {
@@ -13,21 +13,7 @@ async fn a_registered_service_with_a_passing_check_is_found_through_the_health_a
     let http = reqwest::Client::new();
 
     // The agent itself runs the HTTP check against our server.
-    let registration = json!({
-        "ID": "kitchen-1",
-        "Name": "kitchen",
-        "Address": "127.0.0.1",
-        "Port": addr.port(),
-        "Tags": ["urlprefix-/kitchen"],
-        "Check": {"HTTP": format!("http://{addr}/health"), "Interval": "1s", "Timeout": "1s"},
-    });
-    http.put(format!("{}/v1/agent/service/register", consul.http_url()))
-        .json(&registration)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    register_hello_server(&consul, "kitchen-1", "kitchen", "urlprefix-/kitchen", addr).await;
 
     let url = format!("{}/v1/health/service/kitchen?passing=true", consul.http_url());
     let entries: Vec<Value> = eventually("kitchen to pass its check", Duration::from_secs(20), || async {

@@ -1,9 +1,8 @@
 use std::time::Duration;
 
 use ftgo_testenv::{Consul, Fabio};
-use serde_json::json;
 
-use crate::{eventually, spawn_hello_server};
+use crate::{eventually, register_hello_server, spawn_hello_server};
 
 #[tokio::test]
 async fn fabio_routes_http_to_a_service_registered_in_consul_with_a_urlprefix_tag() {
@@ -17,20 +16,7 @@ async fn fabio_routes_http_to_a_service_registered_in_consul_with_a_urlprefix_ta
     let before = http.get(format!("{}/smoke/hello", fabio.http_url())).send().await.unwrap();
     assert_eq!(before.status(), 404);
 
-    http.put(format!("{}/v1/agent/service/register", consul.http_url()))
-        .json(&json!({
-            "ID": "order-1",
-            "Name": "order",
-            "Address": "127.0.0.1",
-            "Port": addr.port(),
-            "Tags": ["urlprefix-/smoke"],
-            "Check": {"HTTP": format!("http://{addr}/health"), "Interval": "1s", "Timeout": "1s"},
-        }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    register_hello_server(&consul, "order-1", "order", "urlprefix-/smoke", addr).await;
 
     let url = format!("{}/smoke/hello", fabio.http_url());
     let body = eventually("Fabio to route /smoke", Duration::from_secs(30), || async {

@@ -8,6 +8,7 @@ mod nats;
 mod postgres;
 mod process;
 
+use ftgo_testenv::Consul;
 pub use ftgo_testenv::eventually;
 use std::net::SocketAddr;
 
@@ -22,4 +23,25 @@ pub async fn spawn_hello_server(name: &'static str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
+}
+
+/// Registers the hello server at `addr` in `consul` as instance `id` of service `name`, with one
+/// tag and an HTTP check of its `/health` every second, which the agent itself runs.
+pub async fn register_hello_server(consul: &Consul, id: &str, name: &str, tag: &str, addr: SocketAddr) {
+    let registration = serde_json::json!({
+        "ID": id,
+        "Name": name,
+        "Address": "127.0.0.1",
+        "Port": addr.port(),
+        "Tags": [tag],
+        "Check": {"HTTP": format!("http://{addr}/health"), "Interval": "1s", "Timeout": "1s"},
+    });
+    reqwest::Client::new()
+        .put(format!("{}/v1/agent/service/register", consul.http_url()))
+        .json(&registration)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
 }
