@@ -14,11 +14,26 @@ fn vindaloos(quantity: i64) -> Value {
     json!([{"menuItemId": "1", "quantity": quantity}])
 }
 
-#[tokio::test]
-async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelled_over_http() {
+/// A running stack with a consumer and a restaurant to order from, as most tests begin.
+async fn stack_with_consumer_and_restaurant() -> (Stack, String, String) {
     let stack = Stack::start().await;
     let consumer_id = stack.consumer().await;
     let restaurant_id = stack.restaurant().await;
+    (stack, consumer_id, restaurant_id)
+}
+
+/// Places an order for one vindaloo and waits for its saga to approve it: the order's id and view.
+async fn approved_order(stack: &Stack, consumer_id: &str, restaurant_id: &str) -> (String, Value) {
+    let placed = stack.place_order(consumer_id, restaurant_id, vindaloos(1)).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:#}", placed.body);
+    let order_id = placed.body["orderId"].as_str().unwrap().to_owned();
+    let order = stack.order_in_state(&order_id, "APPROVED").await;
+    (order_id, order)
+}
+
+#[tokio::test]
+async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelled_over_http() {
+    let (stack, consumer_id, restaurant_id) = stack_with_consumer_and_restaurant().await;
 
     let consumer = stack.get(&format!("/api/consumers/{consumer_id}")).await;
     assert_eq!(consumer.status, StatusCode::OK);
@@ -101,9 +116,7 @@ async fn an_order_goes_from_approval_pending_to_approved_is_revised_and_cancelle
 
 #[tokio::test]
 async fn a_declined_card_rejects_the_order_with_a_reason_and_compensates_the_ticket() {
-    let stack = Stack::start().await;
-    let consumer_id = stack.consumer().await;
-    let restaurant_id = stack.restaurant().await;
+    let (stack, consumer_id, restaurant_id) = stack_with_consumer_and_restaurant().await;
 
     // 41 x 12.50 = 512.50, over the 500.00 credit limit.
     let placed = stack.place_order(&consumer_id, &restaurant_id, vindaloos(41)).await;
@@ -123,12 +136,8 @@ async fn a_declined_card_rejects_the_order_with_a_reason_and_compensates_the_tic
 
 #[tokio::test]
 async fn the_kitchen_moves_a_ticket_along_and_a_cancel_after_preparing_is_refused() {
-    let stack = Stack::start().await;
-    let consumer_id = stack.consumer().await;
-    let restaurant_id = stack.restaurant().await;
-    let placed = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
-    let order_id = placed.body["orderId"].as_str().unwrap();
-    let order = stack.order_in_state(order_id, "APPROVED").await;
+    let (stack, consumer_id, restaurant_id) = stack_with_consumer_and_restaurant().await;
+    let (order_id, order) = approved_order(&stack, &consumer_id, &restaurant_id).await;
     let ticket_id = order["ticket"]["ticketId"].as_str().unwrap();
 
     let past =
@@ -154,7 +163,7 @@ async fn the_kitchen_moves_a_ticket_along_and_a_cancel_after_preparing_is_refuse
     })
     .await;
     assert_eq!(sagas["sagas"][1]["sagaType"], "CancelOrderSaga");
-    let order = stack.order_in_state(order_id, "APPROVED").await;
+    let order = stack.order_in_state(&order_id, "APPROVED").await;
     assert_eq!(order["payment"]["state"], "AUTHORIZED");
 
     let ready = stack.post(&format!("/api/tickets/{ticket_id}/ready"), json!({})).await;
@@ -168,9 +177,7 @@ async fn the_kitchen_moves_a_ticket_along_and_a_cancel_after_preparing_is_refuse
 
 #[tokio::test]
 async fn bad_input_is_answered_with_a_json_error_and_changes_nothing() {
-    let stack = Stack::start().await;
-    let consumer_id = stack.consumer().await;
-    let restaurant_id = stack.restaurant().await;
+    let (stack, consumer_id, restaurant_id) = stack_with_consumer_and_restaurant().await;
     let unknown = uuid::Uuid::new_v4();
 
     // Bodies that are not the JSON asked for.
@@ -265,12 +272,10 @@ async fn bad_input_is_answered_with_a_json_error_and_changes_nothing() {
     let account = stack.get(&format!("/api/accounts/{consumer_id}")).await;
     assert_eq!(account.body["reserved"], "0.00");
     assert_eq!(account.body["creditLimit"], "500.00");
-    let good = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
-    assert_eq!(good.status, StatusCode::CREATED, "{:#}", good.body);
-    stack.order_in_state(good.body["orderId"].as_str().unwrap(), "APPROVED").await;
+    let (good_id, _) = approved_order(&stack, &consumer_id, &restaurant_id).await;
 
     // Waits that cannot be honoured: the message says what is wrong.
-    let order = format!("/api/orders/{}", good.body["orderId"].as_str().unwrap());
+    let order = format!("/api/orders/{good_id}");
     for (query, code, says) in [
         ("?wait=DONE", "invalid_argument", "DONE"),
         ("?wait=approved", "invalid_argument", "approved"),
@@ -294,12 +299,8 @@ async fn bad_input_is_answered_with_a_json_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn the_order_view_leaves_out_the_parts_whose_service_is_down() {
-    let mut stack = Stack::start().await;
-    let consumer_id = stack.consumer().await;
-    let restaurant_id = stack.restaurant().await;
-    let placed = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
-    let order_id = placed.body["orderId"].as_str().unwrap().to_owned();
-    let approved = stack.order_in_state(&order_id, "APPROVED").await;
+    let (mut stack, consumer_id, restaurant_id) = stack_with_consumer_and_restaurant().await;
+    let (order_id, approved) = approved_order(&stack, &consumer_id, &restaurant_id).await;
     assert!(approved.get("ticket").is_some() && approved.get("payment").is_some());
 
     stack.kitchen.take().unwrap().stop().await.unwrap();
@@ -377,9 +378,7 @@ async fn the_openapi_document_describes_every_path() {
 /// might send: the answer is a success or a 4xx with the API's error body, never a 5xx.
 #[tokio::test]
 async fn hostile_strings_in_any_field_never_cause_a_server_error() {
-    let stack = Stack::start().await;
-    let consumer_id = stack.consumer().await;
-    let restaurant_id = stack.restaurant().await;
+    let (stack, consumer_id, restaurant_id) = stack_with_consumer_and_restaurant().await;
     // Make sure the menu has reached the Order Service, so orders reach their validation.
     let first = stack.place_order(&consumer_id, &restaurant_id, vindaloos(1)).await;
     assert_eq!(first.status, StatusCode::CREATED);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiJson, ApiPath, path_id,
+    ApiJson, ApiPath, path_id, respond, rpc,
     shapes::{money, parse_money},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
@@ -49,11 +49,7 @@ pub async fn get(
     ApiPath(consumer_id): ApiPath<String>,
 ) -> Result<Json<Account>, ApiError> {
     let request = accounting::GetAccountRequest { consumer_id: path_id("account", &consumer_id)? };
-    let found = backends
-        .accounting
-        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_account(r).await })
-        .await?;
-    Ok(Json(account(found)))
+    respond(&backends.accounting, Idempotency::Idempotent, request, rpc!(get_account), account).await
 }
 
 #[utoipa::path(put, path = "/api/accounts/{consumerId}", tag = "accounts",
@@ -71,9 +67,5 @@ pub async fn update(
         enabled: body.enabled,
     };
     // Setting absolute values is idempotent: a retry cannot apply a change twice.
-    let updated = backends
-        .accounting
-        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.update_account(r).await })
-        .await?;
-    Ok(Json(account(updated)))
+    respond(&backends.accounting, Idempotency::Idempotent, request, rpc!(update_account), account).await
 }

@@ -10,7 +10,7 @@ use ftgo_proto::admin::v1 as admin;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiPath, ApiQuery, shapes::timestamp};
+use super::{ApiPath, ApiQuery, respond, rpc, shapes::timestamp};
 use crate::{
     Backends,
     backends::{AdminClient, Backend},
@@ -114,8 +114,7 @@ pub async fn list(
         }
     };
     let request = admin::ListDeadLettersRequest { limit, waiting_only: query.waiting.unwrap_or(false) };
-    let found =
-        backend.call(Idempotency::Idempotent, request, |mut c, r| async move { c.list_dead_letters(r).await }).await?;
+    let found = backend.call(Idempotency::Idempotent, request, rpc!(list_dead_letters)).await?;
     if found.service != service.binary() {
         // A load balancer sent the call elsewhere: one service's letters are never shown as another's.
         tracing::error!(asked = service.binary(), answered = %found.service, "an admin call reached the wrong service");
@@ -144,10 +143,6 @@ pub async fn replay(
 ) -> Result<Json<DeadLetter>, ApiError> {
     let (_, backend) = service(&backends, &name)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found(format!("dead letter {id:?} does not exist")))?;
-    let replayed = backend
-        .call(Idempotency::NotIdempotent, admin::ReplayDeadLetterRequest { id }, |mut c, r| async move {
-            c.replay_dead_letter(r).await
-        })
-        .await?;
-    Ok(Json(dead_letter(replayed)))
+    let request = admin::ReplayDeadLetterRequest { id };
+    respond(backend, Idempotency::NotIdempotent, request, rpc!(replay_dead_letter), dead_letter).await
 }

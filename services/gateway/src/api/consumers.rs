@@ -5,7 +5,7 @@ use ftgo_proto::consumer::v1 as consumer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, ApiPath, path_id, shapes::PersonName};
+use super::{ApiJson, ApiPath, path_id, respond, rpc, shapes::PersonName};
 use crate::{Backends, error::ApiError, resilience::Idempotency};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -35,11 +35,11 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateConsumer>,
 ) -> Result<(StatusCode, Json<ConsumerCreated>), ApiError> {
     let request = consumer::CreateConsumerRequest { name: Some(body.name.into()) };
-    let created = backends
-        .consumer
-        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.create_consumer(r).await })
-        .await?;
-    Ok((StatusCode::CREATED, Json(ConsumerCreated { consumer_id: created.consumer_id })))
+    let created = respond(&backends.consumer, Idempotency::NotIdempotent, request, rpc!(create_consumer), |reply| {
+        ConsumerCreated { consumer_id: reply.consumer_id }
+    })
+    .await?;
+    Ok((StatusCode::CREATED, created))
 }
 
 #[utoipa::path(get, path = "/api/consumers/{consumerId}", tag = "consumers",
@@ -50,9 +50,9 @@ pub async fn get(
     ApiPath(consumer_id): ApiPath<String>,
 ) -> Result<Json<Consumer>, ApiError> {
     let request = consumer::GetConsumerRequest { consumer_id: path_id("consumer", &consumer_id)? };
-    let found = backends
-        .consumer
-        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_consumer(r).await })
-        .await?;
-    Ok(Json(Consumer { consumer_id: found.consumer_id, name: found.name.unwrap_or_default().into() }))
+    respond(&backends.consumer, Idempotency::Idempotent, request, rpc!(get_consumer), |found| Consumer {
+        consumer_id: found.consumer_id,
+        name: found.name.unwrap_or_default().into(),
+    })
+    .await
 }

@@ -35,7 +35,7 @@ use serde::Serialize;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use crate::{Backends, error::ApiError, openapi};
+use crate::{Backends, backends::Backend, error::ApiError, openapi, resilience::Idempotency};
 
 /// A JSON body whose rejections (malformed, wrong types, too large) answer in the API's error
 /// format.
@@ -71,6 +71,35 @@ pub fn path_id(kind: &str, raw: &str) -> Result<String, ApiError> {
     raw.parse::<uuid::Uuid>()
         .map(|id| id.to_string())
         .map_err(|_| ApiError::not_found(format!("{kind} {raw:?} does not exist")))
+}
+
+/// A client method as [`Backend::call`] takes it: `rpc!(get_order)` is
+/// `|mut c, r| async move { c.get_order(r).await }`.
+macro_rules! rpc {
+    ($method:ident) => {
+        |mut c, r| async move { c.$method(r).await }
+    };
+}
+pub(crate) use rpc;
+
+/// What most handlers do: send `request` to `backend` through its resilience policy (retried only
+/// when `idempotency` allows it), answer a gRPC error in the API's error format, and show the reply
+/// as JSON through `view`.
+pub async fn respond<C, M, T, V, F, Fut>(
+    backend: &Backend<C>,
+    idempotency: Idempotency,
+    request: M,
+    rpc: F,
+    view: impl FnOnce(T) -> V,
+) -> Result<Json<V>, ApiError>
+where
+    C: Clone,
+    M: Clone,
+    F: Fn(C, tonic::Request<M>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let reply = backend.call(idempotency, request, rpc).await?;
+    Ok(Json(view(reply)))
 }
 
 /// Every path of the public API, each with its OpenAPI description: the one list both the router

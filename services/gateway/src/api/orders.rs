@@ -14,7 +14,7 @@ use tonic::Code;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    ApiJson, ApiPath, ApiQuery, path_id,
+    ApiJson, ApiPath, ApiQuery, path_id, respond, rpc,
     shapes::{Address, LineItemRequest, enum_name, money, timestamp},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
@@ -106,12 +106,15 @@ fn state_name(state: i32) -> String {
     enum_name(state, OrderState::as_str_name)
 }
 
-fn accepted(o: order::Order, with_total: bool) -> OrderAccepted {
-    OrderAccepted {
-        state: state_name(o.state),
-        order_total: with_total.then(|| money(o.order_total)),
-        order_id: o.order_id,
-    }
+/// The answer of a call that starts a saga on an order: the order's state at that moment.
+fn accepted(o: order::Order) -> OrderAccepted {
+    OrderAccepted { state: state_name(o.state), order_total: None, order_id: o.order_id }
+}
+
+/// The answer to placing an order: [`accepted`], with the total the order was priced at.
+fn placed(mut o: order::Order) -> OrderAccepted {
+    let order_total = Some(money(o.order_total.take()));
+    OrderAccepted { order_total, ..accepted(o) }
 }
 
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
@@ -128,11 +131,8 @@ pub async fn create(
         delivery_address: Some(body.delivery_address.into()),
         line_items: body.line_items.into_iter().map(Into::into).collect(),
     };
-    let created = backends
-        .order
-        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.create_order(r).await })
-        .await?;
-    Ok((StatusCode::CREATED, Json(accepted(created, true))))
+    let created = respond(&backends.order, Idempotency::NotIdempotent, request, rpc!(create_order), placed).await?;
+    Ok((StatusCode::CREATED, created))
 }
 
 /// `GET /api/orders/{orderId}`'s options: waiting for a state instead of polling
@@ -233,10 +233,7 @@ pub async fn get(
         wait_timeout_ms: if wait_for.is_empty() { 0 } else { wait.as_millis() as u32 },
         wait_for,
     };
-    let found = backends
-        .order
-        .call_waiting(Idempotency::Idempotent, wait, request, |mut c, r| async move { c.get_order(r).await })
-        .await?;
+    let found = backends.order.call_waiting(Idempotency::Idempotent, wait, request, rpc!(get_order)).await?;
 
     let (ticket, payment) = match query.view.unwrap_or_default() {
         OrderViewKind::Full => ticket_and_payment(&backends, &order_id).await,
@@ -274,12 +271,12 @@ async fn ticket_and_payment(backends: &Backends, order_id: &str) -> (Option<Tick
         backends.kitchen.call(
             Idempotency::Idempotent,
             kitchen::GetTicketByOrderRequest { order_id: order_id.to_owned() },
-            |mut c, r| async move { c.get_ticket_by_order(r).await }
+            rpc!(get_ticket_by_order)
         ),
         backends.accounting.call(
             Idempotency::Idempotent,
             accounting::GetAuthorizationRequest { order_id: order_id.to_owned() },
-            |mut c, r| async move { c.get_authorization(r).await }
+            rpc!(get_authorization)
         ),
     );
     let ticket = optional_part("ticket", ticket).map(|t| TicketSummary {
@@ -312,11 +309,8 @@ pub async fn cancel(
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<OrderAccepted>), ApiError> {
     let request = order::CancelOrderRequest { order_id: path_id("order", &order_id)? };
-    let changed = backends
-        .order
-        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.cancel_order(r).await })
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted(changed, false))))
+    let changed = respond(&backends.order, Idempotency::NotIdempotent, request, rpc!(cancel_order), accepted).await?;
+    Ok((StatusCode::ACCEPTED, changed))
 }
 
 #[utoipa::path(post, path = "/api/orders/{orderId}/revise", tag = "orders", params(("orderId" = String, Path)),
@@ -333,11 +327,8 @@ pub async fn revise(
         order_id: path_id("order", &order_id)?,
         revised_line_items: body.revised_line_items.into_iter().map(Into::into).collect(),
     };
-    let changed = backends
-        .order
-        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.revise_order(r).await })
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted(changed, false))))
+    let changed = respond(&backends.order, Idempotency::NotIdempotent, request, rpc!(revise_order), accepted).await?;
+    Ok((StatusCode::ACCEPTED, changed))
 }
 
 #[cfg(test)]

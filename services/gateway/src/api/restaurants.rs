@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiJson, ApiPath, path_id,
+    ApiJson, ApiPath, path_id, respond, rpc,
     shapes::{Address, Menu},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
@@ -46,11 +46,11 @@ pub async fn create(
         address: Some(body.address.into()),
         menu_items: body.menu.to_proto()?,
     };
-    let created = backends
-        .kitchen
-        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.create_restaurant(r).await })
-        .await?;
-    Ok((StatusCode::CREATED, Json(RestaurantCreated { restaurant_id: created.restaurant_id })))
+    let created = respond(&backends.kitchen, Idempotency::NotIdempotent, request, rpc!(create_restaurant), |reply| {
+        RestaurantCreated { restaurant_id: reply.restaurant_id }
+    })
+    .await?;
+    Ok((StatusCode::CREATED, created))
 }
 
 #[utoipa::path(get, path = "/api/restaurants/{restaurantId}", tag = "restaurants",
@@ -61,14 +61,11 @@ pub async fn get(
     ApiPath(restaurant_id): ApiPath<String>,
 ) -> Result<Json<Restaurant>, ApiError> {
     let request = kitchen::GetRestaurantRequest { restaurant_id: path_id("restaurant", &restaurant_id)? };
-    let found = backends
-        .kitchen
-        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_restaurant(r).await })
-        .await?;
-    Ok(Json(Restaurant {
+    respond(&backends.kitchen, Idempotency::Idempotent, request, rpc!(get_restaurant), |found| Restaurant {
         restaurant_id: found.restaurant_id,
         name: found.name,
         address: found.address.unwrap_or_default().into(),
         menu: Menu::from_proto(found.menu_items),
-    }))
+    })
+    .await
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiPath, path_id,
+    ApiPath, path_id, respond, rpc,
     shapes::{enum_name, timestamp},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
@@ -87,11 +87,7 @@ fn saga(s: orchestrator::Saga) -> Saga {
     responses((status = 200, body = Saga), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get(State(backends): State<Backends>, ApiPath(saga_id): ApiPath<String>) -> Result<Json<Saga>, ApiError> {
     let request = orchestrator::GetSagaRequest { saga_id: path_id("saga", &saga_id)? };
-    let found = backends
-        .orchestrator
-        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_saga(r).await })
-        .await?;
-    Ok(Json(saga(found)))
+    respond(&backends.orchestrator, Idempotency::Idempotent, request, rpc!(get_saga), saga).await
 }
 
 #[utoipa::path(get, path = "/api/orders/{orderId}/sagas", tag = "sagas", params(("orderId" = String, Path)),
@@ -102,18 +98,12 @@ pub async fn for_order(
 ) -> Result<Json<OrderSagas>, ApiError> {
     let order_id = path_id("order", &order_id)?;
     // Sagas start a moment after their order, so "no sagas" does not prove the order unknown.
-    backends
-        .order
-        .call(
-            Idempotency::Idempotent,
-            order::GetOrderRequest { order_id: order_id.clone(), ..Default::default() },
-            |mut c, r| async move { c.get_order(r).await },
-        )
-        .await?;
+    let request = order::GetOrderRequest { order_id: order_id.clone(), ..Default::default() };
+    backends.order.call(Idempotency::Idempotent, request, rpc!(get_order)).await?;
     let request = orchestrator::ListOrderSagasRequest { order_id: order_id.clone() };
-    let found = backends
-        .orchestrator
-        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.list_order_sagas(r).await })
-        .await?;
-    Ok(Json(OrderSagas { order_id, sagas: found.sagas.into_iter().map(saga).collect() }))
+    respond(&backends.orchestrator, Idempotency::Idempotent, request, rpc!(list_order_sagas), |found| OrderSagas {
+        order_id,
+        sagas: found.sagas.into_iter().map(saga).collect(),
+    })
+    .await
 }

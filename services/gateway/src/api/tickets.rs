@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    ApiJson, ApiPath, path_id,
+    ApiJson, ApiPath, path_id, respond, rpc,
     shapes::{enum_name, timestamp, to_timestamp},
 };
 use crate::{Backends, error::ApiError, resilience::Idempotency};
@@ -62,11 +62,7 @@ pub async fn get(
     ApiPath(ticket_id): ApiPath<String>,
 ) -> Result<Json<Ticket>, ApiError> {
     let request = kitchen::GetTicketRequest { ticket_id: path_id("ticket", &ticket_id)? };
-    let found = backends
-        .kitchen
-        .call(Idempotency::Idempotent, request, |mut c, r| async move { c.get_ticket(r).await })
-        .await?;
-    Ok(Json(ticket(found)))
+    respond(&backends.kitchen, Idempotency::Idempotent, request, rpc!(get_ticket), ticket).await
 }
 
 #[utoipa::path(post, path = "/api/tickets/{ticketId}/accept", tag = "tickets", params(("ticketId" = String, Path)),
@@ -82,11 +78,7 @@ pub async fn accept(
         ticket_id: path_id("ticket", &ticket_id)?,
         ready_by: Some(to_timestamp(body.ready_by)),
     };
-    let changed = backends
-        .kitchen
-        .call(Idempotency::NotIdempotent, request, |mut c, r| async move { c.accept_ticket(r).await })
-        .await?;
-    Ok(Json(ticket(changed)))
+    respond(&backends.kitchen, Idempotency::NotIdempotent, request, rpc!(accept_ticket), ticket).await
 }
 
 /// The three transitions without a body share one shape.
@@ -99,7 +91,7 @@ where
     Fut: Future<Output = Result<tonic::Response<kitchen::Ticket>, tonic::Status>>,
 {
     let request = kitchen::TicketRequest { ticket_id: path_id("ticket", ticket_id)? };
-    Ok(Json(ticket(backends.kitchen.call(Idempotency::NotIdempotent, request, rpc).await?)))
+    respond(&backends.kitchen, Idempotency::NotIdempotent, request, rpc, ticket).await
 }
 
 #[utoipa::path(post, path = "/api/tickets/{ticketId}/preparing", tag = "tickets", params(("ticketId" = String, Path)),
@@ -109,7 +101,7 @@ pub async fn preparing(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
 ) -> Result<Json<Ticket>, ApiError> {
-    transition(&backends, &ticket_id, |mut c, r| async move { c.prepare_ticket(r).await }).await
+    transition(&backends, &ticket_id, rpc!(prepare_ticket)).await
 }
 
 #[utoipa::path(post, path = "/api/tickets/{ticketId}/ready", tag = "tickets", params(("ticketId" = String, Path)),
@@ -119,7 +111,7 @@ pub async fn ready(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
 ) -> Result<Json<Ticket>, ApiError> {
-    transition(&backends, &ticket_id, |mut c, r| async move { c.mark_ticket_ready(r).await }).await
+    transition(&backends, &ticket_id, rpc!(mark_ticket_ready)).await
 }
 
 #[utoipa::path(post, path = "/api/tickets/{ticketId}/pickedup", tag = "tickets", params(("ticketId" = String, Path)),
@@ -129,5 +121,5 @@ pub async fn picked_up(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
 ) -> Result<Json<Ticket>, ApiError> {
-    transition(&backends, &ticket_id, |mut c, r| async move { c.pick_up_ticket(r).await }).await
+    transition(&backends, &ticket_id, rpc!(pick_up_ticket)).await
 }
