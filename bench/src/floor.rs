@@ -326,6 +326,34 @@ type NextCommand = (&'static str, &'static str, usize);
 
 /// The orchestrator applying a reply (`SagaReplies`): the saga locked, advanced and saved, and its
 /// next command (if any) into the outbox and relayed. Returns that command.
+/// The Kitchen Service's `save_ticket`: one statement for a new ticket and a changed one.
+async fn save_ticket(
+    tx: &mut PgConnection,
+    ticket_id: Uuid,
+    order_id: Uuid,
+    restaurant: Uuid,
+    state: &str,
+    items: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO kitchen_service.tickets (id, order_id, restaurant_id, state, previous_state, line_items, ready_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE
+         SET state = EXCLUDED.state, previous_state = EXCLUDED.previous_state, line_items = EXCLUDED.line_items,
+             ready_by = EXCLUDED.ready_by, updated_at = now()",
+    )
+    .bind(ticket_id)
+    .bind(order_id.to_string())
+    .bind(restaurant)
+    .bind(state)
+    .bind(None::<String>)
+    .bind(Json(items))
+    .bind(None::<DateTime<Utc>>)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 async fn advance(
     conn: &mut PgConnection,
     published: &mut Published,
@@ -472,19 +500,7 @@ impl Client {
         .fetch_all(&mut *tx)
         .await?;
         let ticket_items = json!([{"menuItemId": "1", "name": "Dal", "quantity": 1}]);
-        sqlx::query(
-            "INSERT INTO kitchen_service.tickets (id, order_id, restaurant_id, state, previous_state, line_items, ready_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(ticket_id)
-        .bind(order_id.to_string())
-        .bind(restaurant)
-        .bind("CREATE_PENDING")
-        .bind(None::<String>)
-        .bind(Json(&ticket_items))
-        .bind(None::<DateTime<Utc>>)
-        .execute(&mut *tx)
-        .await?;
+        save_ticket(&mut tx, ticket_id, order_id, restaurant, "CREATE_PENDING", &ticket_items).await?;
         let ticket_created = Message::reply(&create_ticket, "ftgo.kitchen.v1.TicketCreated", ONE_ID);
         published.commit(tx, &KITCHEN, &ticket_created).await?;
 
@@ -545,17 +561,7 @@ impl Client {
             .fetch_optional(&mut *tx)
             .await?
             .context("the ticket is missing")?;
-        sqlx::query(
-            "UPDATE kitchen_service.tickets SET state = $2, previous_state = $3, line_items = $4, ready_by = $5,
-             updated_at = now() WHERE id = $1",
-        )
-        .bind(ticket_id)
-        .bind("AWAITING_ACCEPTANCE")
-        .bind(None::<String>)
-        .bind(Json(&ticket_items))
-        .bind(None::<DateTime<Utc>>)
-        .execute(&mut *tx)
-        .await?;
+        save_ticket(&mut tx, ticket_id, order_id, restaurant, "AWAITING_ACCEPTANCE", &ticket_items).await?;
         let confirmed = Message::reply(&confirm, "ftgo.kitchen.v1.TicketCommandSucceeded", ONE_ID);
         published.commit(tx, &KITCHEN, &confirmed).await?;
 

@@ -1,8 +1,6 @@
-//! The Accounting Service binary: everything is the platform's `main` and this service's `start`.
-
-use ftgo_accounting_service::{Config, NAME, start};
+//! The Accounting Service binary: the platform's `Service::main`, run with this service's `SERVICE`.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ftgo_platform::service::main(NAME, Config::local(NAME), start).await
+    ftgo_accounting_service::SERVICE.main().await
 }

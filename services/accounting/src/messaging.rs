@@ -7,23 +7,36 @@ use ftgo_platform::{
     ids::{ConsumerId, OrderId},
     messaging::{
         dispatch::Table,
-        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        inbox::{ConsumerConfig, HandlerError, IncomingMessage, MessageHandler},
         outbox,
         saga::{self, Outcome},
     },
     money::Money,
 };
+use ftgo_platform::{runtime::Running, service::Infrastructure};
 use ftgo_proto::{accounting::v1 as api, consumer::v1 as consumer};
 use sqlx::PgConnection;
 
 use crate::{domain::account::Account, store};
 
-pub const COMMAND_SUBJECTS: &str = "ftgo.command.accounting.>";
-pub const EVENT_SUBJECTS: &str = "ftgo.event.consumer.ConsumerCreated";
-
 /// A command for a consumer whose ConsumerCreated event has not been handled yet is retried this
 /// many times (with the consumer's back-off) before it is refused.
 const WAIT_FOR_ACCOUNT_DELIVERIES: i64 = 4;
+
+/// The durable consumers this service runs: name (also the key in `processed_messages`), subjects,
+/// handler.
+pub fn consumers(infra: &Infrastructure, running: &mut Running) {
+    infra.consume(
+        running,
+        ConsumerConfig::new("accounting-service-consumer-events", ["ftgo.event.consumer.ConsumerCreated"]),
+        ConsumerEvents,
+    );
+    infra.consume(
+        running,
+        ConsumerConfig::new("accounting-service-commands", ["ftgo.command.accounting.>"]),
+        CardCommands,
+    );
+}
 
 /// Opens an account for every new consumer.
 pub struct ConsumerEvents;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ftgo_accounting_service::{Config, start};
+use ftgo_accounting_service::SERVICE;
 use ftgo_platform::{
     messaging::OutgoingMessage,
     runtime::Running,
@@ -14,7 +14,6 @@ use ftgo_proto::{
     common::v1::{Money, PersonName},
     consumer::v1 as consumer,
 };
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
 /// Orders the saga names (any UUIDs: the Accounting Service never looks them up).
@@ -29,10 +28,8 @@ struct App {
 
 async fn spawn_app() -> App {
     let world = ServiceWorld::start().await.unwrap();
-    let config = Config { common: world.config("accounting").await.unwrap() };
-    let running = start(config, CancellationToken::new()).await.unwrap();
-    let client = AccountingServiceClient::connect(format!("http://{}", running.addr)).await.unwrap();
-    App { world, running, client }
+    let serving = world.serve(&SERVICE).await.unwrap();
+    App { world, running: serving.running, client: AccountingServiceClient::new(serving.channel) }
 }
 
 fn money(minor_units: i64) -> Option<Money> {

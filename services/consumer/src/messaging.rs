@@ -4,16 +4,21 @@ use std::sync::LazyLock;
 
 use ftgo_platform::messaging::{
     dispatch::Table,
-    inbox::{HandlerError, IncomingMessage, MessageHandler},
+    inbox::{ConsumerConfig, HandlerError, IncomingMessage, MessageHandler},
     outbox,
     saga::{self, Outcome},
 };
+use ftgo_platform::{runtime::Running, service::Infrastructure};
 use ftgo_proto::consumer::v1 as api;
 use sqlx::PgConnection;
 
 use crate::{domain, store};
 
-pub const COMMAND_SUBJECTS: &str = "ftgo.command.consumer.>";
+/// The durable consumers this service runs: name (also the key in `processed_messages`), subjects,
+/// handler.
+pub fn consumers(infra: &Infrastructure, running: &mut Running) {
+    infra.consume(running, ConsumerConfig::new("consumer-service", ["ftgo.command.consumer.>"]), ConsumerCommands);
+}
 
 pub struct ConsumerCommands;
 

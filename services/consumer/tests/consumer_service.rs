@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use ftgo_consumer_service::{Config, start};
+use ftgo_consumer_service::SERVICE;
 use ftgo_platform::{runtime::Running, testing::ServiceWorld};
 use ftgo_proto::{
     common::v1::{Money, PersonName},
     consumer::v1::{self as api, consumer_service_client::ConsumerServiceClient},
 };
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -21,10 +20,8 @@ struct App {
 
 async fn spawn_app() -> App {
     let world = ServiceWorld::start().await.unwrap();
-    let config = Config { common: world.config("consumer").await.unwrap() };
-    let running = start(config, CancellationToken::new()).await.unwrap();
-    let client = ConsumerServiceClient::connect(format!("http://{}", running.addr)).await.unwrap();
-    App { world, running, client }
+    let serving = world.serve(&SERVICE).await.unwrap();
+    App { world, running: serving.running, client: ConsumerServiceClient::new(serving.channel) }
 }
 
 fn name(first: &str, last: &str) -> Option<PersonName> {

@@ -9,11 +9,12 @@ use ftgo_platform::{
     ids::{OrderId, RestaurantId, TicketId},
     messaging::{
         dispatch::Table,
-        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        inbox::{ConsumerConfig, HandlerError, IncomingMessage, MessageHandler},
         outbox,
         saga::{self, Outcome},
     },
 };
+use ftgo_platform::{runtime::Running, service::Infrastructure};
 use ftgo_proto::kitchen::v1 as api;
 use sqlx::PgConnection;
 
@@ -22,9 +23,14 @@ use crate::{
     store,
 };
 
-pub const COMMAND_SUBJECTS: &str = "ftgo.command.kitchen.>";
 /// The most of one menu item a ticket can hold.
 pub const MAX_QUANTITY: i32 = 100;
+
+/// The durable consumers this service runs: name (also the key in `processed_messages`), subjects,
+/// handler.
+pub fn consumers(infra: &Infrastructure, running: &mut Running) {
+    infra.consume(running, ConsumerConfig::new("kitchen-service", ["ftgo.command.kitchen.>"]), KitchenCommands);
+}
 
 pub struct KitchenCommands;
 
@@ -128,7 +134,7 @@ async fn create_ticket(tx: &mut PgConnection, command: api::CreateTicket) -> Res
         return Ok(Err(format!("restaurant {} has no menu item {:?}", restaurant.name, unknown.menu_item_id)));
     }
     let ticket = Ticket::create(order_id, restaurant.id, items);
-    store::insert_ticket(tx, &ticket).await?;
+    store::save_ticket(tx, &ticket).await?;
     Ok(Ok(ticket.id))
 }
 

@@ -92,28 +92,18 @@ fn line_items_json(items: &[TicketLineItem]) -> Json<&[TicketLineItem]> {
     Json(items)
 }
 
-pub async fn insert_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Result<()> {
+/// Stores a ticket, new or changed (its order and restaurant never change).
+pub async fn save_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO tickets (id, order_id, restaurant_id, state, previous_state, line_items, ready_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE
+         SET state = EXCLUDED.state, previous_state = EXCLUDED.previous_state, line_items = EXCLUDED.line_items,
+             ready_by = EXCLUDED.ready_by, updated_at = now()",
     )
     .bind(ticket.id)
     .bind(ticket.order_id.to_string())
     .bind(ticket.restaurant_id)
-    .bind(ticket.state.as_str())
-    .bind(ticket.previous_state.map(TicketState::as_str))
-    .bind(line_items_json(&ticket.line_items))
-    .bind(ticket.ready_by)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-pub async fn save_ticket(tx: &mut PgConnection, ticket: &Ticket) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE tickets SET state = $2, previous_state = $3, line_items = $4, ready_by = $5, updated_at = now() WHERE id = $1",
-    )
-    .bind(ticket.id)
     .bind(ticket.state.as_str())
     .bind(ticket.previous_state.map(TicketState::as_str))
     .bind(line_items_json(&ticket.line_items))

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ftgo_kitchen_service::{Config, start};
+use ftgo_kitchen_service::SERVICE;
 use ftgo_platform::{
     runtime::Running,
     testing::{ReceivedMessage, ServiceWorld},
@@ -12,7 +12,6 @@ use ftgo_proto::{
     common::v1::{MenuItem, Money},
     kitchen::v1::{self as api, TicketState, kitchen_service_client::KitchenServiceClient},
 };
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
 /// Orders the saga names (any UUIDs: the Kitchen Service never looks them up).
@@ -30,11 +29,9 @@ struct App {
 
 async fn spawn_app() -> App {
     let world = ServiceWorld::start().await.unwrap();
-    let config = Config { common: world.config("kitchen").await.unwrap() };
-    let database_url = config.common.database.url.clone();
-    let running = start(config, CancellationToken::new()).await.unwrap();
-    let client = KitchenServiceClient::connect(format!("http://{}", running.addr)).await.unwrap();
-    App { world, running, client, database_url }
+    let serving = world.serve(&SERVICE).await.unwrap();
+    let client = KitchenServiceClient::new(serving.channel);
+    App { world, running: serving.running, client, database_url: serving.database_url }
 }
 
 fn menu_item(id: &str, name: &str, price: i64) -> MenuItem {

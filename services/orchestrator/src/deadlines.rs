@@ -104,7 +104,7 @@ async fn overdue<D: SagaDefinition>(
             return store::clear_deadline(tx, row.id).await;
         }
     };
-    let Some(step) = D::steps().get(saga.step).map(|step| step.name) else {
+    let Some(step) = D::STEPS.get(saga.step).map(|step| step.name) else {
         tracing::error!(saga_id = %row.id, step = saga.step, "an overdue saga at a step its type does not have");
         return store::clear_deadline(tx, row.id).await;
     };

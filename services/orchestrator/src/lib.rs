@@ -18,19 +18,14 @@ use anyhow::Result;
 use ftgo_catalog::ServiceName;
 use ftgo_platform::{
     config::{self, BaseConfig, CommonConfig, Settings},
-    messaging::inbox::ConsumerConfig,
     runtime::Running,
     service::Infrastructure,
 };
-use ftgo_proto::orchestrator::v1::saga_service_server::SagaServiceServer;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
 
 /// This service in the catalog (`ftgo-catalog`): its binary, port, database, gRPC service.
 pub const NAME: ServiceName = ServiceName::Orchestrator;
-/// Its binary's name, which names it in logs, traces, Consul and its message consumers.
-const SERVICE: &str = NAME.binary();
 
 /// The settings every service has, and how long a saga waits for each step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,19 +73,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     anyhow::ensure!(config.sagas.attempts >= 1, "sagas.attempts must be at least 1");
     anyhow::ensure!(!config.sagas.reply_timeout.is_zero(), "sagas.reply_timeout must be more than 0 s");
     let deadlines = config.sagas;
-    let api = |infra: &Infrastructure| Routes::new(SagaServiceServer::new(grpc::SagaApi::new(infra.db.clone())));
-    let (infra, mut running) =
-        Infrastructure::start(NAME, &config.common, &sqlx::migrate!("./migrations"), api, shutdown).await?;
-    infra.consume(
-        &mut running,
-        ConsumerConfig::new(format!("{SERVICE}-order-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]),
-        messaging::OrderEvents { deadlines },
-    );
-    infra.consume(
-        &mut running,
-        ConsumerConfig::new(format!("{SERVICE}-replies"), vec![messaging::REPLY_SUBJECTS.to_owned()]),
-        messaging::SagaReplies { deadlines },
-    );
+    let migrations = sqlx::migrate!("./migrations");
+    let (infra, mut running) = Infrastructure::start(NAME, &config.common, &migrations, grpc::routes, shutdown).await?;
+    messaging::consumers(&infra, &mut running, deadlines);
     let sweep = deadlines::Sweep { db: infra.db.clone(), publisher: infra.publisher(), deadlines };
     let stop = running.shutdown_token();
     running.spawn("saga deadlines", async move { sweep.run(stop).await });

@@ -13,11 +13,13 @@ use ftgo_platform::{
     ids::{OrderId, SagaId},
     messaging::{
         dispatch::Table,
-        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        inbox::{ConsumerConfig, HandlerError, IncomingMessage, MessageHandler},
         outbox,
         saga::SAGA_STEP_HEADER,
     },
     money::Money,
+    runtime::Running,
+    service::Infrastructure,
     telemetry,
 };
 use ftgo_proto::order::v1 as order;
@@ -39,11 +41,17 @@ use crate::{
     store::{self, SagaRow},
 };
 
-pub const EVENT_SUBJECTS: &str = "ftgo.event.order.>";
-pub const REPLY_SUBJECTS: &str = "ftgo.reply.orchestrator.>";
-
 fn refuse(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Rejected(anyhow::anyhow!("{e}"))
+}
+
+/// The durable consumers this service runs: name (also the key in `processed_messages`), subjects,
+/// handler.
+pub fn consumers(infra: &Infrastructure, running: &mut Running, deadlines: StepDeadlines) {
+    let events = ConsumerConfig::new("orchestrator-service-order-events", ["ftgo.event.order.>"]);
+    infra.consume(running, events, OrderEvents { deadlines });
+    let replies = ConsumerConfig::new("orchestrator-service-replies", ["ftgo.reply.orchestrator.>"]);
+    infra.consume(running, replies, SagaReplies { deadlines });
 }
 
 /// Starts a saga for every order event that asks for one.
@@ -100,7 +108,7 @@ impl OrderEvents {
         data: D,
     ) -> Result<(), HandlerError> {
         let (saga, next) = Saga::start(order_id, data, Utc::now());
-        store::insert(tx, &saga, self.deadlines.reply_timeout).await?;
+        store::save(tx, &saga, self.deadlines.reply_timeout).await?;
         if let Some(next) = next {
             outbox::enqueue(tx, &next.message(saga.id)).await?;
         }

@@ -65,38 +65,21 @@ fn deadline<D>(saga: &Saga<D>, timeout: Duration) -> Option<DateTime<Utc>> {
     waits.then(|| Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX))
 }
 
-/// Stores a new saga; its first step is due within `timeout`.
-pub async fn insert<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>, timeout: Duration) -> sqlx::Result<()> {
+/// Stores a saga, new or moved on (or that sent its step again); its step in flight is due within
+/// `timeout`.
+pub async fn save<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>, timeout: Duration) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO sagas (id, saga_type, order_id, state, step, data, history, failure_reason, awaiting, attempts,
                             deadline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (id) DO UPDATE
+         SET state = EXCLUDED.state, step = EXCLUDED.step, data = EXCLUDED.data, history = EXCLUDED.history,
+             failure_reason = EXCLUDED.failure_reason, awaiting = EXCLUDED.awaiting, attempts = EXCLUDED.attempts,
+             deadline = EXCLUDED.deadline, updated_at = now()",
     )
     .bind(saga.id)
     .bind(D::TYPE)
     .bind(saga.order_id.to_string())
-    .bind(saga.state.as_str())
-    .bind(saga.step as i32)
-    .bind(data(saga)?)
-    .bind(Json(&saga.history))
-    .bind(&saga.failure_reason)
-    .bind(&saga.awaiting)
-    .bind(saga.attempts as i32)
-    .bind(deadline(saga, timeout))
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Stores a saga that moved on (or sent its step again); its step in flight is due within
-/// `timeout`.
-pub async fn save<D: SagaDefinition>(tx: &mut PgConnection, saga: &Saga<D>, timeout: Duration) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE sagas SET state = $2, step = $3, data = $4, history = $5, failure_reason = $6, awaiting = $7,
-                          attempts = $8, deadline = $9, updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(saga.id)
     .bind(saga.state.as_str())
     .bind(saga.step as i32)
     .bind(data(saga)?)

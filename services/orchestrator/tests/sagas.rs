@@ -7,7 +7,11 @@ use std::time::Duration;
 use prost::Name;
 
 use ftgo_orchestrator_service::StepDeadlines;
-use ftgo_platform::{config::CommonConfig, runtime::Running, testing::ServiceWorld};
+use ftgo_platform::{
+    config::{CommonConfig, ServiceConfig},
+    runtime::Running,
+    testing::ServiceWorld,
+};
 use ftgo_proto::{
     accounting::v1::{self as accounting, accounting_service_client::AccountingServiceClient},
     admin::v1::{self as admin, dead_letter_service_client::DeadLetterServiceClient},
@@ -44,13 +48,15 @@ fn url(running: &Running) -> String {
 }
 
 async fn start_consumer_service(config: &CommonConfig) -> Running {
-    ftgo_consumer_service::start(ftgo_consumer_service::Config { common: config.clone() }, CancellationToken::new())
+    ftgo_consumer_service::SERVICE
+        .start(ServiceConfig { common: config.clone() }, CancellationToken::new())
         .await
         .unwrap()
 }
 
 async fn start_accounting_service(config: &CommonConfig) -> Running {
-    ftgo_accounting_service::start(ftgo_accounting_service::Config { common: config.clone() }, CancellationToken::new())
+    ftgo_accounting_service::SERVICE
+        .start(ServiceConfig { common: config.clone() }, CancellationToken::new())
         .await
         .unwrap()
 }
@@ -72,12 +78,7 @@ async fn system_with(deadlines: StepDeadlines) -> System {
     let accounting_config = world.config("accounting").await.unwrap();
     let consumer_service = start_consumer_service(&consumer_config).await;
     let accounting = start_accounting_service(&accounting_config).await;
-    let kitchen = ftgo_kitchen_service::start(
-        ftgo_kitchen_service::Config { common: world.config("kitchen").await.unwrap() },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let kitchen = world.serve(&ftgo_kitchen_service::SERVICE).await.unwrap().running;
     let order_config = world.config("order").await.unwrap();
     let order = ftgo_order_service::start(
         ftgo_order_service::Config { common: order_config.clone() },

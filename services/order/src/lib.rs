@@ -15,16 +15,12 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use ftgo_catalog::ServiceName;
-use ftgo_platform::{
-    config::ServiceConfig, messaging::inbox::ConsumerConfig, runtime::Running, service::Infrastructure,
-};
+use ftgo_platform::{config::ServiceConfig, runtime::Running, service::Infrastructure};
 use ftgo_proto::order::v1::order_service_server::OrderServiceServer;
 use tokio_util::sync::CancellationToken;
 
 /// This service in the catalog (`ftgo-catalog`): its binary, port, database, gRPC service.
 pub const NAME: ServiceName = ServiceName::Order;
-/// Its binary's name, which names it in logs, traces, Consul and its message consumers.
-const SERVICE: &str = NAME.binary();
 
 /// The Order Service has only the settings every service has.
 pub type Config = ServiceConfig;
@@ -38,10 +34,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut running = infra.serve(NAME, &config.common, routes, shutdown.clone()).await?;
     let listener = watch.clone();
     running.spawn("order watch", async move { listener.listen(shutdown).await });
-    let events =
-        ConsumerConfig::new(format!("{SERVICE}-restaurant-events"), vec![messaging::EVENT_SUBJECTS.to_owned()]);
-    infra.consume(&mut running, events, messaging::RestaurantEvents);
-    let commands = ConsumerConfig::new(format!("{SERVICE}-commands"), vec![messaging::COMMAND_SUBJECTS.to_owned()]);
-    infra.consume(&mut running, commands, messaging::OrderCommands { watch });
+    messaging::consumers(&infra, &mut running, watch);
     Ok(running)
 }

@@ -7,12 +7,13 @@ use ftgo_platform::ids::{OrderId, RestaurantId};
 use ftgo_platform::{
     messaging::{
         dispatch::Table,
-        inbox::{HandlerError, IncomingMessage, MessageHandler},
+        inbox::{ConsumerConfig, HandlerError, IncomingMessage, MessageHandler},
         outbox,
         saga::{self, Outcome},
     },
     money::Money,
 };
+use ftgo_platform::{runtime::Running, service::Infrastructure};
 use ftgo_proto::{kitchen::v1 as kitchen, order::v1 as api};
 use sqlx::PgConnection;
 
@@ -22,11 +23,21 @@ use crate::{
     watch::OrderWatch,
 };
 
-pub const EVENT_SUBJECTS: &str = "ftgo.event.restaurant.RestaurantCreated";
-pub const COMMAND_SUBJECTS: &str = "ftgo.command.order.>";
-
 fn refuse(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Rejected(anyhow::anyhow!("{e}"))
+}
+
+/// The durable consumers this service runs: name (also the key in `processed_messages`), subjects,
+/// handler. `watch` is woken after each order command.
+pub fn consumers(infra: &Infrastructure, running: &mut Running, watch: Arc<OrderWatch>) {
+    let restaurants =
+        ConsumerConfig::new("order-service-restaurant-events", ["ftgo.event.restaurant.RestaurantCreated"]);
+    infra.consume(running, restaurants, RestaurantEvents);
+    infra.consume(
+        running,
+        ConsumerConfig::new("order-service-commands", ["ftgo.command.order.>"]),
+        OrderCommands { watch },
+    );
 }
 
 /// Keeps the menu replica: every restaurant's items and prices.

@@ -15,7 +15,7 @@ use tonic::service::Routes;
 
 use crate::{
     admin::DeadLetterApi,
-    config::{self, CommonConfig, Settings},
+    config::{self, CommonConfig, ServiceConfig, Settings},
     db,
     grpc::GrpcServer,
     messaging::{
@@ -43,6 +43,37 @@ where
     let _telemetry = telemetry::init(service.binary(), &settings.base().log_level);
     let shutdown = runtime::shutdown_on_signals()?;
     start(settings, shutdown).await?.wait().await
+}
+
+/// A service made only of what the platform provides: the settings every service has
+/// ([`ServiceConfig`]), a database with its migrations, one gRPC API and its message handlers. The
+/// Consumer, Kitchen and Accounting services are each one of these, a `static` in their `lib.rs`;
+/// a service with settings or tasks of its own (Order, Orchestrator) writes its `start` with
+/// [`Infrastructure`] instead.
+pub struct Service {
+    /// Its entry in the catalog: binary, port, database, gRPC service.
+    pub name: ServiceName,
+    /// Its database's migrations (`sqlx::migrate!`).
+    pub migrations: Migrator,
+    /// Its gRPC API; [`Infrastructure::serve`] adds health, reflection and the dead-letter API.
+    pub routes: fn(&Infrastructure) -> Routes,
+    /// Starts its message handlers, each with [`Infrastructure::consume`].
+    pub consumers: fn(&Infrastructure, &mut Running),
+}
+
+impl Service {
+    /// Connects, migrates and starts every task of the service; returns once it is serving.
+    pub async fn start(&self, config: ServiceConfig, shutdown: CancellationToken) -> Result<Running> {
+        let (infra, mut running) =
+            Infrastructure::start(self.name, &config.common, &self.migrations, self.routes, shutdown).await?;
+        (self.consumers)(&infra, &mut running);
+        Ok(running)
+    }
+
+    /// The service binary's whole `main` ([`main`]).
+    pub async fn main(&'static self) -> Result<()> {
+        main(self.name, ServiceConfig::local(self.name), |config, shutdown| self.start(config, shutdown)).await
+    }
 }
 
 /// Joins Consul as the program's loaded `settings` say. Outside `local`, it watches the program's

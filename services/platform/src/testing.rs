@@ -9,14 +9,18 @@ use async_nats::jetstream::{self, consumer::pull};
 use ftgo_testenv::{Nats, Postgres};
 use futures::StreamExt;
 use prost::{Message, Name};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use crate::{
-    config::CommonConfig,
+    config::{CommonConfig, ServiceConfig},
     messaging::{
         MESSAGE_TYPE_HEADER, MSG_ID_HEADER, OutgoingMessage,
         saga::{REPLY_TO_HEADER, SAGA_ID_HEADER},
         streams,
     },
+    runtime::Running,
+    service::Service,
 };
 
 /// Real infrastructure for one test.
@@ -25,6 +29,14 @@ pub struct ServiceWorld {
     pub nats: Nats,
     pub js: jetstream::Context,
     pub stream: jetstream::stream::Stream,
+}
+
+/// A service that [`ServiceWorld::serve`] started.
+pub struct Serving {
+    pub running: Running,
+    /// To its gRPC server.
+    pub channel: Channel,
+    pub database_url: String,
 }
 
 /// A message read back from JetStream.
@@ -59,6 +71,17 @@ impl ServiceWorld {
         config.database.url = db.url;
         config.nats.url = self.nats.url();
         Ok(config)
+    }
+
+    /// Starts `service` with a fresh database on this world's Postgres and NATS, and connects to
+    /// its gRPC server.
+    pub async fn serve(&self, service: &Service) -> Result<Serving> {
+        let database = service.name.database().context("a service without a database")?;
+        let common = self.config(database).await?;
+        let database_url = common.database.url.clone();
+        let running = service.start(ServiceConfig { common }, CancellationToken::new()).await?;
+        let channel = Channel::from_shared(format!("http://{}", running.addr))?.connect().await?;
+        Ok(Serving { running, channel, database_url })
     }
 
     /// Publishes a saga command as the orchestrator would: with a message id, its type, the

@@ -286,21 +286,42 @@ async fn a_message_delivered_twice_has_one_effect() {
 }
 
 #[tokio::test]
-async fn a_redelivery_while_the_first_delivery_is_still_being_handled_has_no_second_effect() {
+async fn a_slow_handler_keeps_its_message_while_it_works() {
     let w = world().await;
     let mut config = fast_config("slow");
-    config.ack_wait = Duration::from_secs(1);
+    // The handler takes 1.5 s: three times this. Progress acknowledgements keep the message.
+    config.ack_wait = Duration::from_millis(500);
     let (stop, stats) = spawn_consumer(w.consumer(config));
     w.send("slow").await;
     w.relay().drain().await.unwrap();
 
-    eventually("the redelivery to be recognised", Duration::from_secs(20), || async {
-        (stats.duplicates.load(Ordering::Relaxed) >= 1).then_some(())
+    eventually("the message to be handled", Duration::from_secs(20), || async {
+        (stats.processed.load(Ordering::Relaxed) == 1).then_some(())
     })
     .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stats.duplicates.load(Ordering::Relaxed), 0, "JetStream redelivered a message still being handled");
     assert_eq!(w.effects().await, ["slow"]);
-    assert_eq!(stats.processed.load(Ordering::Relaxed), 1);
     stop.cancel();
+}
+
+#[tokio::test]
+async fn the_same_message_handled_twice_at_once_has_one_effect() {
+    // What a redelivery to a second replica looks like while the first still handles the message.
+    let w = world().await;
+    w.send("slow").await;
+    w.relay().drain().await.unwrap();
+    let reader = w.stream.create_consumer(pull::Config::default()).await.unwrap();
+    let mut batch = reader.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await.unwrap();
+    let message = batch.next().await.unwrap().unwrap().message;
+    let (first, second) = (w.consumer(fast_config("twice")), w.consumer(fast_config("twice")));
+
+    let (a, b) = tokio::join!(first.process(&message, 1), second.process(&message, 2));
+
+    let mut dispositions = [a, b];
+    dispositions.sort_by_key(|d| format!("{d:?}"));
+    assert_eq!(dispositions, [Disposition::Duplicate, Disposition::Processed]);
+    assert_eq!(w.effects().await, ["slow"]);
 }
 
 #[tokio::test]

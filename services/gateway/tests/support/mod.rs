@@ -8,7 +8,7 @@ use ftgo_testenv::eventually;
 use std::time::Duration;
 
 use ftgo_api_gateway::Config as GatewayConfig;
-use ftgo_platform::{runtime::Running, testing::ServiceWorld};
+use ftgo_platform::{config::ServiceConfig, runtime::Running, service::Service, testing::ServiceWorld};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -55,16 +55,12 @@ impl Stack {
             async move { world.config(db).await.expect("a service database") }
         };
         let shutdown = CancellationToken::new;
-        let consumer = ftgo_consumer_service::start(
-            ftgo_consumer_service::Config { common: common("consumer").await },
-            shutdown(),
-        );
-        let kitchen =
-            ftgo_kitchen_service::start(ftgo_kitchen_service::Config { common: common("kitchen").await }, shutdown());
-        let accounting = ftgo_accounting_service::start(
-            ftgo_accounting_service::Config { common: common("accounting").await },
-            shutdown(),
-        );
+        let plain = |service: &'static Service, db| async move {
+            service.start(ServiceConfig { common: common(db).await }, shutdown()).await
+        };
+        let consumer = plain(&ftgo_consumer_service::SERVICE, "consumer");
+        let kitchen = plain(&ftgo_kitchen_service::SERVICE, "kitchen");
+        let accounting = plain(&ftgo_accounting_service::SERVICE, "accounting");
         let order = ftgo_order_service::start(ftgo_order_service::Config { common: common("order").await }, shutdown());
         let orchestrator = ftgo_orchestrator_service::start(
             ftgo_orchestrator_service::Config { common: common("orchestrator").await, sagas: Default::default() },

@@ -41,25 +41,15 @@ fn confirm_cancel_order(d: &CancelOrderData) -> Built {
     command("order", &order::ConfirmCancelOrder { order_id: d.order_id.to_string() })
 }
 
-static STEPS: [Step<CancelOrderData>; 5] = [
-    Step { name: "request cancel", action: None, compensation: Some(undo_cancel_order), on_success: None },
-    Step {
-        name: "begin cancel ticket",
-        action: Some(begin_cancel_ticket),
-        compensation: Some(undo_begin_cancel_ticket),
-        on_success: None,
-    },
-    Step { name: "reverse authorization", action: Some(reverse_authorization), compensation: None, on_success: None },
-    Step { name: "confirm cancel ticket", action: Some(confirm_cancel_ticket), compensation: None, on_success: None },
-    Step { name: "confirm cancel order", action: Some(confirm_cancel_order), compensation: None, on_success: None },
-];
-
 impl SagaDefinition for CancelOrderData {
     const TYPE: &'static str = "CancelOrderSaga";
-
-    fn steps() -> &'static [Step<Self>] {
-        &STEPS
-    }
+    const STEPS: &'static [Step<Self>] = &[
+        Step::initiated("request cancel", undo_cancel_order),
+        Step::invoke("begin cancel ticket", begin_cancel_ticket).compensated_by(undo_begin_cancel_ticket),
+        Step::invoke("reverse authorization", reverse_authorization),
+        Step::invoke("confirm cancel ticket", confirm_cancel_ticket),
+        Step::invoke("confirm cancel order", confirm_cancel_order),
+    ];
 }
 
 #[cfg(test)]

@@ -135,31 +135,16 @@ fn approve_order(d: &CreateOrderData) -> Built {
     command("order", &order::ApproveOrder { order_id: d.order_id.to_string() })
 }
 
-static STEPS: [Step<CreateOrderData>; 6] = [
-    Step { name: "create order", action: None, compensation: Some(reject_order), on_success: None },
-    Step { name: "verify consumer", action: Some(verify_consumer), compensation: None, on_success: None },
-    Step {
-        name: "create ticket",
-        action: Some(create_ticket),
-        compensation: Some(cancel_create_ticket),
-        on_success: Some(learn_ticket_id),
-    },
-    Step {
-        name: "authorize card",
-        action: Some(authorize_card),
-        compensation: Some(reverse_authorization),
-        on_success: None,
-    },
-    Step { name: "confirm ticket", action: Some(confirm_create_ticket), compensation: None, on_success: None },
-    Step { name: "approve order", action: Some(approve_order), compensation: None, on_success: None },
-];
-
 impl SagaDefinition for CreateOrderData {
     const TYPE: &'static str = "CreateOrderSaga";
-
-    fn steps() -> &'static [Step<Self>] {
-        &STEPS
-    }
+    const STEPS: &'static [Step<Self>] = &[
+        Step::initiated("create order", reject_order),
+        Step::invoke("verify consumer", verify_consumer),
+        Step::invoke("create ticket", create_ticket).compensated_by(cancel_create_ticket).on_success(learn_ticket_id),
+        Step::invoke("authorize card", authorize_card).compensated_by(reverse_authorization),
+        Step::invoke("confirm ticket", confirm_create_ticket),
+        Step::invoke("approve order", approve_order),
+    ];
 }
 
 #[cfg(test)]

@@ -159,6 +159,32 @@ pub struct Step<D> {
     pub on_success: Option<LearnFromReply<D>>,
 }
 
+impl<D> Step<D> {
+    /// Step 0, done by the saga's initiator before the saga starts (the Order Service created the
+    /// order); `compensation` undoes it when a later step fails.
+    pub const fn initiated(name: &'static str, compensation: fn(&D, &str) -> Built) -> Self {
+        Self { name, action: None, compensation: Some(compensation), on_success: None }
+    }
+
+    /// A step that sends `action`'s command to a participant and waits for its reply.
+    pub const fn invoke(name: &'static str, action: fn(&D) -> Built) -> Self {
+        Self { name, action: Some(action), compensation: None, on_success: None }
+    }
+
+    /// Undone by `compensation` when a later step fails (a step without one cannot be undone:
+    /// the pivot and the steps after it).
+    pub const fn compensated_by(mut self, compensation: fn(&D, &str) -> Built) -> Self {
+        self.compensation = Some(compensation);
+        self
+    }
+
+    /// Learns from its successful reply with `learn`.
+    pub const fn on_success(mut self, learn: LearnFromReply<D>) -> Self {
+        self.on_success = Some(learn);
+        self
+    }
+}
+
 /// Something to do with a saga type known only by its stored name: [`with_saga_type`] calls
 /// `visit` with the definition as a type parameter.
 pub trait SagaVisitor {
@@ -192,7 +218,8 @@ pub fn is_known(saga_type: &str) -> bool {
 pub trait SagaDefinition: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// `CreateOrderSaga`, ...
     const TYPE: &'static str;
-    fn steps() -> &'static [Step<Self>];
+    /// In order; step 0 is the initiator's ([`Step::initiated`]).
+    const STEPS: &'static [Step<Self>];
 }
 
 /// A running or finished saga instance.
@@ -274,7 +301,7 @@ impl<D: SagaDefinition> Saga<D> {
             data,
             failure_reason: None,
             history: vec![StepRecord {
-                name: D::steps()[0].name.to_owned(),
+                name: D::STEPS[0].name.to_owned(),
                 status: StepStatus::Done,
                 at: now,
                 detail: None,
@@ -325,7 +352,7 @@ impl<D: SagaDefinition> Saga<D> {
                 self.failure_reason = None;
             }
         }
-        let step = &D::steps()[self.step];
+        let step = &D::STEPS[self.step];
         let record = |status, detail| StepRecord { name: step.name.to_owned(), status, at: now, detail };
         if self.state == SagaState::Compensating {
             let refused = reply.outcome().err();
@@ -350,7 +377,7 @@ impl<D: SagaDefinition> Saga<D> {
     }
 
     fn forward_from(&mut self, from: usize, now: DateTime<Utc>) -> Option<Next> {
-        let steps = D::steps();
+        let steps = D::STEPS;
         for (index, step) in steps.iter().enumerate().skip(from) {
             if let Some(action) = step.action {
                 self.step = index;
@@ -384,7 +411,7 @@ impl<D: SagaDefinition> Saga<D> {
     }
 
     fn compensate_from(&mut self, from: Option<usize>, now: DateTime<Utc>) -> Option<Next> {
-        let steps = D::steps();
+        let steps = D::STEPS;
         let reason = self.failure_reason.clone().unwrap_or_default();
         let mut index = from;
         while let Some(i) = index {
@@ -417,7 +444,7 @@ impl<D: SagaDefinition> Saga<D> {
             return Overdue::NotWaiting;
         }
         let Some(header) = self.awaiting.clone() else { return Overdue::NotWaiting };
-        let step = &D::steps()[self.step];
+        let step = &D::STEPS[self.step];
         let record =
             |status, detail: String| StepRecord { name: step.name.to_owned(), status, at: now, detail: Some(detail) };
         let command = if self.state == SagaState::Compensating {
@@ -452,7 +479,7 @@ impl<D: SagaDefinition> Saga<D> {
 
     /// The last step that can be undone: the steps after it must complete.
     fn pivot() -> usize {
-        D::steps().iter().rposition(|step| step.compensation.is_some()).unwrap_or(0)
+        D::STEPS.iter().rposition(|step| step.compensation.is_some()).unwrap_or(0)
     }
 }
 

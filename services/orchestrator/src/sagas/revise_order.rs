@@ -72,30 +72,15 @@ fn confirm_revise_order(d: &ReviseOrderData) -> Built {
     command("order", &order::ConfirmReviseOrder { order_id: d.order_id.to_string() })
 }
 
-static STEPS: [Step<ReviseOrderData>; 5] = [
-    Step { name: "request revision", action: None, compensation: Some(undo_revise_order), on_success: None },
-    Step {
-        name: "begin revise ticket",
-        action: Some(begin_revise_ticket),
-        compensation: Some(undo_begin_revise_ticket),
-        on_success: None,
-    },
-    Step {
-        name: "revise authorization",
-        action: Some(revise_authorization),
-        compensation: Some(restore_authorization),
-        on_success: None,
-    },
-    Step { name: "confirm revise ticket", action: Some(confirm_revise_ticket), compensation: None, on_success: None },
-    Step { name: "confirm revise order", action: Some(confirm_revise_order), compensation: None, on_success: None },
-];
-
 impl SagaDefinition for ReviseOrderData {
     const TYPE: &'static str = "ReviseOrderSaga";
-
-    fn steps() -> &'static [Step<Self>] {
-        &STEPS
-    }
+    const STEPS: &'static [Step<Self>] = &[
+        Step::initiated("request revision", undo_revise_order),
+        Step::invoke("begin revise ticket", begin_revise_ticket).compensated_by(undo_begin_revise_ticket),
+        Step::invoke("revise authorization", revise_authorization).compensated_by(restore_authorization),
+        Step::invoke("confirm revise ticket", confirm_revise_ticket),
+        Step::invoke("confirm revise order", confirm_revise_order),
+    ];
 }
 
 #[cfg(test)]

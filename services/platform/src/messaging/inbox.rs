@@ -124,9 +124,14 @@ pub trait MessageHandler: Send + Sync + 'static {
     }
 }
 
+/// How many messages each lane queues.
+const LANE_CAPACITY: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// The durable JetStream consumer's name and the key in `processed_messages`.
+    /// The durable JetStream consumer's name and the key in `processed_messages`. Services write
+    /// theirs out rather than derive them: renaming a deployed consumer makes it handle its whole
+    /// stream again.
     pub name: String,
     /// Subjects this consumer receives (`ftgo.command.kitchen.>`, ...).
     pub filter_subjects: Vec<String>,
@@ -134,18 +139,19 @@ pub struct ConsumerConfig {
     pub max_deliveries: i64,
     /// Delay before redelivery after the n-th failure (the last one repeats).
     pub backoff: Vec<Duration>,
-    /// How long JetStream waits for an acknowledgement before redelivering (a consumer that died
-    /// mid-message).
+    /// How long JetStream waits for an acknowledgement before it redelivers: how soon another
+    /// instance (or this one, restarted) gets the message that a killed consumer was handling.
+    /// A handler that runs longer keeps its message with progress acknowledgements.
     pub ack_wait: Duration,
     /// How many messages are handled at once (each from a different lane, see the module docs).
     pub concurrency: usize,
 }
 
 impl ConsumerConfig {
-    pub fn new(name: impl Into<String>, filter_subjects: Vec<String>) -> Self {
+    pub fn new(name: impl Into<String>, filter_subjects: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             name: name.into(),
-            filter_subjects,
+            filter_subjects: filter_subjects.into_iter().map(Into::into).collect(),
             max_deliveries: 5,
             backoff: vec![
                 Duration::from_millis(100),
@@ -153,7 +159,7 @@ impl ConsumerConfig {
                 Duration::from_secs(2),
                 Duration::from_secs(5),
             ],
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(2),
             concurrency: 8,
         }
     }
@@ -211,28 +217,35 @@ impl<H: MessageHandler> InboxConsumer<H> {
 
     /// Creates (or reuses) the durable consumer and handles messages until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        // Created, or updated to this configuration if it exists (a new `ack_wait` applies to a
+        // deployed consumer).
         let consumer = self
             .stream
-            .get_or_create_consumer(
-                &self.config.name,
-                pull::Config {
-                    durable_name: Some(self.config.name.clone()),
-                    filter_subjects: self.config.filter_subjects.clone(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.config.ack_wait,
-                    // Redelivery is bounded here, not by the server: the consumer must see the
-                    // last delivery to dead-letter it.
-                    max_deliver: -1,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(self.config.name.clone()),
+                filter_subjects: self.config.filter_subjects.clone(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: self.config.ack_wait,
+                // Redelivery is bounded here, not by the server: the consumer must see the
+                // last delivery to dead-letter it.
+                max_deliver: -1,
+                ..Default::default()
+            })
             .await
             .with_context(|| format!("creating the durable consumer {}", self.config.name))?;
-        let mut messages = consumer.messages().await.context("subscribing to the consumer")?;
         // One bounded queue per lane: a slow lane holds back only the reader, and with it at most
-        // `concurrency` × its capacity unacknowledged messages.
+        // `concurrency` × its capacity unacknowledged messages. The reader pulls no more than the
+        // lanes hold, so that little waits unacknowledged for longer than `ack_wait`.
         let lanes = self.config.concurrency.max(1);
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes).map(|_| tokio::sync::mpsc::channel(8)).unzip();
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(lanes * LANE_CAPACITY)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+            .context("subscribing to the consumer")?;
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..lanes).map(|_| tokio::sync::mpsc::channel(LANE_CAPACITY)).unzip();
         let stopping = shutdown.clone();
         let workers = futures::future::join_all(receivers.into_iter().map(|mut lane| {
             let stopping = stopping.clone();
@@ -274,7 +287,7 @@ impl<H: MessageHandler> InboxConsumer<H> {
 
     async fn deliver(&self, message: jetstream::Message) {
         let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
-        let disposition = self.process(&message.message, delivery).await;
+        let disposition = self.process_keeping(&message, delivery).await;
         let name = match disposition {
             Disposition::Processed => "processed",
             Disposition::Duplicate => "duplicate",
@@ -290,6 +303,25 @@ impl<H: MessageHandler> InboxConsumer<H> {
         if let Err(e) = message.ack_with(ack).await {
             // Harmless: JetStream redelivers after ack_wait, and the inbox recognises the id.
             tracing::warn!(consumer = %self.config.name, error = %e, "acknowledgement failed");
+        }
+    }
+
+    /// [`process`](Self::process), telling JetStream every third of `ack_wait` that the message is
+    /// still being worked on, so that a slow handler does not get it redelivered.
+    async fn process_keeping(&self, message: &jetstream::Message, delivery: i64) -> Disposition {
+        let every = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let processing = self.process(&message.message, delivery);
+        tokio::pin!(processing);
+        loop {
+            tokio::select! {
+                disposition = &mut processing => return disposition,
+                _ = progress.tick() => {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(consumer = %self.config.name, error = %e, "progress acknowledgement failed");
+                    }
+                }
+            }
         }
     }
 
