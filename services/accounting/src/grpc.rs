@@ -1,18 +1,24 @@
 //! The AccountingService gRPC API.
 
 use ftgo_platform::{
-    grpc::database_error,
+    grpc::{self, database_error},
     ids::{ConsumerId, OrderId},
     money::Money,
+    service::Infrastructure,
 };
 use ftgo_proto::accounting::v1 as api;
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, service::Routes};
 
 use crate::{
     domain::account::{Account, Authorization, AuthorizationState},
     store,
 };
+
+/// What this service serves over gRPC; the platform adds health, reflection and the dead-letter API.
+pub fn routes(infra: &Infrastructure) -> Routes {
+    Routes::new(api::accounting_service_server::AccountingServiceServer::new(AccountingApi::new(infra.db.clone())))
+}
 
 pub struct AccountingApi {
     db: PgPool,
@@ -29,7 +35,7 @@ fn consumer_id(id: &str) -> Result<ConsumerId, Status> {
 }
 
 fn account_not_found(id: ConsumerId) -> Status {
-    Status::not_found(format!("consumer {id} has no account"))
+    grpc::not_found(format!("consumer {id} has no account"))
 }
 
 fn to_proto(account: &Account) -> api::Account {
@@ -95,12 +101,11 @@ impl api::accounting_service_server::AccountingService for AccountingApi {
         request: Request<api::GetAuthorizationRequest>,
     ) -> Result<Response<api::Authorization>, Status> {
         let raw = request.into_inner().order_id;
-        let not_found = || Status::not_found(format!("order {raw:?} has no authorization"));
+        let missing = || format!("order {raw:?} has no authorization");
         // An id that cannot name an order names none: not found, as for any unknown order.
-        let order_id: OrderId = raw.parse().map_err(|_| not_found())?;
-        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let order_id: OrderId = raw.parse().map_err(|_| grpc::not_found(missing()))?;
         let authorization =
-            store::find_authorization(&mut conn, order_id).await.map_err(database_error)?.ok_or_else(not_found)?;
+            grpc::fetch(&self.db, async |conn| store::find_authorization(conn, order_id).await, missing).await?;
         Ok(Response::new(authorization_to_proto(&authorization)))
     }
 }

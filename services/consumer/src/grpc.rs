@@ -2,17 +2,23 @@
 //! gRPC statuses, once.
 
 use ftgo_platform::{
-    grpc::database_error,
+    grpc::{self, database_error},
     messaging::{OutgoingMessage, outbox, streams::event_subject},
+    service::Infrastructure,
 };
 use ftgo_proto::{common::v1 as common, consumer::v1 as api};
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, service::Routes};
 
 use crate::{
     domain::consumer::{self, Consumer, ConsumerError, PersonName},
     store,
 };
+
+/// What this service serves over gRPC; the platform adds health, reflection and the dead-letter API.
+pub fn routes(infra: &Infrastructure) -> Routes {
+    Routes::new(api::consumer_service_server::ConsumerServiceServer::new(ConsumerApi::new(infra.db.clone())))
+}
 
 pub struct ConsumerApi {
     db: PgPool,
@@ -28,7 +34,7 @@ impl From<ConsumerError> for Status {
     fn from(e: ConsumerError) -> Self {
         match e {
             ConsumerError::InvalidName { .. } | ConsumerError::InvalidId(_) => Status::invalid_argument(e.to_string()),
-            ConsumerError::NotFound(_) => Status::not_found(e.to_string()),
+            ConsumerError::NotFound(_) => grpc::not_found(e.to_string()),
         }
     }
 }

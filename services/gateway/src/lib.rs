@@ -84,7 +84,8 @@ pub struct ResilienceConfig {
     pub connect_timeout: Duration,
     /// Consecutive failures (unavailable, deadline exceeded) that open a backend's circuit.
     pub breaker_failures: u32,
-    /// How long an open circuit refuses calls before one trial call is let through.
+    /// The longest an open circuit refuses calls before it lets one trial call through. It opens
+    /// for 250 ms first (or this, if shorter), and each failed trial doubles that up to this.
     #[serde(with = "ftgo_platform::config::seconds")]
     pub breaker_open_for: Duration,
 }
@@ -100,7 +101,7 @@ impl Default for Config {
                 call_timeout: Duration::from_secs(3),
                 connect_timeout: Duration::from_secs(1),
                 breaker_failures: 5,
-                breaker_open_for: Duration::from_secs(10),
+                breaker_open_for: Duration::from_secs(2),
             },
         }
     }

@@ -7,18 +7,31 @@
 //! the response trailers, above the HTTP `Service` that a tower layer around a `Channel` sees.
 //!
 //! States: **closed** (calls flow; consecutive failures are counted), **open** (calls fail at once
-//! with `UNAVAILABLE` until `open_for` has passed), **half-open** (one trial call; success closes
-//! the circuit, failure opens it again).
+//! with `UNAVAILABLE` for a while), **half-open** (one trial call; success closes the circuit,
+//! failure opens it again). The circuit first opens for [`FIRST_OPEN`], and each failed trial
+//! doubles that up to `open_for`: a backend that was down for a moment is called again within a
+//! fraction of a second, one that stays down gets one trial call every `open_for`.
+//!
+//! A `NOT_FOUND` counts as a healthy answer only when the service marked it as its own
+//! ([`ftgo_platform::grpc::is_absent`]); any other is Fabio saying that no healthy instance is
+//! registered, and becomes `UNAVAILABLE` here, so that the breaker counts it and the client gets a
+//! 503, never a 404 for an entity that may well exist.
 
 use std::{
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use ftgo_platform::grpc::is_absent;
+// Tokio's clock, so that tests can move it; outside a paused test it is the system's.
+use tokio::time::Instant;
 use tonic::{Code, Status};
+
+/// How long a circuit stays open the first time (or `open_for`, if that is shorter).
+pub const FIRST_OPEN: Duration = Duration::from_millis(250);
 
 /// Whether a call may be repeated without changing its effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +52,18 @@ pub enum BreakerState {
 
 #[derive(Debug)]
 enum State {
-    Closed { consecutive_failures: u32 },
-    Open { until: Instant },
-    HalfOpen { trial_in_flight: bool },
+    Closed {
+        consecutive_failures: u32,
+    },
+    /// `interval` is how long it has been open this time: the next failed trial doubles it.
+    Open {
+        until: Instant,
+        interval: Duration,
+    },
+    HalfOpen {
+        trial_in_flight: bool,
+        interval: Duration,
+    },
 }
 
 /// One backend's circuit breaker. Cheap to share behind an `Arc`; the lock is held only to read
@@ -86,7 +108,7 @@ impl CircuitBreaker {
     pub fn state(&self) -> BreakerState {
         match self.lock().state {
             State::Closed { .. } => BreakerState::Closed,
-            State::Open { until } if Instant::now() < until => BreakerState::Open,
+            State::Open { until, .. } if Instant::now() < until => BreakerState::Open,
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
@@ -97,12 +119,12 @@ impl CircuitBreaker {
         let state = &mut inner.state;
         match *state {
             State::Closed { .. } => Some(Permit(())),
-            State::Open { until } if Instant::now() < until => None,
-            State::Open { .. } | State::HalfOpen { trial_in_flight: false } => {
-                *state = State::HalfOpen { trial_in_flight: true };
+            State::Open { until, .. } if Instant::now() < until => None,
+            State::Open { interval, .. } | State::HalfOpen { trial_in_flight: false, interval } => {
+                *state = State::HalfOpen { trial_in_flight: true, interval };
                 Some(Permit(()))
             }
-            State::HalfOpen { trial_in_flight: true } => None,
+            State::HalfOpen { trial_in_flight: true, .. } => None,
         }
     }
 
@@ -115,9 +137,15 @@ impl CircuitBreaker {
             (State::Closed { consecutive_failures }, false) if consecutive_failures + 1 < inner.failures_to_open => {
                 State::Closed { consecutive_failures: consecutive_failures + 1 }
             }
-            (_, false) => {
-                tracing::warn!(open_for = ?inner.open_for, "circuit opened");
-                State::Open { until: Instant::now() + inner.open_for }
+            (State::Closed { .. }, false) => {
+                let interval = FIRST_OPEN.min(inner.open_for);
+                tracing::warn!(open_for = ?interval, "circuit opened");
+                State::Open { until: Instant::now() + interval, interval }
+            }
+            (State::Open { interval, .. } | State::HalfOpen { interval, .. }, false) => {
+                let interval = (*interval * 2).min(inner.open_for);
+                tracing::debug!(open_for = ?interval, "trial call failed; circuit opened again");
+                State::Open { until: Instant::now() + interval, interval }
             }
         };
     }
@@ -131,6 +159,16 @@ impl CircuitBreaker {
 /// Whether `status` says the backend is unwell (as opposed to answering a bad or refused request).
 pub fn is_backend_failure(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::ResourceExhausted)
+}
+
+/// `status` as the truth about the backend: a `NOT_FOUND` that the service did not mark as its own
+/// came from the proxy in between (Fabio's "no route found") and means that no instance answered.
+fn unrouted_is_unavailable(status: Status) -> Status {
+    if status.code() == Code::NotFound && !is_absent(&status) {
+        Status::unavailable(format!("no instance answered ({})", status.message()))
+    } else {
+        status
+    }
 }
 
 /// Whether `status` reports a connection that could not even be opened: the request never left,
@@ -195,8 +233,9 @@ impl CallPolicy {
         self.timeout_ms.store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Runs `call` with a deadline, through the breaker, retrying once after `UNAVAILABLE` when
-    /// `idempotency` allows it. `call` is given the deadline to forward as `grpc-timeout`.
+    /// Runs `call` through the breaker, retrying once after `UNAVAILABLE` when `idempotency` allows
+    /// it, all attempts within one deadline. `call` is given what is left of the deadline, to
+    /// forward as `grpc-timeout`.
     pub async fn run<T, F, Fut>(&self, idempotency: Idempotency, call: F) -> Result<T, Status>
     where
         F: FnMut(Duration) -> Fut,
@@ -221,18 +260,25 @@ impl CallPolicy {
             Idempotency::Idempotent => 2,
             Idempotency::NotIdempotent => 1,
         };
+        let deadline = self.timeout() + wait;
+        let started = Instant::now();
         let mut last = None;
         for attempt in 1..=attempts {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            let left = deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
             let Some(permit) = self.breaker.try_acquire() else {
                 return Err(Status::unavailable(format!("{} is unavailable (circuit open)", self.backend)));
             };
-            let timeout = self.timeout() + wait;
-            let outcome = match tokio::time::timeout(timeout, until_connected(&mut call, timeout)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(Status::deadline_exceeded(format!("{} did not answer within {timeout:?}", self.backend))),
+            let outcome = match tokio::time::timeout(left, until_connected(&mut call, left)).await {
+                Ok(outcome) => outcome.map_err(unrouted_is_unavailable),
+                Err(_) => {
+                    Err(Status::deadline_exceeded(format!("{} did not answer within {deadline:?}", self.backend)))
+                }
             };
             let failed = outcome.as_ref().err().is_some_and(is_backend_failure);
             self.breaker.record(permit, !failed);
@@ -287,10 +333,27 @@ mod tests {
     async fn answers_that_refuse_a_request_do_not_count_as_failures() {
         let policy = policy(2, Duration::from_secs(60));
         for _ in 0..5 {
-            let _: Result<(), _> =
-                policy.run(Idempotency::Idempotent, |_| async { Err(Status::not_found("no such order")) }).await;
+            let result: Result<(), _> = policy
+                .run(Idempotency::Idempotent, |_| async { Err(ftgo_platform::grpc::not_found("no such order")) })
+                .await;
+            assert_eq!(result.unwrap_err().code(), Code::NotFound);
         }
         assert_eq!(policy.breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_not_found_the_service_did_not_mark_is_an_unavailable_backend() {
+        let policy = policy(2, Duration::from_secs(60));
+        let calls = AtomicU32::new(0);
+        let no_route = |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(Status::not_found("no route found")) }
+        };
+        let status = policy.run(Idempotency::Idempotent, no_route).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("no route found"), "{status:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a read is tried again");
+        assert_eq!(policy.breaker.state(), BreakerState::Open, "both attempts counted as failures");
     }
 
     #[tokio::test]
@@ -325,6 +388,39 @@ mod tests {
         let permit = policy.breaker.try_acquire().expect("the trial call");
         policy.breaker.record(permit, false);
         assert_eq!(policy.breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_circuit_opens_briefly_first_and_longer_after_each_failed_trial() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(2));
+        let fail = |breaker: &CircuitBreaker| breaker.record(breaker.try_acquire().expect("a permit"), false);
+        fail(&breaker);
+        // Open for FIRST_OPEN (250 ms), then 500 ms, 1 s, 2 s, and never longer than open_for.
+        for open in [250, 500, 1000, 2000, 2000] {
+            tokio::time::advance(Duration::from_millis(open - 10)).await;
+            assert_eq!(breaker.state(), BreakerState::Open, "still open {open} ms after opening, less 10");
+            tokio::time::advance(Duration::from_millis(10)).await;
+            assert_eq!(breaker.state(), BreakerState::HalfOpen);
+            fail(&breaker);
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        breaker.record(breaker.try_acquire().expect("a trial"), true);
+        fail(&breaker);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(breaker.state(), BreakerState::HalfOpen, "closed again, the next opening is brief");
+    }
+
+    #[tokio::test]
+    async fn one_deadline_covers_every_attempt() {
+        let policy = policy(10, Duration::from_secs(60));
+        let started = Instant::now();
+        let slow_then_unavailable = |left: Duration| async move {
+            tokio::time::sleep(left.saturating_sub(Duration::from_millis(20))).await;
+            Err::<(), _>(Status::unavailable("reset"))
+        };
+        let status = policy.run(Idempotency::Idempotent, slow_then_unavailable).await.unwrap_err();
+        assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded), "{status:?}");
+        assert!(started.elapsed() < Duration::from_millis(200 + 150), "took {:?}", started.elapsed());
     }
 
     #[tokio::test]

@@ -2,13 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use ftgo_platform::{
-    grpc::database_error,
+    grpc::{self, database_error},
     ids::{OrderId, RestaurantId, TicketId},
     messaging::{OutgoingMessage, outbox, streams::event_subject},
+    service::Infrastructure,
 };
 use ftgo_proto::{common::v1 as common, kitchen::v1 as api};
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, service::Routes};
 
 use crate::{
     domain::{
@@ -17,6 +18,11 @@ use crate::{
     },
     store,
 };
+
+/// What this service serves over gRPC; the platform adds health, reflection and the dead-letter API.
+pub fn routes(infra: &Infrastructure) -> Routes {
+    Routes::new(api::kitchen_service_server::KitchenServiceServer::new(KitchenApi::new(infra.db.clone())))
+}
 
 pub struct KitchenApi {
     db: PgPool,
@@ -100,7 +106,7 @@ impl KitchenApi {
         let mut ticket = store::lock_ticket(&mut tx, id)
             .await
             .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("ticket {id} does not exist")))?;
+            .ok_or_else(|| grpc::not_found(format!("ticket {id} does not exist")))?;
         change(&mut ticket)?;
         store::save_ticket(&mut tx, &ticket).await.map_err(database_error)?;
         tx.commit().await.map_err(database_error)?;
@@ -137,21 +143,23 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         request: Request<api::GetRestaurantRequest>,
     ) -> Result<Response<api::Restaurant>, Status> {
         let id = request.into_inner().restaurant_id.parse::<RestaurantId>()?;
-        let mut conn = self.db.acquire().await.map_err(database_error)?;
-        let restaurant = store::find_restaurant(&mut conn, id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("restaurant {id} does not exist")))?;
+        let restaurant = grpc::fetch(
+            &self.db,
+            async |conn| store::find_restaurant(conn, id).await,
+            || format!("restaurant {id} does not exist"),
+        )
+        .await?;
         Ok(Response::new(restaurant_to_proto(&restaurant)))
     }
 
     async fn get_ticket(&self, request: Request<api::GetTicketRequest>) -> Result<Response<api::Ticket>, Status> {
         let id = request.into_inner().ticket_id.parse::<TicketId>()?;
-        let mut conn = self.db.acquire().await.map_err(database_error)?;
-        let ticket = store::find_ticket(&mut conn, id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("ticket {id} does not exist")))?;
+        let ticket = grpc::fetch(
+            &self.db,
+            async |conn| store::find_ticket(conn, id).await,
+            || format!("ticket {id} does not exist"),
+        )
+        .await?;
         Ok(Response::new(ticket_to_proto(&ticket)))
     }
 
@@ -160,12 +168,11 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         request: Request<api::GetTicketByOrderRequest>,
     ) -> Result<Response<api::Ticket>, Status> {
         let raw = request.into_inner().order_id;
-        let not_found = || Status::not_found(format!("order {raw:?} has no ticket"));
+        let missing = || format!("order {raw:?} has no ticket");
         // An id that cannot name an order names none: not found, as for any unknown order.
-        let order_id: OrderId = raw.parse().map_err(|_| not_found())?;
-        let mut conn = self.db.acquire().await.map_err(database_error)?;
+        let order_id: OrderId = raw.parse().map_err(|_| grpc::not_found(missing()))?;
         let ticket =
-            store::find_ticket_by_order(&mut conn, order_id).await.map_err(database_error)?.ok_or_else(not_found)?;
+            grpc::fetch(&self.db, async |conn| store::find_ticket_by_order(conn, order_id).await, missing).await?;
         Ok(Response::new(ticket_to_proto(&ticket)))
     }
 

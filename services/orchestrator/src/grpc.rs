@@ -1,15 +1,23 @@
 //! The SagaService gRPC API: saga instances, for inspection.
 
-use ftgo_platform::grpc::database_error;
-use ftgo_platform::ids::{OrderId, SagaId};
+use ftgo_platform::{
+    grpc::{self, database_error},
+    ids::{OrderId, SagaId},
+    service::Infrastructure,
+};
 use ftgo_proto::orchestrator::v1 as api;
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, service::Routes};
 
 use crate::{
     sagas::{SagaDefinition, SagaState, SagaVisitor, StepStatus, awaits_compensation, with_saga_type},
     store::{self, SagaRow},
 };
+
+/// What this service serves over gRPC; the platform adds health, reflection and the dead-letter API.
+pub fn routes(infra: &Infrastructure) -> Routes {
+    Routes::new(api::saga_service_server::SagaServiceServer::new(SagaApi::new(infra.db.clone())))
+}
 
 pub struct SagaApi {
     db: PgPool,
@@ -31,7 +39,7 @@ fn step_name(saga_type: &str, step: usize) -> Option<&'static str> {
     impl SagaVisitor for StepName {
         type Output = Option<&'static str>;
         fn visit<D: SagaDefinition>(self) -> Option<&'static str> {
-            D::steps().get(self.0).map(|s| s.name)
+            D::STEPS.get(self.0).map(|s| s.name)
         }
     }
     with_saga_type(saga_type, StepName(step)).flatten()
@@ -89,11 +97,9 @@ fn to_proto(row: &SagaRow) -> api::Saga {
 impl api::saga_service_server::SagaService for SagaApi {
     async fn get_saga(&self, request: Request<api::GetSagaRequest>) -> Result<Response<api::Saga>, Status> {
         let id: SagaId = request.into_inner().saga_id.parse()?;
-        let mut conn = self.db.acquire().await.map_err(database_error)?;
-        let row = store::find(&mut conn, id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("saga {id} does not exist")))?;
+        let row =
+            grpc::fetch(&self.db, async |conn| store::find(conn, id).await, || format!("saga {id} does not exist"))
+                .await?;
         Ok(Response::new(to_proto(&row)))
     }
 

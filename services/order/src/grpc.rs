@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use ftgo_platform::{
-    grpc::database_error,
+    grpc::{self, database_error},
     ids::{OrderId, RestaurantId},
     messaging::{
         OutgoingMessage,
@@ -37,11 +37,8 @@ impl OrderApi {
     }
 
     async fn find(&self, id: OrderId) -> Result<Order, Status> {
-        let mut conn = self.db.acquire().await.map_err(database_error)?;
-        store::find_order(&mut conn, id)
+        grpc::fetch(&self.db, async |conn| store::find_order(conn, id).await, || format!("order {id} does not exist"))
             .await
-            .map_err(database_error)?
-            .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))
     }
 
     /// The order once it is in one of `states`, or as it is when `timeout` has passed (or when the
@@ -110,7 +107,7 @@ impl From<OrderError> for Status {
     fn from(e: OrderError) -> Self {
         match e {
             OrderError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-            OrderError::UnknownMenuItem { .. } => Status::not_found(e.to_string()),
+            OrderError::UnknownMenuItem { .. } => grpc::not_found(e.to_string()),
             OrderError::IllegalTransition { .. } => Status::failed_precondition(e.to_string()),
         }
     }
@@ -161,7 +158,7 @@ async fn menu(conn: &mut PgConnection, restaurant_id: RestaurantId) -> Result<Me
     store::find_menu(conn, restaurant_id)
         .await
         .map_err(database_error)?
-        .ok_or_else(|| Status::not_found(format!("restaurant {restaurant_id} does not exist")))
+        .ok_or_else(|| grpc::not_found(format!("restaurant {restaurant_id} does not exist")))
 }
 
 async fn publish<M: prost::Message + Name>(tx: &mut PgConnection, event: &M) -> Result<(), Status> {
@@ -182,7 +179,7 @@ impl OrderApi {
             let mut order = store::lock_order(&mut tx, id)
                 .await
                 .map_err(database_error)?
-                .ok_or_else(|| Status::not_found(format!("order {id} does not exist")))?;
+                .ok_or_else(|| grpc::not_found(format!("order {id} does not exist")))?;
             let event = change(&mut tx, &mut order).await?;
             store::save_order(&mut tx, &order).await.map_err(database_error)?;
             publish(&mut tx, &event).await?;

@@ -84,7 +84,7 @@ impl DeadLetterService for DeadLetterApi {
         match self.consumers.replay(&self.db, id).await {
             Ok(replayed) => Ok(Response::new(to_proto(replayed))),
             Err(ReplayError::Database(e)) => Err(database_error(e)),
-            Err(e @ ReplayError::NotFound(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ ReplayError::NotFound(_)) => Err(crate::grpc::not_found(e.to_string())),
             Err(e @ ReplayError::NoConsumer(_)) => Err(Status::unavailable(e.to_string())),
             Err(e @ (ReplayError::AlreadyReplayed { .. } | ReplayError::Unreplayable(_) | ReplayError::Failed(_))) => {
                 Err(Status::failed_precondition(e.to_string()))
