@@ -125,3 +125,36 @@ async fn the_service_reports_serving_on_grpc_health() {
     }
     app.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn reflection_lists_only_what_the_service_serves() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = spawn_app().await;
+    let channel = Channel::from_shared(format!("http://{}", app.running.addr)).unwrap().connect().await.unwrap();
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([list]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer").message_response;
+    let Some(MessageResponse::ListServicesResponse(listed)) = answer else { panic!("not a list: {answer:?}") };
+    let mut names: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ftgo.admin.v1.DeadLetterService",
+            "ftgo.consumer.v1.ConsumerService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection"
+        ]
+    );
+    app.running.stop().await.unwrap();
+}
