@@ -25,13 +25,25 @@ build:
 # Everything runs on this machine in the foreground: infrastructure, every service, the gateway
 # on http://127.0.0.1:8080. Ctrl-C, or `just down` from another terminal, stops it all.
 #
-# `just up release` runs optimised builds instead (what a benchmark measures).
+# `just up release` runs optimised builds instead (what a benchmark measures); `just up --replicas 2`
+# runs two instances of every back-end service behind Fabio (kill one: the system carries on).
 #
-# Build and run FTGO locally (the API on http://127.0.0.1:8080); `just up release` optimises.
-up profile="debug": infra
-    @echo "building the services ({{profile}}; the first build takes a few minutes) ..."
-    cargo build --locked --bins {{ if profile == "release" { "--release" } else if profile == "debug" { "" } else { error("`just up` takes `debug` (the default) or `release`") } }}
-    target/{{profile}}/ftgo-local up
+# Build and run FTGO locally (the API on http://127.0.0.1:8080); `just up release`, `just up --replicas 2`.
+up *args: infra
+    #!/usr/bin/env bash
+    set -euo pipefail
+    profile=debug
+    pass=()
+    for arg in {{args}}; do
+        case "$arg" in
+            release) profile=release ;;
+            debug) ;;
+            *) pass+=("$arg") ;;
+        esac
+    done
+    echo "building the services ($profile; the first build takes a few minutes) ..."
+    if [ "$profile" = release ]; then cargo build --locked --bins --release; else cargo build --locked --bins; fi
+    exec "target/$profile/ftgo-local" up "${pass[@]}"
 
 # Walk orders through the running system (`just up` in another terminal first).
 demo:

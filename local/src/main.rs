@@ -6,7 +6,8 @@
 //! check. It prints where everything is and runs until Ctrl-C, SIGTERM or `down`. Everything it
 //! started stops with it, in reverse order. `down`, from another terminal, asks the running `up`
 //! to stop and waits until it has. `demo` walks a few orders through the running system. `images`
-//! prints the binaries that ship as container images, from the service catalog.
+//! prints the binaries that ship as container images, from the service catalog. `up --replicas 2`
+//! runs two instances of every back-end service, on one database each, behind Fabio.
 //!
 //! The data lives in temporary directories: each `up` starts from empty databases.
 //!
@@ -15,12 +16,10 @@
 //! fsync, synchronous_commit and full_page_writes off, as in the tests) or `durable` (all three on:
 //! every commit waits for its WAL on disk, as `just bench`'s first leg runs it).
 
-mod demo;
-mod services;
-
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use ftgo_local::{demo, services};
 use ftgo_testenv::{
     Consul, Durability, Fabio, Nats, Postgres,
     foreground::{self, Foreground, state_dir, step},
@@ -32,7 +31,10 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     match std::env::args().nth(1).as_deref() {
-        Some("up") => foreground().run(run_until_stopped()).await,
+        Some("up") => {
+            let replicas = replicas(std::env::args().skip(2))?;
+            foreground().run(run_until_stopped(replicas)).await
+        }
         Some("down") => foreground().stop(),
         Some("demo") => demo::run(&gateway_url()).await,
         Some("images") => {
@@ -41,9 +43,26 @@ async fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: ftgo-local up|down|demo|images (`up` reads FTGO_GATEWAY_LISTEN, FTGO_STATE_DIR, FTGO_POSTGRES=fast|durable)"
+            "usage: ftgo-local up [--replicas N]|down|demo|images (`up` reads FTGO_GATEWAY_LISTEN, FTGO_STATE_DIR, FTGO_POSTGRES=fast|durable)"
         ),
     }
+}
+
+/// How many instances of each back-end service `up` runs: `--replicas N` (1 to 5), by default 1.
+fn replicas(mut args: impl Iterator<Item = String>) -> Result<usize> {
+    let mut replicas = 1;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--replicas" => {
+                let value = args.next().context("--replicas needs a number, e.g. --replicas 2")?;
+                replicas = value.parse().ok().filter(|n| (1..=5).contains(n)).with_context(|| {
+                    format!("--replicas {value:?}: the number of instances of each service, from 1 to 5")
+                })?;
+            }
+            other => bail!("`up` takes `--replicas N`, not {other:?}"),
+        }
+    }
+    Ok(replicas)
 }
 
 /// Where `up` serves the API gateway: `FTGO_GATEWAY_LISTEN`, by default 127.0.0.1:8080.
@@ -77,7 +96,7 @@ fn foreground() -> Foreground {
     }
 }
 
-async fn run_until_stopped() -> Result<()> {
+async fn run_until_stopped(replicas: usize) -> Result<()> {
     let started = Instant::now();
     let gateway_listen = gateway_listen()?;
     let durability = postgres_durability()?;
@@ -105,11 +124,10 @@ async fn run_until_stopped() -> Result<()> {
     println!("starting Fabio ...");
     let fabio = step("fabio", Fabio::start(&consul)).await?;
 
-    println!("starting the FTGO services (each migrates its own database) ...");
+    println!("starting the FTGO services (each migrates its own database; {replicas} instance(s) of each) ...");
     let mut back_end = Vec::new();
     for name in ftgo_catalog::ServiceName::back_end() {
-        let service = step(name.binary(), services::start(name, &dirs, &postgres, &nats, &consul)).await?;
-        back_end.push(service);
+        back_end.extend(step(name.binary(), services::start(name, replicas, &dirs, &postgres, &nats, &consul)).await?);
     }
     println!("starting the API gateway ...");
     let gateway = step(

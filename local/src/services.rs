@@ -31,10 +31,32 @@ pub struct Dirs {
 
 /// A running service process and where it answers.
 pub struct RunningService {
+    pub service: ServiceName,
     pub binary: &'static str,
     pub addr: SocketAddr,
+    /// The database every instance of the service shares.
+    pub database_url: String,
+    /// Its settings file (its port, its database), which a restart reads again.
+    settings: PathBuf,
+    log: PathBuf,
+    bin: PathBuf,
     /// Stopped (SIGTERM, then a clean shutdown) when dropped.
-    _process: ServerProcess,
+    process: ServerProcess,
+}
+
+impl RunningService {
+    /// Kills the process with `SIGKILL`, as a crash would: it neither finishes what it is doing
+    /// nor deregisters from Consul.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the service again after [`kill`](Self::kill): the same settings, so the same port
+    /// and database, and waits until it serves.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process = launch(self.service, &self.bin, &self.settings, &self.log, self.addr).await?;
+        Ok(())
+    }
 }
 
 /// The directory holding the service binaries: the one `ftgo-local` itself was built into.
@@ -55,13 +77,18 @@ fn command(bin_dir: &Path, binary: &str) -> Result<Command> {
     Ok(cmd)
 }
 
+/// Writes `settings` as the settings file `name` in `dir`, and returns its path.
+fn write_settings<T: Serialize>(dir: &Path, name: &str, settings: &T) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}.toml"));
+    let written = toml::to_string(settings).with_context(|| format!("writing {name}'s settings"))?;
+    std::fs::write(&path, written).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// Writes `settings` as `service`'s settings file in `dir` and points `cmd` at it. Variables
 /// (`FTGO_LOG_LEVEL=debug just up`) still override it, as the service's layering says.
 fn use_settings<T: Serialize>(cmd: &mut Command, dir: &Path, service: ServiceName, settings: &T) -> Result<()> {
-    let path = dir.join(format!("{}.toml", service.config_name()));
-    let written = toml::to_string(settings).with_context(|| format!("writing {service}'s settings"))?;
-    std::fs::write(&path, written).with_context(|| format!("writing {}", path.display()))?;
-    cmd.env("FTGO_CONFIG_FILE", path);
+    cmd.env("FTGO_CONFIG_FILE", write_settings(dir, service.config_name(), settings)?);
     Ok(())
 }
 
@@ -70,29 +97,80 @@ fn registering(consul: &Consul) -> ConsulConfig {
     ConsulConfig { addr: consul.http_url(), register: true }
 }
 
-/// Creates the service's database, starts it on a free port and waits until its gRPC health
-/// check answers `SERVING` (it migrates its database before it serves).
+/// Creates the service's database and starts `replicas` instances of it (at least one), each on a
+/// free port, waiting until each one's gRPC health check answers `SERVING` (the first migrates
+/// the database before it serves).
 pub async fn start(
     service: ServiceName,
+    replicas: usize,
     dirs: &Dirs,
     postgres: &Postgres,
     nats: &Nats,
     consul: &Consul,
-) -> Result<RunningService> {
+) -> Result<Vec<RunningService>> {
     let database = postgres.create_database(service.database().context("a back-end service owns a database")?).await?;
+    let mut instances = Vec::with_capacity(replicas.max(1));
+    for instance in 0..replicas.max(1) {
+        instances.push(start_instance(service, instance, &database.url, dirs, nats, consul).await?);
+    }
+    Ok(instances)
+}
+
+/// Starts instance number `instance` (0 for the first) of `service` on a free port, on the
+/// database at `database_url` that every instance of the service shares; each instance registers
+/// in Consul under its own address, and Fabio balances between the healthy ones.
+pub async fn start_instance(
+    service: ServiceName,
+    instance: usize,
+    database_url: &str,
+    dirs: &Dirs,
+    nats: &Nats,
+    consul: &Consul,
+) -> Result<RunningService> {
     let addr = SocketAddr::from(([127, 0, 0, 1], ftgo_testenv::process::free_port()?));
-    let mut cmd = command(&dirs.bin, service.binary())?;
     let mut settings = ServiceConfig::local(service);
     settings.common.grpc.listen = addr;
-    settings.common.database.url = database.url.clone();
+    settings.common.database.url = database_url.to_owned();
     settings.common.nats.url = nats.url();
     settings.common.base.consul = registering(consul);
-    use_settings(&mut cmd, &dirs.settings, service, &settings)?;
-    let log = dirs.logs.join(format!("{}.log", service.binary()));
-    let mut process = ServerProcess::spawn(service.binary(), cmd, &log, libc::SIGTERM)?;
+    let name = instance_name(service, instance);
+    let settings = write_settings(&dirs.settings, &name, &settings)?;
+    let log = dirs.logs.join(format!("{name}.log"));
+    let process = launch(service, &dirs.bin, &settings, &log, addr).await?;
+    Ok(RunningService {
+        service,
+        binary: service.binary(),
+        addr,
+        database_url: database_url.to_owned(),
+        settings,
+        log,
+        bin: dirs.bin.clone(),
+        process,
+    })
+}
+
+/// `kitchen-service`, then `kitchen-service-2`, ...: the name of an instance's settings and log.
+fn instance_name(service: ServiceName, instance: usize) -> String {
+    match instance {
+        0 => service.binary().to_owned(),
+        n => format!("{}-{}", service.binary(), n + 1),
+    }
+}
+
+/// Runs `service`'s binary with the settings file `settings` and waits until it serves at `addr`.
+async fn launch(
+    service: ServiceName,
+    bin: &Path,
+    settings: &Path,
+    log: &Path,
+    addr: SocketAddr,
+) -> Result<ServerProcess> {
+    let mut cmd = command(bin, service.binary())?;
+    cmd.env("FTGO_CONFIG_FILE", settings);
+    let mut process = ServerProcess::spawn(service.binary(), cmd, log, libc::SIGTERM)?;
     let url = format!("http://{addr}");
     process.wait_ready(Duration::from_secs(60), || serving(url.clone())).await?;
-    Ok(RunningService { binary: service.binary(), addr, _process: process })
+    Ok(process)
 }
 
 async fn serving(url: String) -> bool {
