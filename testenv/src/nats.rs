@@ -15,7 +15,7 @@ pub struct Nats {
     port: u16,
     monitor_port: u16,
     process: ServerProcess,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Nats {
@@ -46,12 +46,29 @@ jetstream {{
                 store = dir.path().join("jetstream").display()
             ),
         )?;
+        let process = Self::spawn(&dir, monitor_port).await?;
+        Ok(Self { port, monitor_port, process, dir })
+    }
+
+    async fn spawn(dir: &TempDir, monitor_port: u16) -> Result<ServerProcess> {
         let mut cmd = Command::new(host::binary("nats-server")?);
-        cmd.arg("-c").arg(&config);
+        cmd.arg("-c").arg(dir.path().join("nats.conf"));
         let mut process = ServerProcess::spawn("nats-server", cmd, &dir.path().join("nats.log"), libc::SIGTERM)?;
         let health = format!("http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true");
         process.wait_until_http_ok(Duration::from_secs(30), &health).await?;
-        Ok(Self { port, monitor_port, process, _dir: dir })
+        Ok(process)
+    }
+
+    /// Kills the server with `SIGKILL`, as a crash would. What JetStream acknowledged is on disk.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the server again after [`kill`](Self::kill): the same ports, configuration and store,
+    /// as a restarted server would be.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process = Self::spawn(&self.dir, self.monitor_port).await?;
+        Ok(())
     }
 
     /// The client URL, `nats://127.0.0.1:<port>`.

@@ -95,6 +95,13 @@ impl ServerProcess {
         self.wait_ready(timeout, || async { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }).await
     }
 
+    /// Kills the server with `SIGKILL`, as a crash would: no chance to flush, close or deregister.
+    pub fn kill(&mut self) {
+        self.stopped = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Asks the server to stop, waits up to ten seconds, then kills it. Idempotent.
     pub fn stop(&mut self) {
         if self.stopped {

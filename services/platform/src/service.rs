@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use async_nats::jetstream;
 use ftgo_catalog::ServiceName;
 use ftgo_proto::admin::v1::dead_letter_service_server::{DeadLetterServiceServer, SERVICE_NAME as DEAD_LETTERS};
@@ -19,6 +19,7 @@ use crate::{
     db,
     grpc::GrpcServer,
     messaging::{
+        connection,
         dead_letters::Consumers,
         inbox::{ConsumerConfig, InboxConsumer, MessageHandler},
         outbox::Publisher,
@@ -121,14 +122,10 @@ impl Infrastructure {
         let database = &config.database;
         let db = db::connect(&database.url, database.max_connections, database.connect_timeout).await?;
         db::migrate(&db, migrations).await?;
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(database.connect_timeout)
-            .connect(&config.nats.url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
+        let (client, link) = connection::connect(&config.nats.url, database.connect_timeout).await?;
         let js = jetstream::new(client);
         let stream = streams::ensure_stream(&js).await?;
-        let relay = Arc::new(OutboxRelay::new(db.clone(), js.clone(), RelayConfig::default()));
+        let relay = Arc::new(OutboxRelay::new(db.clone(), js.clone(), RelayConfig::default()).watching(link));
         Ok(Self { db, js, stream, relay, consumers: Consumers::default() })
     }
 

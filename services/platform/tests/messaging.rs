@@ -3,14 +3,14 @@
 use ftgo_testenv::eventually;
 use std::{
     sync::{Arc, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::{self, consumer::pull};
 use ftgo_platform::{
     db,
     messaging::{
-        MESSAGE_TYPE_HEADER, MSG_ID_HEADER, OutgoingMessage,
+        MESSAGE_TYPE_HEADER, MSG_ID_HEADER, OutgoingMessage, connection,
         dead_letters::{self, ReplayError},
         inbox::{self, ConsumerConfig, Disposition, HandlerError, InboxConsumer, IncomingMessage, MessageHandler},
         outbox,
@@ -29,7 +29,7 @@ struct World {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     _pg: Postgres,
-    _nats: Nats,
+    nats: Nats,
 }
 
 async fn world() -> World {
@@ -44,7 +44,7 @@ async fn world() -> World {
     sqlx::query("CREATE TABLE unblocked (body TEXT PRIMARY KEY)").execute(&db).await.unwrap();
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let stream = streams::ensure_stream(&js).await.unwrap();
-    World { db, js, stream, _pg: pg, _nats: nats }
+    World { db, js, stream, _pg: pg, nats }
 }
 
 impl World {
@@ -164,6 +164,35 @@ async fn a_relay_that_dies_before_marking_publishes_again_and_jetstream_keeps_on
 
     assert_eq!(outbox::pending(&w.db).await.unwrap(), 0);
     assert_eq!(w.stream_messages().await, 1, "the republished copy must be dropped as a duplicate");
+}
+
+#[tokio::test]
+async fn the_relay_publishes_what_is_left_the_moment_nats_is_back() {
+    let mut w = world().await;
+    let (client, link) = connection::connect(&w.nats.url(), Duration::from_secs(5)).await.unwrap();
+    let relay = OutboxRelay::new(w.db.clone(), jetstream::new(client), RelayConfig::default()).watching(link);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { relay.run(stop).await }
+    });
+
+    w.nats.kill();
+    w.send("while NATS is down").await;
+    // Longer than JetStream's acknowledgement timeout (5 s), which an unwatched relay waits out,
+    // and than async-nats's reconnection delays grow to by default.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(outbox::pending(&w.db).await.unwrap(), 1, "nothing can be published while NATS is down");
+    w.nats.restart().await.unwrap();
+    let back = Instant::now();
+    eventually("the message to be published and marked", Duration::from_secs(2), async || {
+        (outbox::pending(&w.db).await.unwrap() == 0).then_some(())
+    })
+    .await;
+    println!("published {:?} after NATS was back", back.elapsed());
+    assert_eq!(w.stream_messages().await, 1);
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }
 
 /// A relay running in the background with `poll_interval` between its claims.

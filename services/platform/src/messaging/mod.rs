@@ -13,6 +13,7 @@
 //!    moved to the dead-letter table, so it never blocks the messages behind it; an operator lists
 //!    and replays it ([`dead_letters`]).
 
+pub mod connection;
 pub mod dead_letters;
 pub mod dispatch;
 pub mod inbox;

@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use super::{
     MESSAGE_TYPE_HEADER, MSG_ID_HEADER,
+    connection::Link,
     outbox::{self, Committed, Publisher},
 };
 
@@ -78,6 +79,8 @@ pub struct OutboxRelay {
     publisher: Publisher,
     /// The fast path's receiving end, taken by [`run`](Self::run).
     committed: Mutex<Option<mpsc::UnboundedReceiver<Committed>>>,
+    /// The NATS connection's state, when watched ([`watching`](Self::watching)).
+    link: Option<Link>,
 }
 
 /// id, subject, type, headers, payload, and seconds since the row was inserted.
@@ -86,7 +89,15 @@ type OutboxRow = (Uuid, String, String, Json<BTreeMap<String, String>>, Vec<u8>,
 impl OutboxRelay {
     pub fn new(db: PgPool, js: jetstream::Context, config: RelayConfig) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        Self { db, js, config, publisher: Publisher { sender }, committed: Mutex::new(Some(receiver)) }
+        Self { db, js, config, publisher: Publisher { sender }, committed: Mutex::new(Some(receiver)), link: None }
+    }
+
+    /// Watches the connection `link`: while it is down, no acknowledgement is waited for (the
+    /// messages stay unpublished, and JetStream drops any copy that did get through when they are
+    /// published again); the moment it is back, the relay publishes what is left.
+    pub fn watching(mut self, link: Link) -> Self {
+        self.link = Some(link);
+        self
     }
 
     /// The handle that [`outbox::scope`] takes: what commits inside it reaches this relay at once.
@@ -95,8 +106,9 @@ impl OutboxRelay {
     }
 
     /// Relays until `shutdown` is cancelled: publishes what the fast path hands over as it comes;
-    /// claims what is unpublished at start, when a commit outside a scope wakes it, and every poll
-    /// interval (backing off while JetStream or Postgres is failing).
+    /// claims what is unpublished at start, when a commit outside a scope wakes it, when the NATS
+    /// connection comes back, and every poll interval (backing off while JetStream or Postgres is
+    /// failing).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         let mut committed = self
             .committed
@@ -113,6 +125,7 @@ impl OutboxRelay {
         // The fast path's acknowledged ids, marked together once `mark_delay` has passed.
         let mut unmarked: Vec<Uuid> = Vec::new();
         let mut mark_at: Option<Instant> = None;
+        let mut link = self.link.clone();
         loop {
             if let Some(grace) = claim.take() {
                 // Marked first, so that the claim does not publish them again.
@@ -157,6 +170,11 @@ impl OutboxRelay {
                     mark_at = None;
                 }
                 _ = wake.notified(), if failures == 0 => claim = Some(Duration::ZERO),
+                Some(connected) = changed(&mut link) => if connected {
+                    tracing::info!("NATS is back; publishing what is left");
+                    failures = 0;
+                    claim = Some(Duration::ZERO);
+                },
                 _ = tokio::time::sleep_until(next_poll) => claim = Some(self.config.claim_grace),
             }
         }
@@ -189,7 +207,7 @@ impl OutboxRelay {
         }
         let mut published = Vec::with_capacity(pending.len());
         for (id, sent, committed_at) in pending {
-            match acked(sent).await {
+            match self.acked(sent).await {
                 Ok(()) => {
                     published.push(id);
                     outbox_lag().record(committed_at.elapsed().as_secs_f64(), &[]);
@@ -242,7 +260,7 @@ impl OutboxRelay {
         let mut published = Vec::new();
         let mut failure = None;
         for (id, sent, age) in pending {
-            match acked(sent).await {
+            match self.acked(sent).await {
                 Ok(()) => {
                     published.push(id);
                     outbox_lag().record(age.max(0.0), &[]);
@@ -262,7 +280,8 @@ impl OutboxRelay {
     }
 
     /// Sends one message with its id as `Nats-Msg-Id` (JetStream's duplicate check) and its type;
-    /// its acknowledgement is awaited later with [`acked`], so a batch costs one round trip.
+    /// its acknowledgement is awaited later with [`acked`](Self::acked), so a batch costs one round
+    /// trip.
     async fn send(
         &self,
         id: Uuid,
@@ -280,6 +299,22 @@ impl OutboxRelay {
         self.js.publish_with_headers(subject, headers, payload.into()).await
     }
 
+    /// Waits for JetStream to acknowledge (store) a message that [`send`](Self::send) sent; fails
+    /// at once if the connection is or goes down meanwhile.
+    async fn acked(&self, sent: Result<PublishAckFuture, PublishError>) -> Result<()> {
+        let ack = sent?.into_future();
+        let Some(mut link) = self.link.clone() else {
+            ack.await?;
+            return Ok(());
+        };
+        tokio::select! {
+            ack = ack => { ack?; Ok(()) }
+            _ = link.wait_for(|connected| !connected) => {
+                anyhow::bail!("the connection to NATS dropped before JetStream acknowledged the message")
+            }
+        }
+    }
+
     async fn delete_published(&self) -> sqlx::Result<()> {
         let keep_seconds = self.config.retain_published.as_secs_f64();
         sqlx::query("DELETE FROM messaging.outbox WHERE published_at < now() - make_interval(secs => $1)")
@@ -294,10 +329,15 @@ impl OutboxRelay {
 const MARK_PUBLISHED: &str =
     "UPDATE messaging.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL";
 
-/// Waits for JetStream to acknowledge (store) a message that [`OutboxRelay::send`] sent.
-async fn acked(sent: Result<PublishAckFuture, PublishError>) -> Result<()> {
-    sent?.await?;
-    Ok(())
+/// The connection's next state, once it changes; never, without a watched connection.
+async fn changed(link: &mut Option<Link>) -> Option<bool> {
+    match link {
+        Some(link) => {
+            link.changed().await.ok()?;
+            Some(*link.borrow_and_update())
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The outbox lag: seconds from a message's insert to JetStream's acknowledgement of it.
