@@ -434,6 +434,59 @@ pub struct FtgoSystemStatus {
     /// `<available>/<named> available`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+
+    /// What the operator has written outside Kubernetes for this system, each entry recorded
+    /// only once the write succeeded and kept until the finalizer removes it: what deleting the
+    /// system has to clean up, and all it waits for. Absent from a status written by an
+    /// operator that did not keep this record yet; such a system is cleaned up as before,
+    /// everything the spec implies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalRecord>,
+}
+
+/// What one FtgoSystem holds outside Kubernetes: Consul registrations, Fabio route overrides
+/// and Postgres databases. The finalizer removes these, and only these.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRecord {
+    /// The Consul node, `ftgo-<namespace>-<system>`, that holds the system's service
+    /// registrations. Set once a registration on it succeeded (or was found there); absent
+    /// while Consul has never been reached, and then deleting the system does not wait for
+    /// Consul.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul_node: Option<String>,
+
+    /// The Consul KV key holding the system's Fabio route overrides,
+    /// `<spec.fabio.kvPath>/ftgo/<namespace>/<system>`. Set once the write succeeded (or the
+    /// key was found holding them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabio_routes_key: Option<String>,
+
+    /// The Postgres databases, each with a role of the same name, that exist for the system's
+    /// services: added once Postgres confirmed one, removed once it was dropped. Under
+    /// `databaseReclaimPolicy: Delete` deleting the system drops these.
+    #[serde(default)]
+    pub databases: Vec<String>,
+}
+
+impl ExternalRecord {
+    /// Records that `database` (and its role) exist; the list stays sorted and without repeats,
+    /// so the same databases always give an equal record.
+    pub fn add_database(&mut self, database: &str) {
+        if let Err(at) = self.databases.binary_search_by(|d| d.as_str().cmp(database)) {
+            self.databases.insert(at, database.to_owned());
+        }
+    }
+
+    /// Records that `database` (and its role) were dropped.
+    pub fn remove_database(&mut self, database: &str) {
+        self.databases.retain(|d| d != database);
+    }
+
+    /// Whether nothing at all is recorded outside Kubernetes.
+    pub fn is_empty(&self) -> bool {
+        self.consul_node.is_none() && self.fabio_routes_key.is_none() && self.databases.is_empty()
+    }
 }
 
 /// The observed state of one service.
@@ -559,6 +612,31 @@ mod tests {
         assert!(crd.contains("leave out infrastructure.images"), "images only with Managed");
         assert!(crd.contains("fabio.httpNodePort and fabio.adminNodePort must differ"));
         assert!(crd.contains(r#""maximum":32767"#), "node ports within the node port range");
+    }
+
+    #[test]
+    fn the_record_keeps_databases_sorted_once_each() {
+        let mut record = ExternalRecord::default();
+        assert!(record.is_empty());
+        for database in ["order", "consumer", "order", "kitchen"] {
+            record.add_database(database);
+        }
+        assert_eq!(record.databases, ["consumer", "kitchen", "order"]);
+        record.remove_database("kitchen");
+        record.remove_database("absent");
+        assert_eq!(record.databases, ["consumer", "order"]);
+        assert!(!record.is_empty());
+    }
+
+    #[test]
+    fn a_status_without_the_record_reads_as_unknown_and_an_empty_record_is_written_out() {
+        let legacy: FtgoSystemStatus = serde_json::from_value(serde_json::json!({"conditions": []})).unwrap();
+        assert_eq!(legacy.external, None);
+        let status = FtgoSystemStatus { external: Some(ExternalRecord::default()), ..FtgoSystemStatus::default() };
+        let written = serde_json::to_value(&status).unwrap();
+        assert_eq!(written["external"], serde_json::json!({"databases": []}));
+        let read: FtgoSystemStatus = serde_json::from_value(written).unwrap();
+        assert_eq!(read.external, Some(ExternalRecord::default()));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use ftgo_catalog::ServiceName;
 
 use crate::{
     controller::{build::Desired, validate::System},
-    crd::DatabaseReclaimPolicy,
+    crd::{DatabaseReclaimPolicy, ExternalRecord},
     names::{FIELD_MANAGER, LABEL_COMPONENT, instance_selector},
 };
 
@@ -114,14 +114,15 @@ where
 }
 
 /// Deletes the children of services the spec no longer names. A removed service's database is
-/// dropped too under `Delete`; its credentials Secret goes only once that worked, so a failed
-/// drop is retried with the credentials still at hand.
+/// dropped too under `Delete` (and leaves `record`); its credentials Secret goes only once that
+/// worked, so a failed drop is retried with the credentials still at hand.
 pub(super) async fn delete_orphans(
     system: &System,
     desired: &Desired,
     live: &Children,
     ctx: &Context,
     deleted: &mut Vec<String>,
+    record: &mut ExternalRecord,
 ) -> Result<(), Error> {
     let client = &ctx.client;
     let ns = system.namespace.as_str();
@@ -144,6 +145,7 @@ pub(super) async fn delete_orphans(
         for secret in &orphans {
             if let (Some(database), Some(role)) = (secret_text(secret, "database"), secret_text(secret, "username")) {
                 admin.drop(&database, &role).await?;
+                record.remove_database(&database);
                 deleted.push(format!("database {database}"));
             }
         }

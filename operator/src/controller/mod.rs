@@ -34,7 +34,7 @@ use tracing::warn;
 use ftgo_platform::consul::Consul;
 
 use crate::{
-    crd::{FtgoSystem, InfrastructureMode},
+    crd::{ExternalRecord, FtgoSystem, FtgoSystemStatus, InfrastructureMode},
     metrics::Metrics,
     names::{self, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY},
 };
@@ -53,13 +53,13 @@ use apply::{
     registration::{configure_routes, register},
 };
 use build::managed;
-pub use cleanup::CleanupBlocked;
 use cleanup::cleanup;
+pub use cleanup::{CLEANUP_SKIPPED, CleanupBlocked, SKIP_CLEANUP_ANNOTATION};
 use status::Observations;
 use validate::{System, validate};
 
-/// Held on every FtgoSystem until it is deregistered from Consul and its databases (under
-/// `Delete`) are dropped.
+/// Held on every FtgoSystem until what `status.external` records of it is deregistered from
+/// Consul and (under `Delete`) dropped from Postgres, or [`SKIP_CLEANUP_ANNOTATION`] lets it go.
 pub const FINALIZER: &str = "ftgo.dev/cleanup";
 
 /// How often a healthy system is looked at again even when nothing changed, to repair drift
@@ -240,7 +240,10 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    let (credentials, databases) = ensure_databases(&system, &children.secrets, ctx, object).await;
+    // What the system holds outside Kubernetes: what earlier reconciles recorded, plus what this
+    // one writes (each added only once its write succeeded), minus what it drops.
+    let mut record = object.status.as_ref().and_then(|s| s.external.clone()).unwrap_or_default();
+    let (credentials, databases) = ensure_databases(&system, &children.secrets, ctx, object, &mut record).await;
     let mut desired = build::build(&system, &credentials);
     if let Some(infrastructure) = infrastructure {
         desired.secrets.extend(infrastructure.secrets);
@@ -257,7 +260,7 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
     };
     let mut deleted = Vec::new();
     if failure.is_none()
-        && let Err(err) = delete_orphans(&system, &desired, &children, ctx, &mut deleted).await
+        && let Err(err) = delete_orphans(&system, &desired, &children, ctx, &mut deleted, &mut record).await
     {
         failure = Some(Error::OrphanDeletionFailed(Box::new(err)));
     }
@@ -282,10 +285,10 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
         })
         .collect();
     let (registrations, routes) = match Consul::new(&system.consul.url) {
-        Ok(consul) => (
-            register(&system, &consul, &services, &service_states, ctx, object).await,
-            configure_routes(&system, &consul, ctx, object).await,
-        ),
+        Ok(consul) => {
+            let registered = register(&system, &consul, &services, &service_states, ctx, object, &mut record).await;
+            (registered, configure_routes(&system, &consul, ctx, object, &mut record).await)
+        }
         Err(invalid) => (Err(invalid.to_string()), Err(invalid.to_string())),
     };
     let observations = Observations {
@@ -295,6 +298,7 @@ async fn apply(object: &FtgoSystem, ctx: &Context) -> Result<Action, Error> {
         registrations,
         routes,
         failure: failure.as_ref().map(|err| (err.reason().to_owned(), err.to_string())),
+        external: record,
     };
     let ready = write_status(object, &system, &observations, ctx).await?;
 
@@ -342,7 +346,12 @@ async fn write_status(
 /// namespace may already be going.
 async fn degrade(object: &FtgoSystem, ctx: &Context, reason: &str, why: &str) {
     let generation = object.metadata.generation.unwrap_or_default();
-    let mut next = object.status.clone().unwrap_or_default();
+    // A first status records, truthfully, that nothing was written outside Kubernetes yet (a
+    // status without the record would mean "written by an operator that kept none").
+    let mut next = object.status.clone().unwrap_or_else(|| FtgoSystemStatus {
+        external: Some(ExternalRecord::default()),
+        ..FtgoSystemStatus::default()
+    });
     let checks = [
         status::Check::new(status::READY, false, reason, why),
         status::Check::new(status::DEGRADED, true, reason, why),

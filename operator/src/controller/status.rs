@@ -14,7 +14,7 @@ use k8s_openapi::{
 
 use crate::{
     controller::validate::System,
-    crd::{FtgoSystemStatus, ServiceSpec, ServiceState, ServiceStatus},
+    crd::{ExternalRecord, FtgoSystemStatus, ServiceSpec, ServiceState, ServiceStatus},
 };
 
 pub const READY: &str = "Ready";
@@ -53,6 +53,9 @@ pub struct Observations {
     /// A step that failed this time, as its [`Error`](super::Error) names and says it (reason,
     /// message): the system is `Degraded`.
     pub failure: Option<(String, String)>,
+    /// What the system holds outside Kubernetes after this reconcile's writes: the previous
+    /// record, plus what this reconcile wrote or found, minus what it dropped.
+    pub external: ExternalRecord,
 }
 
 /// The current time, to the second: the precision `metav1.Time` keeps on the wire, so a time
@@ -168,6 +171,7 @@ pub fn status(
         conditions: conditions(previous_conditions, &checks, observations.generation, now),
         services: observations.services.clone(),
         summary: Some(format!("{up}/{} available", observations.services.len())),
+        external: Some(observations.external.clone()),
     }
 }
 
@@ -247,6 +251,7 @@ mod tests {
             registrations: Ok(()),
             routes: Ok(()),
             failure: None,
+            external: ExternalRecord::default(),
         }
     }
 
@@ -281,6 +286,18 @@ mod tests {
         assert_eq!(news, [SERVICES_REGISTERED]);
         let still = status(&system, Some(&failing), &broken, &at(300));
         assert!(new_failures(Some(&failing), &still).is_empty(), "the same failure again is not news");
+    }
+
+    #[test]
+    fn the_record_of_what_was_written_outside_kubernetes_is_part_of_the_status() {
+        let system = system();
+        let first = status(&system, None, &observations(ServiceState::Available, Ok(())), &at(100));
+        assert_eq!(first.external, Some(ExternalRecord::default()), "nothing written yet, and the status says so");
+        let mut registered = observations(ServiceState::Available, Ok(()));
+        registered.external.consul_node = Some("ftgo-food-shop".to_owned());
+        let next = status(&system, Some(&first), &registered, &at(200));
+        assert_ne!(next, first, "a grown record is news to write");
+        assert_eq!(next.external.unwrap().consul_node.as_deref(), Some("ftgo-food-shop"));
     }
 
     #[test]

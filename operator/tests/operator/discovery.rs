@@ -1,12 +1,18 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ftgo_operator::controller::status;
+use ftgo_operator::{
+    controller::{CLEANUP_SKIPPED, SKIP_CLEANUP_ANNOTATION, status},
+    crd::ExternalRecord,
+};
 use ftgo_testenv::Fabio;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::{discovery::v1::EndpointSlice, events::v1::Event};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::support::{Env, RunningOperator, eventually};
+use crate::{
+    lifecycle::database_exists,
+    support::{Env, RunningOperator, eventually},
+};
 
 /// Plays the EndpointSlice controller: one slice for `service` (a child Service of `system`),
 /// labelled as the controller labels it (the Service's labels plus the service name).
@@ -171,40 +177,136 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success());
 }
 
-#[tokio::test]
-async fn deletion_waits_for_consul_says_why_and_finishes_when_consul_returns() {
-    let mut env = Env::start("blocked").await;
-    let operator = RunningOperator::start(&env.client, "operator-0");
-    env.apply(&env.manifest("shop", json!({"services": [{"name": "order"}]}))).await;
-    env.wait_ready("shop", "False").await;
-    let node = format!("ftgo-{}-shop", env.namespace);
-    let catalog_url = format!("{}/v1/catalog/node-services/{node}", env.consul.http_url());
-    eventually("the registration", Duration::from_secs(30), || async {
-        let node = get_json(catalog_url.clone()).await?;
-        (!node["Node"].is_null()).then_some(())
+/// The Warning Events about the FtgoSystem `name` with `reason`.
+async fn warnings(env: &Env, name: &str, reason: &str) -> Vec<Event> {
+    let events = env.api::<Event>().list(&ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// Waits until `name`'s status records exactly `expected` as written outside Kubernetes.
+async fn wait_recorded(env: &Env, name: &str, expected: ExternalRecord) {
+    let systems = env.systems();
+    eventually(&format!("{name}'s record of {expected:?}"), Duration::from_secs(60), || async {
+        let external = systems.get(name).await.ok()?.status?.external?;
+        (external == expected).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn deletion_waits_for_consul_says_why_and_finishes_when_consul_returns_or_the_annotation_skips_it() {
+    let mut env = Env::start("blocked").await;
+    let operator = RunningOperator::start(&env.client, "operator-0");
+    // `shop` waits for Consul; `left` is let go by the annotation and leaves its part behind.
+    for (name, prefix) in [("shop", "shop_"), ("left", "left_")] {
+        let spec = json!({"services": [{"name": "order"}], "infrastructure": {"postgres": {"databasePrefix": prefix}}});
+        env.apply(&env.manifest(name, spec)).await;
+    }
+    let (namespace, consul) = (env.namespace.clone(), env.consul.http_url());
+    let node = |name: &str| format!("ftgo-{namespace}-{name}");
+    let key = |name: &str| format!("fabio/config/ftgo/{namespace}/{name}");
+    let catalog_url = |name: &str| format!("{consul}/v1/catalog/node-services/{}", node(name));
+    for name in ["shop", "left"] {
+        // What the status records is what was written: the node, the KV key and the database.
+        let expected = ExternalRecord {
+            consul_node: Some(node(name)),
+            fabio_routes_key: Some(key(name)),
+            databases: vec![format!("{name}_order")],
+        };
+        wait_recorded(&env, name, expected).await;
+        let registered = get_json(catalog_url(name)).await.unwrap();
+        assert!(!registered["Node"].is_null(), "{name} is registered: {registered}");
+        assert!(kv(&env, &key(name)).await.is_some());
+    }
 
     let pid = env.consul.process().pid();
     signal(pid, "-STOP");
-    env.systems().delete("shop", &DeleteParams::default()).await.unwrap();
     let systems = env.systems();
-    let blocked = eventually("the blocked cleanup to be reported", Duration::from_secs(60), || async {
-        let system = systems.get_opt("shop").await.ok()??;
-        let degraded = system.status?.conditions.into_iter().find(|c| c.type_ == status::DEGRADED)?;
-        (degraded.reason == "CleanupBlocked").then_some(degraded)
+    for name in ["shop", "left"] {
+        systems.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["shop", "left"] {
+        let blocked =
+            eventually(&format!("{name}'s blocked cleanup to be reported"), Duration::from_secs(60), || async {
+                let system = systems.get_opt(name).await.ok()??;
+                let degraded = system.status?.conditions.into_iter().find(|c| c.type_ == status::DEGRADED)?;
+                (degraded.reason == "CleanupBlocked").then_some(degraded)
+            })
+            .await;
+        assert!(blocked.message.contains("cannot deregister from Consul"), "{}", blocked.message);
+        assert!(!warnings(&env, name, "CleanupBlocked").await.is_empty(), "{name}: a CleanupBlocked Warning");
+    }
+
+    // The escape hatch: `left` goes without Consul, and a Warning says what it left there.
+    let annotate = json!({"metadata": {"annotations": {SKIP_CLEANUP_ANNOTATION: "true"}}});
+    systems.patch("left", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+    eventually("left to be gone once annotated", Duration::from_secs(30), || async {
+        systems.get_opt("left").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert!(blocked.message.contains("cannot deregister from Consul"), "{}", blocked.message);
-    let events = env.api::<k8s_openapi::api::events::v1::Event>().list(&Default::default()).await.unwrap();
-    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("CleanupBlocked")));
+    let skipped = eventually("the Warning saying what was left", Duration::from_secs(10), || async {
+        warnings(&env, "left", CLEANUP_SKIPPED).await.pop()
+    })
+    .await;
+    let note = skipped.note.unwrap_or_default();
+    let expected_consul = format!("Consul node {} with its service registrations (Consul at {consul})", node("left"));
+    assert!(note.contains(&expected_consul), "{note}");
+    assert!(note.contains(&format!("Fabio route overrides at Consul KV key {}", key("left"))), "{note}");
+    assert!(note.contains("Postgres databases and roles left_order"), "{note}");
+    assert!(systems.get_opt("shop").await.unwrap().is_some(), "shop still waits for Consul");
 
     signal(pid, "-CONT");
-    eventually("the system to be gone once Consul is back", Duration::from_secs(60), || async {
+    eventually("shop to be gone once Consul is back", Duration::from_secs(60), || async {
         systems.get_opt("shop").await.ok()?.is_none().then_some(())
     })
     .await;
-    let node_after = get_json(catalog_url).await;
-    assert!(node_after.as_ref().is_none_or(|n| n["Node"].is_null()), "deregistered: {node_after:?}");
+    let shop_after = get_json(catalog_url("shop")).await;
+    assert!(shop_after.as_ref().is_none_or(|n| n["Node"].is_null()), "deregistered: {shop_after:?}");
+    assert_eq!(kv(&env, &key("shop")).await, None);
+    // (Whether `left`'s node is still in Consul now is not for this test to say: a deregistration
+    // that timed out while Consul was stopped was still queued in its socket, and Consul carries
+    // it out when it resumes.)
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_system_whose_consul_was_never_reachable_is_deleted_promptly() {
+    let env = Env::start("unreachable").await;
+    let operator = RunningOperator::start(&env.client, "operator-0");
+    // Nothing listens on a free loopback port: every call to "Consul" is refused.
+    let nowhere = format!("http://127.0.0.1:{}", ftgo_testenv::process::free_port().unwrap());
+    let spec = json!({
+        "services": [{"name": "order"}],
+        "databaseReclaimPolicy": "Delete",
+        "infrastructure": {"consul": {"url": nowhere}},
+    });
+    env.apply(&env.manifest("shop", spec)).await;
+    let systems = env.systems();
+    let unregistered = eventually("ServicesRegistered=False", Duration::from_secs(60), || async {
+        let status = systems.get("shop").await.ok()?.status?;
+        let registered = status.conditions.iter().find(|c| c.type_ == status::SERVICES_REGISTERED)?;
+        (registered.status == "False").then(|| registered.reason.clone())
+    })
+    .await;
+    assert_eq!(unregistered, "ConsulUnavailable");
+    // Postgres was reached, Consul never: only the database is recorded.
+    let expected = ExternalRecord { databases: vec!["order".to_owned()], ..ExternalRecord::default() };
+    wait_recorded(&env, "shop", expected).await;
+    assert!(database_exists(&env, "order").await);
+
+    let deleted = Instant::now();
+    systems.delete("shop", &DeleteParams::default()).await.unwrap();
+    eventually("the system to be gone", Duration::from_secs(30), || async {
+        systems.get_opt("shop").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(deleted.elapsed() < Duration::from_secs(30), "{:?}", deleted.elapsed());
+    assert!(!database_exists(&env, "order").await, "what was recorded is still cleaned up (Delete)");
+    assert!(warnings(&env, "shop", "CleanupBlocked").await.is_empty(), "nothing blocked the cleanup");
     operator.stop().await;
 }

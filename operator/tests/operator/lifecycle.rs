@@ -24,7 +24,7 @@ fn secret_text(secret: &Secret, key: &str) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
 }
 
-async fn database_exists(env: &Env, name: &str) -> bool {
+pub(crate) async fn database_exists(env: &Env, name: &str) -> bool {
     catalog_has(env, "SELECT 1 FROM pg_database WHERE datname = $1", name).await
 }
 
@@ -191,6 +191,13 @@ async fn a_spec_change_scales_and_deletes_what_the_spec_no_longer_names() {
     })
     .await;
     assert!(database_exists(&env, "order").await);
+    // The status's record of what exists outside Kubernetes follows: the dropped database leaves it.
+    let systems = env.systems();
+    eventually("the record to forget accounting's database", Duration::from_secs(30), || async {
+        let databases = systems.get("shop").await.ok()?.status?.external?.databases;
+        (databases == ["consumer", "kitchen", "orchestrator", "order"]).then_some(())
+    })
+    .await;
     operator.stop().await;
 }
 

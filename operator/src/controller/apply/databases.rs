@@ -14,7 +14,7 @@ use crate::{
         build::DatabaseCredentials,
         validate::System,
     },
-    crd::{DatabaseReclaimPolicy, FtgoSystem},
+    crd::{DatabaseReclaimPolicy, ExternalRecord, FtgoSystem},
     names::{credentials_secret_name, database_name},
 };
 
@@ -56,12 +56,14 @@ pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
 
 /// Makes sure every named service's role and database exist. Returns the credentials whose
 /// database is known to accept them (only those are written into Secrets, so a Secret never
-/// holds a password Postgres does not know), and what went wrong, if anything.
+/// holds a password Postgres does not know), and what went wrong, if anything. Every database
+/// Postgres confirmed is added to `record`.
 pub(crate) async fn ensure_databases(
     system: &System,
     secrets: &[Secret],
     ctx: &Context,
     object: &FtgoSystem,
+    record: &mut ExternalRecord,
 ) -> (BTreeMap<ServiceName, DatabaseCredentials>, Result<(), String>) {
     let mut wanted = Vec::new();
     for spec in &system.services {
@@ -94,10 +96,12 @@ pub(crate) async fn ensure_databases(
     for (service, credentials, is_new) in wanted {
         match admin.ensure(&credentials, is_new).await {
             Ok(true) => {
+                record.add_database(&credentials.database);
                 created.push(credentials.database.clone());
                 ready.insert(service, credentials);
             }
             Ok(false) => {
+                record.add_database(&credentials.database);
                 ready.insert(service, credentials);
             }
             Err(err) => {
@@ -115,8 +119,15 @@ pub(crate) async fn ensure_databases(
     if problems.is_empty() { (ready, Ok(())) } else { (ready, Err(problems.join("; "))) }
 }
 
-pub(crate) async fn drop_databases(system: &System, ctx: &Context, object: &FtgoSystem) -> Result<(), DatabaseError> {
-    if system.database_reclaim_policy == DatabaseReclaimPolicy::Retain {
+/// Under `Delete`, drops `databases` and their roles (of the same name). Nothing to drop needs
+/// no Postgres at all.
+pub(crate) async fn drop_databases(
+    system: &System,
+    databases: &[String],
+    ctx: &Context,
+    object: &FtgoSystem,
+) -> Result<(), DatabaseError> {
+    if system.database_reclaim_policy == DatabaseReclaimPolicy::Retain || databases.is_empty() {
         return Ok(());
     }
     let login = match admin_login(&ctx.client, system).await {
@@ -130,14 +141,10 @@ pub(crate) async fn drop_databases(system: &System, ctx: &Context, object: &Ftgo
         }
     };
     let mut admin = Admin::connect(&system.postgres, &login).await?;
-    let mut dropped = Vec::new();
-    for service in ServiceName::ALL {
-        if let Some(database) = database_name(system, service) {
-            admin.drop(&database, &database).await?;
-            dropped.push(database);
-        }
+    for database in databases {
+        admin.drop(database, database).await?;
     }
-    let note = format!("dropped databases and roles {}", dropped.join(", "));
+    let note = format!("dropped databases and roles {}", databases.join(", "));
     ctx.event(object, EventType::Normal, "DatabasesDropped", note).await;
     Ok(())
 }
