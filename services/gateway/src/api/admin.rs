@@ -14,9 +14,23 @@ use super::{ApiPath, ApiQuery, respond, rpc, shapes::timestamp};
 use crate::{
     Backends,
     backends::{AdminClient, Backend},
-    error::ApiError,
+    error::{ApiError, BackendErrors, ErrorBody, NotFound},
     resilience::Idempotency,
 };
+
+/// The `service` of an admin path: one of the catalog's back-end services, by name.
+pub struct ServiceParam;
+
+impl utoipa::PartialSchema for ServiceParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(ServiceName::back_end().map(ServiceName::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for ServiceParam {}
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -92,10 +106,10 @@ fn service<'a>(backends: &'a Backends, name: &str) -> Result<(ServiceName, &'a B
 }
 
 #[utoipa::path(get, path = "/api/admin/{service}/dead-letters", tag = "admin",
-    params(("service" = String, Path, description = "consumer, kitchen, accounting, order or orchestrator"), ListQuery),
-    responses((status = 200, body = DeadLetters), (status = 400, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)))]
+    params(("service" = inline(ServiceParam), Path, description = "The service whose dead letters to list"), ListQuery),
+    responses((status = 200, body = DeadLetters),
+        (status = 400, body = ErrorBody, description = "A bad or unknown query parameter"),
+        (status = 404, body = ErrorBody, description = "No such service"), BackendErrors))]
 pub async fn list(
     State(backends): State<Backends>,
     ApiPath(name): ApiPath<String>,
@@ -131,12 +145,12 @@ pub async fn list(
 }
 
 #[utoipa::path(post, path = "/api/admin/{service}/dead-letters/{id}/replay", tag = "admin",
-    params(("service" = String, Path, description = "consumer, kitchen, accounting, order or orchestrator"),
+    params(("service" = inline(ServiceParam), Path, description = "The service the dead letter belongs to"),
         ("id" = i64, Path, description = "the dead letter's id")),
     responses((status = 200, body = DeadLetter, description = "replayed: the handler applied it"),
-        (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody, description = "the handler failed again (the dead letter stays), or it was replayed already"),
-        (status = 503, body = crate::error::ErrorBody)))]
+        NotFound,
+        (status = 409, body = ErrorBody, description = "the handler failed again (the dead letter stays), or it was replayed already"),
+        BackendErrors))]
 pub async fn replay(
     State(backends): State<Backends>,
     ApiPath((name, id)): ApiPath<(String, String)>,

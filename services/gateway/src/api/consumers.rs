@@ -5,8 +5,12 @@ use ftgo_proto::consumer::v1 as consumer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, ApiPath, path_id, respond, rpc, shapes::PersonName};
-use crate::{Backends, error::ApiError, resilience::Idempotency};
+use super::{ApiJson, ApiPath, path_id, respond, rpc, shapes::Id, shapes::PersonName};
+use crate::{
+    Backends,
+    error::{ApiError, BackendErrors, BodyErrors, NotFound},
+    resilience::Idempotency,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -29,11 +33,12 @@ pub struct Consumer {
 
 /// Registers a consumer; an account is opened for them by event.
 #[utoipa::path(post, path = "/api/consumers", tag = "consumers", request_body = CreateConsumer,
-    responses((status = 201, body = ConsumerCreated), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = ConsumerCreated), BodyErrors, BackendErrors))]
 pub async fn create(
     State(backends): State<Backends>,
     ApiJson(body): ApiJson<CreateConsumer>,
 ) -> Result<(StatusCode, Json<ConsumerCreated>), ApiError> {
+    body.name.check("name")?;
     let request = consumer::CreateConsumerRequest { name: Some(body.name.into()) };
     let created = respond(&backends.consumer, Idempotency::NotIdempotent, request, rpc!(create_consumer), |reply| {
         ConsumerCreated { consumer_id: reply.consumer_id }
@@ -43,8 +48,8 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/api/consumers/{consumerId}", tag = "consumers",
-    params(("consumerId" = String, Path)),
-    responses((status = 200, body = Consumer), (status = 404, body = crate::error::ErrorBody)))]
+    params(("consumerId" = inline(Id), Path)),
+    responses((status = 200, body = Consumer), NotFound, BackendErrors))]
 pub async fn get(
     State(backends): State<Backends>,
     ApiPath(consumer_id): ApiPath<String>,

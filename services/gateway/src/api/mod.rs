@@ -22,7 +22,7 @@ use axum::{
     },
     http::{StatusCode, Uri},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use std::sync::{Arc, OnceLock};
@@ -144,8 +144,76 @@ pub fn router(backends: Backends, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(max_body_bytes, limit_body))
         .layer(middleware::from_fn(trace_request))
         .with_state(backends)
+}
+
+/// How much of an oversized body the gateway reads (and throws away) before it answers 413: at
+/// least 8 MiB, and four times the limit. A client still sending when the answer comes would see
+/// its connection cut (a broken pipe, not the 413); one that sends more than this may.
+pub fn drain_bytes(max_body_bytes: usize) -> usize {
+    (8 << 20).max(max_body_bytes.saturating_mul(4))
+}
+
+/// The longest the gateway spends reading an oversized body it will refuse anyway.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the request's body before any handler: one over `max_body_bytes` (declared in
+/// `content-length` or found while reading) is answered 413 in the API's error format, after the
+/// rest of it has been read up to [`drain_bytes`], so the client gets to read the answer.
+async fn limit_body(State(max_body_bytes): State<usize>, request: Request, next: Next) -> Response {
+    use futures::StreamExt;
+
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    let mut read: usize = 0;
+    let mut kept = Vec::new();
+    let mut too_large = declared.is_some_and(|n| n > max_body_bytes as u64);
+    if declared.is_some_and(|n| n > drain_bytes(max_body_bytes) as u64) {
+        // More than the gateway would read anyway: answering at once is the best it can do.
+        return payload_too_large(max_body_bytes);
+    }
+    let drain = async {
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return Err(());
+            };
+            read = read.saturating_add(chunk.len());
+            if read > max_body_bytes {
+                too_large = true;
+                kept = Vec::new();
+            }
+            if too_large {
+                if read >= drain_bytes(max_body_bytes) {
+                    break;
+                }
+            } else {
+                kept.extend_from_slice(&chunk);
+            }
+        }
+        Ok(())
+    };
+    let outcome = tokio::time::timeout(DRAIN_TIME, drain).await;
+    if too_large {
+        return payload_too_large(max_body_bytes);
+    }
+    match outcome {
+        Ok(Ok(())) => next.run(Request::from_parts(parts, axum::body::Body::from(kept))).await,
+        _ => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the request body could not be read").into_response()
+        }
+    }
+}
+
+fn payload_too_large(max_body_bytes: usize) -> Response {
+    let message = format!("the request body is larger than {max_body_bytes} bytes");
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message).into_response()
 }
 
 /// A span per request, named by its route (`POST /api/orders/{order_id}/cancel`), continuing the

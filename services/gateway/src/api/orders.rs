@@ -15,22 +15,41 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiJson, ApiPath, ApiQuery, path_id, respond, rpc,
-    shapes::{Address, LineItemRequest, enum_name, money, timestamp},
+    shapes::Id,
+    shapes::{Address, LineItemRequest, check_uuid, enum_name, money, timestamp, uuid_schema},
 };
-use crate::{Backends, error::ApiError, resilience::Idempotency};
+use crate::{
+    Backends,
+    error::{ApiError, BackendErrors, BodyErrors, ErrorBody, NotFound},
+    resilience::Idempotency,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
+    #[schema(schema_with = uuid_schema)]
     pub consumer_id: String,
+    #[schema(schema_with = uuid_schema)]
     pub restaurant_id: String,
     pub delivery_address: Address,
+    /// From 1 to 50 lines.
+    #[schema(min_items = 1, max_items = 50)]
     pub line_items: Vec<LineItemRequest>,
+}
+
+impl CreateOrder {
+    fn check(&self) -> Result<(), ApiError> {
+        check_uuid("consumerId", &self.consumer_id)?;
+        check_uuid("restaurantId", &self.restaurant_id)?;
+        self.delivery_address.check("deliveryAddress")
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReviseOrder {
+    /// From 1 to 50 lines: the order's new lines, replacing the old ones.
+    #[schema(min_items = 1, max_items = 50)]
     pub revised_line_items: Vec<LineItemRequest>,
 }
 
@@ -119,12 +138,13 @@ fn placed(mut o: order::Order) -> OrderAccepted {
 
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
     responses((status = 201, body = OrderAccepted, description = "The Create Order saga has started"),
-        (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody,
-        description = "Unknown restaurant or menu item")))]
+        BodyErrors, (status = 404, body = ErrorBody, description = "Unknown restaurant or menu item"),
+        BackendErrors))]
 pub async fn create(
     State(backends): State<Backends>,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<(StatusCode, Json<OrderAccepted>), ApiError> {
+    body.check()?;
     let request = order::CreateOrderRequest {
         consumer_id: body.consumer_id,
         restaurant_id: body.restaurant_id,
@@ -144,11 +164,17 @@ pub struct GetOrderQuery {
     /// Order states, comma-separated (`APPROVED,REJECTED`). The answer comes as soon as the order
     /// is in one of them, or when `timeout` has passed: then with the order as it is, in whatever
     /// state. Left out: the answer comes at once.
-    #[param(example = "APPROVED,REJECTED", pattern = "^[A-Z_]+(,[A-Z_]+)*$")]
+    #[param(
+        example = "APPROVED,REJECTED",
+        pattern = "^(APPROVAL_PENDING|APPROVED|REJECTED|CANCEL_PENDING|CANCELLED|REVISION_PENDING)(,(APPROVAL_PENDING|APPROVED|REJECTED|CANCEL_PENDING|CANCELLED|REVISION_PENDING))*$"
+    )]
     pub wait: Option<String>,
-    /// How long to wait, as `500ms` or `5s` (decimals allowed), from 1 ms to 30 s. 10 s when
+    /// How long to wait, as `500ms` or `5s` (up to three decimals), from 1 ms to 30 s. 10 s when
     /// `wait` is given without it; only allowed with `wait`.
-    #[param(example = "5s", pattern = "^[0-9]+(\\.[0-9]+)?(ms|s)$")]
+    #[param(
+        example = "5s",
+        pattern = "^(0*([1-9][0-9]{0,3}|[12][0-9]{4}|30000)ms|0*([1-9]|[12][0-9])(\\.[0-9]{1,3})?s|0*30(\\.0{1,3})?s|0+\\.(00[1-9]|0[1-9][0-9]?|[1-9][0-9]{0,2})s)$"
+    )]
     pub timeout: Option<String>,
     /// `full` (the default): the order with its ticket and payment. `summary`: the order alone,
     /// without asking the Kitchen and Accounting services; for a client that only needs the
@@ -185,7 +211,7 @@ impl GetOrderQuery {
         };
         let states = wait
             .split(',')
-            .map(|name| match OrderState::from_str_name(name.trim()) {
+            .map(|name| match OrderState::from_str_name(name) {
                 Some(state) if state != OrderState::Unspecified => Ok(state as i32),
                 _ => Err(ApiError::invalid(format!(
                     "wait: {name:?} is not an order state (APPROVAL_PENDING, APPROVED, REJECTED, CANCEL_PENDING, CANCELLED, REVISION_PENDING)"
@@ -202,7 +228,8 @@ impl GetOrderQuery {
     }
 }
 
-/// `500ms`, `5s`, `2.5s`.
+/// `500ms`, `5s`, `2.5s`: whole milliseconds, or seconds with up to three decimals (the
+/// document's `timeout` pattern, with the range checked by the caller).
 fn parse_timeout(text: &str) -> Option<Duration> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if let Some(ms) = text.strip_suffix("ms") {
@@ -210,17 +237,21 @@ fn parse_timeout(text: &str) -> Option<Duration> {
     }
     let seconds = text.strip_suffix('s')?;
     let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, "0"));
-    if !digits(whole) || !digits(fraction) {
+    if !digits(whole) || !digits(fraction) || fraction.len() > 3 {
         return None;
     }
-    seconds.parse::<f64>().ok().filter(|s| s.is_finite() && *s <= 3600.0).map(Duration::from_secs_f64)
+    let whole: u64 = whole.parse().ok()?;
+    let millis: u64 = format!("{fraction:0<3}").parse().ok()?;
+    Some(Duration::from_secs(whole.min(3600)) + Duration::from_millis(millis))
 }
 
-#[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders", params(("orderId" = String, Path), GetOrderQuery),
+#[utoipa::path(get, path = "/api/orders/{orderId}", tag = "orders",
+    params(("orderId" = inline(Id), Path), GetOrderQuery),
     responses((status = 200, body = OrderView, description = "The order; with `wait`, once it is in one of \
         those states or when the timeout has passed"),
-        (status = 400, body = crate::error::ErrorBody, description = "A bad `wait`, `timeout` or `view`"),
-        (status = 404, body = crate::error::ErrorBody)))]
+        (status = 400, body = ErrorBody, description = "A bad `wait`, `timeout` or `view`, an unknown \
+        parameter, or `timeout` without `wait`"),
+        NotFound, BackendErrors))]
 pub async fn get(
     State(backends): State<Backends>,
     ApiPath(order_id): ApiPath<String>,
@@ -300,10 +331,11 @@ fn optional_part<T>(part: &str, answer: Result<T, tonic::Status>) -> Option<T> {
     }
 }
 
-#[utoipa::path(post, path = "/api/orders/{orderId}/cancel", tag = "orders", params(("orderId" = String, Path)),
+#[utoipa::path(post, path = "/api/orders/{orderId}/cancel", tag = "orders",
+    params(("orderId" = inline(Id), Path)),
     responses((status = 202, body = OrderAccepted, description = "The Cancel Order saga has started"),
-        (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody, description = "The order's state forbids cancelling")))]
+        NotFound, (status = 409, body = ErrorBody, description = "The order's state forbids cancelling"),
+        BackendErrors))]
 pub async fn cancel(
     State(backends): State<Backends>,
     ApiPath(order_id): ApiPath<String>,
@@ -313,11 +345,11 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, changed))
 }
 
-#[utoipa::path(post, path = "/api/orders/{orderId}/revise", tag = "orders", params(("orderId" = String, Path)),
-    request_body = ReviseOrder,
+#[utoipa::path(post, path = "/api/orders/{orderId}/revise", tag = "orders",
+    params(("orderId" = inline(Id), Path)), request_body = ReviseOrder,
     responses((status = 202, body = OrderAccepted, description = "The Revise Order saga has started"),
-        (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody, description = "The order's state forbids revising")))]
+        BodyErrors, (status = 404, body = ErrorBody, description = "Unknown order or menu item"),
+        (status = 409, body = ErrorBody, description = "The order's state forbids revising"), BackendErrors))]
 pub async fn revise(
     State(backends): State<Backends>,
     ApiPath(order_id): ApiPath<String>,
@@ -348,6 +380,8 @@ mod tests {
         assert_eq!(query(Some("APPROVED"), None).parse().unwrap().unwrap().1, DEFAULT_WAIT);
         assert_eq!(query(Some("APPROVED"), Some("750ms")).parse().unwrap().unwrap().1, Duration::from_millis(750));
         assert_eq!(query(Some("APPROVED"), Some("30s")).parse().unwrap().unwrap().1, MAX_WAIT);
+        assert_eq!(query(Some("APPROVED"), Some("0.001s")).parse().unwrap().unwrap().1, Duration::from_millis(1));
+        assert_eq!(query(Some("APPROVED"), Some("030.000s")).parse().unwrap().unwrap().1, MAX_WAIT);
         for (wait, timeout) in [
             (Some("approved"), None),
             (Some(""), None),
@@ -362,6 +396,10 @@ mod tests {
             (Some("APPROVED"), Some("1.5ms")),
             (Some("APPROVED"), Some("1.s")),
             (Some("APPROVED"), Some(".5s")),
+            (Some("APPROVED"), Some("1.2345s")),
+            (Some("APPROVED"), Some("30.001s")),
+            (Some("APPROVED"), Some("0.0001s")),
+            (Some("APPROVED, REJECTED"), None),
             (None, Some("5s")),
         ] {
             assert!(query(wait, timeout).parse().is_err(), "{wait:?} {timeout:?}");

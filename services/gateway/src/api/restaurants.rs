@@ -8,13 +8,19 @@ use utoipa::ToSchema;
 
 use super::{
     ApiJson, ApiPath, path_id, respond, rpc,
-    shapes::{Address, Menu},
+    shapes::Id,
+    shapes::{Address, Menu, check_text, text_200},
 };
-use crate::{Backends, error::ApiError, resilience::Idempotency};
+use crate::{
+    Backends,
+    error::{ApiError, BackendErrors, BodyErrors, NotFound},
+    resilience::Idempotency,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRestaurant {
+    #[schema(schema_with = text_200)]
     pub name: String,
     pub address: Address,
     pub menu: Menu,
@@ -36,11 +42,14 @@ pub struct Restaurant {
 }
 
 #[utoipa::path(post, path = "/api/restaurants", tag = "restaurants", request_body = CreateRestaurant,
-    responses((status = 201, body = RestaurantCreated), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = RestaurantCreated),
+        BodyErrors, BackendErrors))]
 pub async fn create(
     State(backends): State<Backends>,
     ApiJson(body): ApiJson<CreateRestaurant>,
 ) -> Result<(StatusCode, Json<RestaurantCreated>), ApiError> {
+    check_text("name", &body.name, 200, true)?;
+    body.address.check("address")?;
     let request = kitchen::CreateRestaurantRequest {
         name: body.name,
         address: Some(body.address.into()),
@@ -54,8 +63,8 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/api/restaurants/{restaurantId}", tag = "restaurants",
-    params(("restaurantId" = String, Path)),
-    responses((status = 200, body = Restaurant), (status = 404, body = crate::error::ErrorBody)))]
+    params(("restaurantId" = inline(Id), Path)),
+    responses((status = 200, body = Restaurant), NotFound, BackendErrors))]
 pub async fn get(
     State(backends): State<Backends>,
     ApiPath(restaurant_id): ApiPath<String>,

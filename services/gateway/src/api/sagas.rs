@@ -11,9 +11,14 @@ use utoipa::ToSchema;
 
 use super::{
     ApiPath, path_id, respond, rpc,
+    shapes::Id,
     shapes::{enum_name, timestamp},
 };
-use crate::{Backends, error::ApiError, resilience::Idempotency};
+use crate::{
+    Backends,
+    error::{ApiError, BackendErrors, NotFound},
+    resilience::Idempotency,
+};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -83,15 +88,16 @@ fn saga(s: orchestrator::Saga) -> Saga {
     }
 }
 
-#[utoipa::path(get, path = "/api/sagas/{sagaId}", tag = "sagas", params(("sagaId" = String, Path)),
-    responses((status = 200, body = Saga), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/sagas/{sagaId}", tag = "sagas", params(("sagaId" = inline(Id), Path)),
+    responses((status = 200, body = Saga), NotFound, BackendErrors))]
 pub async fn get(State(backends): State<Backends>, ApiPath(saga_id): ApiPath<String>) -> Result<Json<Saga>, ApiError> {
     let request = orchestrator::GetSagaRequest { saga_id: path_id("saga", &saga_id)? };
     respond(&backends.orchestrator, Idempotency::Idempotent, request, rpc!(get_saga), saga).await
 }
 
-#[utoipa::path(get, path = "/api/orders/{orderId}/sagas", tag = "sagas", params(("orderId" = String, Path)),
-    responses((status = 200, body = OrderSagas), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/orders/{orderId}/sagas", tag = "sagas",
+    params(("orderId" = inline(Id), Path)),
+    responses((status = 200, body = OrderSagas), NotFound, BackendErrors))]
 pub async fn for_order(
     State(backends): State<Backends>,
     ApiPath(order_id): ApiPath<String>,

@@ -8,9 +8,14 @@ use utoipa::ToSchema;
 
 use super::{
     ApiJson, ApiPath, path_id, respond, rpc,
+    shapes::Id,
     shapes::{enum_name, timestamp, to_timestamp},
 };
-use crate::{Backends, error::ApiError, resilience::Idempotency};
+use crate::{
+    Backends,
+    error::{ApiError, BackendErrors, BodyErrors, ErrorBody, NotFound},
+    resilience::Idempotency,
+};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -36,7 +41,7 @@ pub struct Ticket {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcceptTicket {
-    /// When the food will be ready (RFC 3339); must not be in the past.
+    /// When the food will be ready (RFC 3339); must not be in the past (a 400 says so).
     pub ready_by: DateTime<Utc>,
 }
 
@@ -55,8 +60,9 @@ fn ticket(t: kitchen::Ticket) -> Ticket {
     }
 }
 
-#[utoipa::path(get, path = "/api/tickets/{ticketId}", tag = "tickets", params(("ticketId" = String, Path)),
-    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/tickets/{ticketId}", tag = "tickets",
+    params(("ticketId" = inline(Id), Path)),
+    responses((status = 200, body = Ticket), NotFound, BackendErrors))]
 pub async fn get(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
@@ -65,10 +71,12 @@ pub async fn get(
     respond(&backends.kitchen, Idempotency::Idempotent, request, rpc!(get_ticket), ticket).await
 }
 
-#[utoipa::path(post, path = "/api/tickets/{ticketId}/accept", tag = "tickets", params(("ticketId" = String, Path)),
-    request_body = AcceptTicket,
-    responses((status = 200, body = Ticket), (status = 400, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/accept", tag = "tickets",
+    params(("ticketId" = inline(Id), Path)), request_body = AcceptTicket,
+    responses((status = 200, body = Ticket),
+        BodyErrors, NotFound,
+        (status = 409, body = ErrorBody, description = "The ticket's state forbids accepting it"),
+        BackendErrors))]
 pub async fn accept(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
@@ -94,9 +102,10 @@ where
     respond(&backends.kitchen, Idempotency::NotIdempotent, request, rpc, ticket).await
 }
 
-#[utoipa::path(post, path = "/api/tickets/{ticketId}/preparing", tag = "tickets", params(("ticketId" = String, Path)),
-    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/preparing", tag = "tickets",
+    params(("ticketId" = inline(Id), Path)),
+    responses((status = 200, body = Ticket), NotFound,
+        (status = 409, body = ErrorBody, description = "The ticket's state forbids this step"), BackendErrors))]
 pub async fn preparing(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
@@ -104,9 +113,10 @@ pub async fn preparing(
     transition(&backends, &ticket_id, rpc!(prepare_ticket)).await
 }
 
-#[utoipa::path(post, path = "/api/tickets/{ticketId}/ready", tag = "tickets", params(("ticketId" = String, Path)),
-    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/ready", tag = "tickets",
+    params(("ticketId" = inline(Id), Path)),
+    responses((status = 200, body = Ticket), NotFound,
+        (status = 409, body = ErrorBody, description = "The ticket's state forbids this step"), BackendErrors))]
 pub async fn ready(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
@@ -114,9 +124,10 @@ pub async fn ready(
     transition(&backends, &ticket_id, rpc!(mark_ticket_ready)).await
 }
 
-#[utoipa::path(post, path = "/api/tickets/{ticketId}/pickedup", tag = "tickets", params(("ticketId" = String, Path)),
-    responses((status = 200, body = Ticket), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/tickets/{ticketId}/pickedup", tag = "tickets",
+    params(("ticketId" = inline(Id), Path)),
+    responses((status = 200, body = Ticket), NotFound,
+        (status = 409, body = ErrorBody, description = "The ticket's state forbids this step"), BackendErrors))]
 pub async fn picked_up(
     State(backends): State<Backends>,
     ApiPath(ticket_id): ApiPath<String>,
