@@ -3,6 +3,7 @@
 
 use ftgo_platform::{
     grpc::{self, database_error},
+    idempotency::{self, Key},
     messaging::{OutgoingMessage, outbox, streams::event_subject},
     service::Infrastructure,
 };
@@ -55,19 +56,23 @@ impl api::consumer_service_server::ConsumerService for ConsumerApi {
         &self,
         request: Request<api::CreateConsumerRequest>,
     ) -> Result<Response<api::CreateConsumerResponse>, Status> {
+        let key = Key::of(&request, "CreateConsumer")?;
         let name = request.into_inner().name.unwrap_or_default();
         let consumer = Consumer::register(PersonName::new(&name.first_name, &name.last_name)?);
 
         // The consumer and its ConsumerCreated event commit together, or neither does.
         let event = api::ConsumerCreated { consumer: Some(to_proto(&consumer)) };
         let mut tx = self.db.begin().await.map_err(database_error)?;
-        store::insert(&mut tx, &consumer).await.map_err(database_error)?;
-        outbox::enqueue(&mut tx, &OutgoingMessage::protobuf(event_subject("consumer", "ConsumerCreated"), &event))
-            .await
-            .map_err(database_error)?;
+        let created = idempotency::once(&mut tx, key.as_ref(), async |tx| {
+            store::insert(tx, &consumer).await.map_err(database_error)?;
+            let message = OutgoingMessage::protobuf(event_subject("consumer", "ConsumerCreated"), &event);
+            outbox::enqueue(tx, &message).await.map_err(database_error)?;
+            tracing::info!(consumer_id = %consumer.id, "consumer registered");
+            Ok(api::CreateConsumerResponse { consumer_id: consumer.id.to_string() })
+        })
+        .await?;
         outbox::commit(tx).await.map_err(database_error)?;
-        tracing::info!(consumer_id = %consumer.id, "consumer registered");
-        Ok(Response::new(api::CreateConsumerResponse { consumer_id: consumer.id.to_string() }))
+        Ok(Response::new(created))
     }
 
     async fn get_consumer(&self, request: Request<api::GetConsumerRequest>) -> Result<Response<api::Consumer>, Status> {

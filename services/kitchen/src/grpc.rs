@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use ftgo_platform::{
     grpc::{self, database_error},
+    idempotency::{self, Key},
     ids::{OrderId, RestaurantId, TicketId},
     messaging::{OutgoingMessage, outbox, streams::event_subject},
     service::Infrastructure,
@@ -95,23 +96,28 @@ pub fn ticket_to_proto(t: &Ticket) -> api::Ticket {
 }
 
 impl KitchenApi {
-    /// Applies `change` to the ticket under a row lock and saves it.
+    /// Applies `change` to the ticket under a row lock and saves it, once per idempotency `key`.
     async fn change_ticket(
         &self,
         ticket_id: &str,
+        key: Option<Key>,
         change: impl FnOnce(&mut Ticket) -> Result<(), TicketError>,
     ) -> Result<Response<api::Ticket>, Status> {
         let id = ticket_id.parse::<TicketId>()?;
         let mut tx = self.db.begin().await.map_err(database_error)?;
-        let mut ticket = store::lock_ticket(&mut tx, id)
-            .await
-            .map_err(database_error)?
-            .ok_or_else(|| grpc::not_found(format!("ticket {id} does not exist")))?;
-        change(&mut ticket)?;
-        store::save_ticket(&mut tx, &ticket).await.map_err(database_error)?;
+        let changed = idempotency::once(&mut tx, key.as_ref(), async |tx| {
+            let mut ticket = store::lock_ticket(tx, id)
+                .await
+                .map_err(database_error)?
+                .ok_or_else(|| grpc::not_found(format!("ticket {id} does not exist")))?;
+            change(&mut ticket)?;
+            store::save_ticket(tx, &ticket).await.map_err(database_error)?;
+            tracing::info!(ticket_id = %id, state = ticket.state.as_str(), "ticket changed");
+            Ok(ticket_to_proto(&ticket))
+        })
+        .await?;
         tx.commit().await.map_err(database_error)?;
-        tracing::info!(ticket_id = %id, state = ticket.state.as_str(), "ticket changed");
-        Ok(Response::new(ticket_to_proto(&ticket)))
+        Ok(Response::new(changed))
     }
 }
 
@@ -121,6 +127,7 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         &self,
         request: Request<api::CreateRestaurantRequest>,
     ) -> Result<Response<api::CreateRestaurantResponse>, Status> {
+        let key = Key::of(&request, "CreateRestaurant")?;
         let request = request.into_inner();
         let address = Address::from_proto("address", request.address)?;
         let menu =
@@ -130,12 +137,15 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
         // The restaurant and the event that replicates it to the Order Service commit together.
         let event = api::RestaurantCreated { restaurant: Some(restaurant_to_proto(&restaurant)) };
         let mut tx = self.db.begin().await.map_err(database_error)?;
-        store::insert_restaurant(&mut tx, &restaurant).await.map_err(database_error)?;
-        outbox::enqueue(&mut tx, &OutgoingMessage::protobuf(event_subject("restaurant", "RestaurantCreated"), &event))
-            .await
-            .map_err(database_error)?;
+        let created = idempotency::once(&mut tx, key.as_ref(), async |tx| {
+            store::insert_restaurant(tx, &restaurant).await.map_err(database_error)?;
+            let message = OutgoingMessage::protobuf(event_subject("restaurant", "RestaurantCreated"), &event);
+            outbox::enqueue(tx, &message).await.map_err(database_error)?;
+            Ok(api::CreateRestaurantResponse { restaurant_id: restaurant.id.to_string() })
+        })
+        .await?;
         outbox::commit(tx).await.map_err(database_error)?;
-        Ok(Response::new(api::CreateRestaurantResponse { restaurant_id: restaurant.id.to_string() }))
+        Ok(Response::new(created))
     }
 
     async fn get_restaurant(
@@ -177,23 +187,27 @@ impl api::kitchen_service_server::KitchenService for KitchenApi {
     }
 
     async fn accept_ticket(&self, request: Request<api::AcceptTicketRequest>) -> Result<Response<api::Ticket>, Status> {
+        let key = Key::of(&request, "AcceptTicket")?;
         let request = request.into_inner();
         let ready_by = request
             .ready_by
             .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
             .ok_or_else(|| Status::invalid_argument("readyBy is required and must be a valid time"))?;
-        self.change_ticket(&request.ticket_id, |t| t.accept(ready_by, Utc::now())).await
+        self.change_ticket(&request.ticket_id, key, |t| t.accept(ready_by, Utc::now())).await
     }
 
     async fn prepare_ticket(&self, request: Request<api::TicketRequest>) -> Result<Response<api::Ticket>, Status> {
-        self.change_ticket(&request.into_inner().ticket_id, Ticket::prepare).await
+        let key = Key::of(&request, "PrepareTicket")?;
+        self.change_ticket(&request.into_inner().ticket_id, key, Ticket::prepare).await
     }
 
     async fn mark_ticket_ready(&self, request: Request<api::TicketRequest>) -> Result<Response<api::Ticket>, Status> {
-        self.change_ticket(&request.into_inner().ticket_id, Ticket::mark_ready).await
+        let key = Key::of(&request, "MarkTicketReady")?;
+        self.change_ticket(&request.into_inner().ticket_id, key, Ticket::mark_ready).await
     }
 
     async fn pick_up_ticket(&self, request: Request<api::TicketRequest>) -> Result<Response<api::Ticket>, Status> {
-        self.change_ticket(&request.into_inner().ticket_id, Ticket::pick_up).await
+        let key = Key::of(&request, "PickUpTicket")?;
+        self.change_ticket(&request.into_inner().ticket_id, key, Ticket::pick_up).await
     }
 }

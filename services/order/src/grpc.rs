@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use ftgo_platform::{
     grpc::{self, database_error},
+    idempotency::{self, Key},
     ids::{OrderId, RestaurantId},
     messaging::{
         OutgoingMessage,
@@ -167,35 +168,42 @@ async fn publish<M: prost::Message + Name>(tx: &mut PgConnection, event: &M) -> 
 }
 
 impl OrderApi {
-    /// Locks the order, applies `change` (which returns the saga-starting event), saves both.
+    /// Locks the order, applies `change` (which returns the saga-starting event), saves both, once
+    /// per idempotency `key`.
     async fn change<M: prost::Message + Name>(
         &self,
         order_id: &str,
+        key: Option<Key>,
         change: impl AsyncFnOnce(&mut PgConnection, &mut Order) -> Result<M, Status>,
     ) -> Result<Response<api::Order>, Status> {
         let id = order_id.parse::<OrderId>()?;
         let order = outbox::scope(&self.publisher, async {
             let mut tx = self.db.begin().await.map_err(database_error)?;
-            let mut order = store::lock_order(&mut tx, id)
-                .await
-                .map_err(database_error)?
-                .ok_or_else(|| grpc::not_found(format!("order {id} does not exist")))?;
-            let event = change(&mut tx, &mut order).await?;
-            store::save_order(&mut tx, &order).await.map_err(database_error)?;
-            publish(&mut tx, &event).await?;
+            let order = idempotency::once(&mut tx, key.as_ref(), async |tx| {
+                let mut order = store::lock_order(tx, id)
+                    .await
+                    .map_err(database_error)?
+                    .ok_or_else(|| grpc::not_found(format!("order {id} does not exist")))?;
+                let event = change(tx, &mut order).await?;
+                store::save_order(tx, &order).await.map_err(database_error)?;
+                publish(tx, &event).await?;
+                tracing::info!(order_id = %id, state = order.state.as_str(), "order changed");
+                Ok(to_proto(&order))
+            })
+            .await?;
             outbox::commit(tx).await.map_err(database_error)?;
             Ok::<_, Status>(order)
         })
         .await?;
         self.watch.announce(id).await;
-        tracing::info!(order_id = %id, state = order.state.as_str(), "order changed");
-        Ok(Response::new(to_proto(&order)))
+        Ok(Response::new(order))
     }
 }
 
 #[tonic::async_trait]
 impl api::order_service_server::OrderService for OrderApi {
     async fn create_order(&self, request: Request<api::CreateOrderRequest>) -> Result<Response<api::Order>, Status> {
+        let key = Key::of(&request, "CreateOrder")?;
         let request = request.into_inner();
         let restaurant_id: RestaurantId = request
             .restaurant_id
@@ -205,16 +213,20 @@ impl api::order_service_server::OrderService for OrderApi {
         // OrderCreated, which starts the saga, is published the moment the order commits.
         let order = outbox::scope(&self.publisher, async {
             let mut tx = self.db.begin().await.map_err(database_error)?;
-            let menu = menu(&mut tx, restaurant_id).await?;
-            let order = Order::create(&request.consumer_id, &menu, address, &requested(request.line_items))?;
-            store::insert_order(&mut tx, &order).await.map_err(database_error)?;
-            publish(&mut tx, &api::OrderCreated { order: Some(to_proto(&order)) }).await?;
+            let order = idempotency::once(&mut tx, key.as_ref(), async |tx| {
+                let menu = menu(tx, restaurant_id).await?;
+                let order = Order::create(&request.consumer_id, &menu, address, &requested(request.line_items))?;
+                store::insert_order(tx, &order).await.map_err(database_error)?;
+                publish(tx, &api::OrderCreated { order: Some(to_proto(&order)) }).await?;
+                tracing::info!(order_id = %order.id, total = %order.pricing.total, "order created");
+                Ok(to_proto(&order))
+            })
+            .await?;
             outbox::commit(tx).await.map_err(database_error)?;
             Ok::<_, Status>(order)
         })
         .await?;
-        tracing::info!(order_id = %order.id, total = %order.pricing.total, "order created");
-        Ok(Response::new(to_proto(&order)))
+        Ok(Response::new(order))
     }
 
     async fn get_order(&self, request: Request<api::GetOrderRequest>) -> Result<Response<api::Order>, Status> {
@@ -228,7 +240,8 @@ impl api::order_service_server::OrderService for OrderApi {
     }
 
     async fn cancel_order(&self, request: Request<api::CancelOrderRequest>) -> Result<Response<api::Order>, Status> {
-        self.change(&request.into_inner().order_id, async |_, order| {
+        let key = Key::of(&request, "CancelOrder")?;
+        self.change(&request.into_inner().order_id, key, async |_, order| {
             order.request_cancel()?;
             Ok(api::OrderCancelRequested { order: Some(to_proto(order)) })
         })
@@ -236,9 +249,10 @@ impl api::order_service_server::OrderService for OrderApi {
     }
 
     async fn revise_order(&self, request: Request<api::ReviseOrderRequest>) -> Result<Response<api::Order>, Status> {
+        let key = Key::of(&request, "ReviseOrder")?;
         let request = request.into_inner();
         let items = requested(request.revised_line_items);
-        self.change(&request.order_id, async |tx, order| {
+        self.change(&request.order_id, key, async |tx, order| {
             let menu = menu(tx, order.restaurant_id).await?;
             let Pricing { line_items, total } = order.request_revision(&menu, &items)?;
             Ok(api::OrderRevisionRequested {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod consul;
 pub mod db;
 pub mod grpc;
+pub mod idempotency;
 pub mod ids;
 pub mod messaging;
 pub mod money;

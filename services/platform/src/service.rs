@@ -46,6 +46,21 @@ where
     start(settings, shutdown).await?.wait().await
 }
 
+/// Forgets idempotency keys past their retention, every hour until `shutdown`.
+async fn forget_old_keys(db: PgPool, shutdown: CancellationToken) -> Result<()> {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = hourly.tick() => {
+                if let Err(e) = crate::idempotency::forget_old(&db).await {
+                    tracing::warn!(error = %e, "could not forget old idempotency keys");
+                }
+            }
+        }
+    }
+}
+
 /// A service made only of what the platform provides: the settings every service has
 /// ([`ServiceConfig`]), a database with its migrations, one gRPC API and its message handlers. The
 /// Consumer, Kitchen and Accounting services are each one of these, a `static` in their `lib.rs`;
@@ -171,7 +186,10 @@ impl Infrastructure {
         let mut running = Running::new(addr, shutdown.clone());
         running.spawn("grpc server", server.serve(shutdown.clone()));
         let relay = self.relay.clone();
-        running.spawn("outbox relay", async move { relay.run(shutdown).await });
+        let relay_stop = shutdown.clone();
+        running.spawn("outbox relay", async move { relay.run(relay_stop).await });
+        let db = self.db.clone();
+        running.spawn("idempotency keys", async move { forget_old_keys(db, shutdown).await });
         // Live: the log level. (Everything else is read at start.)
         join_consul(&mut running, service, addr, config.clone(), |_: CommonConfig| {}).await?;
         tracing::info!(%addr, "{} serving", service.binary());
