@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use ftgo_catalog::{Protocol, ServiceName};
-use ftgo_platform::{admin::DESTINATION_HOST, telemetry};
+use ftgo_platform::{admin::DESTINATION_HOST, idempotency::KEY_METADATA, telemetry};
 use ftgo_proto::{
     accounting::v1::accounting_service_client::AccountingServiceClient,
     admin::v1::dead_letter_service_client::DeadLetterServiceClient,
@@ -63,9 +63,16 @@ impl<C: Clone> Backend<C> {
         F: Fn(C, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        // A command with an idempotency key may be sent again: its service answers a repeat with
+        // the first answer.
+        let key = crate::idempotency::current().and_then(|key| MetadataValue::try_from(key).ok());
+        let idempotency = if key.is_some() { Idempotency::Idempotent } else { idempotency };
         self.policy
             .run_waiting(idempotency, wait, |deadline| {
                 let mut request = Request::new(message.clone());
+                if let Some(key) = &key {
+                    request.metadata_mut().insert(KEY_METADATA, key.clone());
+                }
                 // Tells the server when the gateway stops waiting, so it can stop working too.
                 request.set_timeout(deadline);
                 // Carries the trace along, so the service's span joins the request's trace.

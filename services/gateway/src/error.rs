@@ -72,6 +72,9 @@ impl IntoResponse for ApiError {
 /// says which one.
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
+        if ftgo_platform::idempotency::is_reused(&status) {
+            return Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", status.message());
+        }
         let (http, code) = match status.code() {
             Code::InvalidArgument | Code::OutOfRange => (StatusCode::BAD_REQUEST, "invalid_argument"),
             Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod backends;
 pub mod error;
+pub mod idempotency;
 pub mod openapi;
 pub mod resilience;
 

@@ -14,5 +14,7 @@ use crate::error;
 pub struct ApiDoc;
 
 pub fn document() -> utoipa::openapi::OpenApi {
-    crate::api::routes().into_openapi()
+    let mut document = crate::api::routes().into_openapi();
+    crate::idempotency::document(&mut document);
+    document
 }

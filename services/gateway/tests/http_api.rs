@@ -689,3 +689,70 @@ async fn an_operator_lists_a_services_dead_letters_and_a_replay_that_fails_again
     let answer = stack.call(Method::GET, &format!("/api/admin/kitchen/dead-letters/{id}/replay"), None).await;
     answer.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_command_sent_again_with_its_idempotency_key_gets_the_first_answer_and_happens_once() {
+    let (stack, consumer_id, restaurant_id) = stack_with_consumer_and_restaurant().await;
+    // The menu first, so that every order below is priced.
+    approved_order(&stack, &consumer_id, &restaurant_id).await;
+    let order = |quantity: i64| {
+        json!({
+            "consumerId": consumer_id,
+            "restaurantId": restaurant_id,
+            "deliveryAddress": {"street1": "1 Main St", "city": "Oakland", "state": "CA", "zip": "94612"},
+            "lineItems": vindaloos(quantity),
+        })
+    };
+    let post = |path: &str, key: &str, body: Option<Value>| {
+        let mut request = stack.http.post(format!("{}{path}", stack.base)).header("Idempotency-Key", key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let key = format!("order-{}", uuid::Uuid::new_v4());
+
+    let (status, first) = post("/api/orders", &key, Some(order(2))).await;
+    assert_eq!(status, StatusCode::CREATED, "{first:#}");
+    let (status, again) = post("/api/orders", &key, Some(order(2))).await;
+    assert_eq!(status, StatusCode::CREATED, "{again:#}");
+    assert_eq!(again, first, "the first answer, word for word");
+    let order_id = first["orderId"].as_str().unwrap().to_owned();
+
+    // The same key with another order is refused, and places nothing.
+    let (status, refused) = post("/api/orders", &key, Some(order(3))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused:#}");
+    assert_eq!(refused["error"]["code"], "idempotency_key_reused", "{refused:#}");
+    let sagas = stack.get(&format!("/api/orders/{order_id}/sagas")).await;
+    assert_eq!(sagas.body["sagas"].as_array().map(Vec::len), Some(1), "one order, one saga: {:#}", sagas.body);
+
+    // A cancel sent twice with its key: the second gets the first's 202, not a 409.
+    stack.order_in_state(&order_id, "APPROVED").await;
+    let cancel = format!("/api/orders/{order_id}/cancel");
+    let cancel_key = format!("cancel-{order_id}");
+    let (status, first_cancel) = post(&cancel, &cancel_key, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first_cancel:#}");
+    let (status, second_cancel) = post(&cancel, &cancel_key, None).await;
+    assert_eq!((status, &second_cancel), (StatusCode::ACCEPTED, &first_cancel));
+    // Without the key, a second cancel is a new command, refused by the order's state.
+    assert_eq!(stack.post(&cancel, json!({})).await.status, StatusCode::CONFLICT);
+
+    // A malformed key is refused before anything runs.
+    for bad in ["", "two words", &"k".repeat(256)] {
+        let (status, answer) = post("/api/orders", bad, Some(order(1))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {answer:#}");
+        assert_eq!(answer["error"]["code"], "invalid_idempotency_key", "{answer:#}");
+    }
+
+    // The contract says so on every POST.
+    let document = stack.get("/api/openapi.json").await.body;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let Some(post) = item.get("post") else { continue };
+        let header = post["parameters"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"));
+        assert_eq!(header.map(|h| &h["in"]), Some(&json!("header")), "POST {path}");
+        assert!(post["responses"].get("422").is_some(), "POST {path} documents 422");
+    }
+}

@@ -131,7 +131,8 @@ pub fn routes() -> OpenApiRouter<Backends> {
 /// The public API's router: [`routes`], the OpenAPI document at `/api/openapi.json`, and JSON
 /// errors for unknown paths and methods.
 pub fn router(backends: Backends, max_body_bytes: usize) -> Router {
-    let (routes, document) = routes().split_for_parts();
+    let (routes, mut document) = routes().split_for_parts();
+    crate::idempotency::document(&mut document);
     let document = Arc::new(document);
     routes
         .route("/api/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
@@ -144,6 +145,7 @@ pub fn router(backends: Backends, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(crate::idempotency::carry))
         .layer(middleware::from_fn_with_state(max_body_bytes, limit_body))
         .layer(middleware::from_fn(trace_request))
         .with_state(backends)
