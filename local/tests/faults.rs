@@ -16,7 +16,7 @@
 //! next to `ftgo-local` (`cargo test --workspace` builds every binary before it runs any test).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex},
@@ -108,8 +108,10 @@ impl Client {
             "lineItems": [{"menuItemId": "1", "quantity": 1}],
         });
         while !stop.is_cancelled() {
-            let (status, answer) =
-                self.call("POST /api/orders", self.http.post(format!("{}/api/orders", self.base)).json(&body)).await;
+            // Each order has its key: the gateway may send it again to another instance.
+            let key = uuid::Uuid::new_v4().to_string();
+            let post = self.http.post(format!("{}/api/orders", self.base)).header("Idempotency-Key", key).json(&body);
+            let (status, answer) = self.call("POST /api/orders", post).await;
             if status != Some(StatusCode::CREATED) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -145,13 +147,15 @@ struct System {
     nats: Nats,
     _consul: Consul,
     _fabio: Fabio,
-    services: BTreeMap<ServiceName, RunningService>,
+    /// Every instance of every back-end service.
+    services: BTreeMap<ServiceName, Vec<RunningService>>,
     _gateway: ftgo_testenv::process::ServerProcess,
     base: String,
     _dirs: tempfile::TempDir,
 }
 
-async fn start_system() -> System {
+/// The whole system with `replicas` instances of each back-end service.
+async fn start_system(replicas: usize) -> System {
     ftgo_testenv::init_test_tracing();
     let state = tempfile::tempdir().unwrap();
     let dirs = Dirs {
@@ -166,8 +170,8 @@ async fn start_system() -> System {
     let fabio = Fabio::start(&consul).await.unwrap();
     let mut running = BTreeMap::new();
     for service in ServiceName::back_end() {
-        let mut instances = services::start(service, 1, &dirs, &postgres, &nats, &consul).await.unwrap();
-        running.insert(service, instances.remove(0));
+        let instances = services::start(service, replicas, &dirs, &postgres, &nats, &consul).await.unwrap();
+        running.insert(service, instances);
     }
     let listen = SocketAddr::from(([127, 0, 0, 1], ftgo_testenv::process::free_port().unwrap()));
     let gateway = services::start_gateway(&dirs, listen, &consul, &fabio).await.unwrap();
@@ -186,7 +190,7 @@ async fn start_system() -> System {
 
 impl System {
     async fn db(&self, service: ServiceName) -> PgConnection {
-        PgConnection::connect(&self.services[&service].database_url).await.unwrap()
+        PgConnection::connect(&self.services[&service][0].database_url).await.unwrap()
     }
 
     /// Kills `victim` with SIGKILL, leaves it down for [`DOWN`], starts it again and waits until
@@ -195,7 +199,7 @@ impl System {
         let killed = Instant::now();
         let name = match victim {
             Some(service) => {
-                let instance = self.services.get_mut(&service).unwrap();
+                let instance = &mut self.services.get_mut(&service).unwrap()[0];
                 instance.kill();
                 tokio::time::sleep(DOWN).await;
                 instance.restart().await.unwrap();
@@ -252,89 +256,61 @@ async fn customer_and_restaurant(http: &reqwest::Client, base: &str) -> (String,
     (consumer_id, restaurant_id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_any_process_under_load_loses_nothing_and_heals_in_seconds() {
-    let mut system = start_system().await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-    let (consumer_id, restaurant_id) = customer_and_restaurant(&http, &system.base).await;
-    // The menu reaches the Order Service by event: the first order may have to wait for it.
-    ftgo_testenv::eventually("the menu to reach the Order Service", Duration::from_secs(30), || async {
-        let body = json!({
-            "consumerId": consumer_id,
-            "restaurantId": restaurant_id,
-            "deliveryAddress": {"street1": "9 Telegraph Ave", "city": "Oakland", "state": "CA", "zip": "94612"},
-            "lineItems": [{"menuItemId": "1", "quantity": 1}],
-        });
-        let placed = http.post(format!("{}/api/orders", system.base)).json(&body).send().await.ok()?;
-        (placed.status() == StatusCode::CREATED).then_some(())
-    })
-    .await;
+/// A consumer with credit, a restaurant, and the clients placing orders until [`Load::finish`].
+struct Load {
+    consumer_id: String,
+    record: Arc<Mutex<Record>>,
+    stop: CancellationToken,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    let record = Arc::new(Mutex::new(Record::default()));
-    let stop = CancellationToken::new();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let client = Client { base: system.base.clone(), http: http.clone(), record: record.clone() };
-            let (consumer_id, restaurant_id, stop) = (consumer_id.clone(), restaurant_id.clone(), stop.clone());
-            tokio::spawn(async move { client.place_orders(&consumer_id, &restaurant_id, stop).await })
+impl Load {
+    async fn start(system: &System) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+        let (consumer_id, restaurant_id) = customer_and_restaurant(&http, &system.base).await;
+        // The menu reaches the Order Service by event: the first order may have to wait for it.
+        ftgo_testenv::eventually("the menu to reach the Order Service", Duration::from_secs(30), || async {
+            let body = json!({
+                "consumerId": consumer_id,
+                "restaurantId": restaurant_id,
+                "deliveryAddress": {"street1": "9 Telegraph Ave", "city": "Oakland", "state": "CA", "zip": "94612"},
+                "lineItems": [{"menuItemId": "1", "quantity": 1}],
+            });
+            let placed = http.post(format!("{}/api/orders", system.base)).json(&body).send().await.ok()?;
+            (placed.status() == StatusCode::CREATED).then_some(())
         })
-        .collect();
-
-    let victims = [
-        Some(ServiceName::Consumer),
-        Some(ServiceName::Kitchen),
-        Some(ServiceName::Accounting),
-        Some(ServiceName::Order),
-        Some(ServiceName::Orchestrator),
-        None,
-    ];
-    let mut faults = Vec::new();
-    for victim in victims {
-        tokio::time::sleep(STEADY).await;
-        let fault = system.crash(victim).await;
-        println!("killed {} and had it back after {:?}", fault.victim, fault.back - fault.killed);
-        faults.push(fault);
+        .await;
+        let record = Arc::new(Mutex::new(Record::default()));
+        let stop = CancellationToken::new();
+        let clients = (0..CLIENTS)
+            .map(|_| {
+                let client = Client { base: system.base.clone(), http: http.clone(), record: record.clone() };
+                let (consumer_id, restaurant_id, stop) = (consumer_id.clone(), restaurant_id.clone(), stop.clone());
+                tokio::spawn(async move { client.place_orders(&consumer_id, &restaurant_id, stop).await })
+            })
+            .collect();
+        Self { consumer_id, record, stop, clients }
     }
-    tokio::time::sleep(STEADY).await;
-    stop.cancel();
-    for client in clients {
-        client.await.unwrap();
-    }
-    let record = std::mem::take(&mut *record.lock().unwrap());
-    let in_fault = |at: Instant| faults.iter().find(|fault| fault.covers(at));
 
-    // From outside: no 5xx (or no answer) outside the fault windows, never a 404.
+    /// Stops the clients and returns what they did.
+    async fn finish(self) -> (String, Record) {
+        self.stop.cancel();
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        let record = std::mem::take(&mut *self.record.lock().unwrap());
+        println!("{} orders placed, {} requests", record.orders.len(), record.calls.len());
+        (self.consumer_id, record)
+    }
+}
+
+/// After the load: every order approved, in every database, exactly once, the reservations
+/// exact, and no saga longer than 10 s. Returns what does not hold.
+async fn settled_exactly_once(system: &System, record: &Record, consumer_id: &str) -> Vec<String> {
     let mut failures = Vec::new();
-    for call in &record.calls {
-        let ok = matches!(call.status, Some(status) if !status.is_server_error());
-        if !ok && in_fault(call.at).is_none() {
-            failures.push(format!("{} answered {:?} outside any fault: {}", call.what, call.status, call.detail));
-        }
-        if call.status == Some(StatusCode::NOT_FOUND) {
-            failures.push(format!("{} answered 404 for an order that exists: {}", call.what, call.detail));
-        }
+    if record.orders.len() < 30 {
+        failures.push(format!("the load placed only {} orders", record.orders.len()));
     }
-    let during: usize = record.calls.iter().filter(|call| in_fault(call.at).is_some()).count();
-    println!("{} orders placed, {} requests ({during} during faults)", record.orders.len(), record.calls.len());
-    assert!(record.orders.len() >= 30, "the load placed only {} orders", record.orders.len());
-
-    // Recovery: after each fault, the first order placed once the process is back is approved
-    // within 3 s of that moment.
-    for fault in &faults {
-        let first = record.orders.iter().filter(|order| order.placed >= fault.back).min_by_key(|order| order.placed);
-        let recovered = first.and_then(|order| order.approved).map(|approved| approved - fault.back);
-        println!("after {}: the first new order was approved {recovered:?} after the restart", fault.victim);
-        match first.and_then(|order| order.approved) {
-            Some(approved) if approved - fault.back <= Duration::from_secs(3) => {}
-            other => failures.push(format!(
-                "after {} came back, the first new order was approved {:?} later",
-                fault.victim,
-                other.map(|approved| approved - fault.back)
-            )),
-        }
-    }
-
-    // Everything settles: every order approved, in every database, exactly once.
     let settle_until = Instant::now() + Duration::from_secs(30);
     let settled = loop {
         let mut orders = system.db(ServiceName::Order).await;
@@ -361,8 +337,8 @@ async fn kill_9_of_any_process_under_load_loses_nothing_and_heals_in_seconds() {
             .fetch_all(&mut orders)
             .await
             .unwrap();
-    let placed_ids: std::collections::BTreeSet<String> = record.orders.iter().map(|o| o.id.clone()).collect();
-    let stored_ids: std::collections::BTreeSet<String> = approved.iter().map(|(id, _)| id.to_string()).collect();
+    let placed_ids: BTreeSet<String> = record.orders.iter().map(|o| o.id.clone()).collect();
+    let stored_ids: BTreeSet<String> = approved.iter().map(|(id, _)| id.to_string()).collect();
     if !placed_ids.is_subset(&stored_ids) {
         failures.push(format!("{} placed orders are not APPROVED", placed_ids.difference(&stored_ids).count()));
     }
@@ -391,13 +367,13 @@ async fn kill_9_of_any_process_under_load_loses_nothing_and_heals_in_seconds() {
     println!("{} sagas, the slowest took {slowest:.2} s", sagas.len());
 
     let mut kitchen = system.db(ServiceName::Kitchen).await;
-    let tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE state = 'AWAITING_ACCEPTANCE'")
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE state = 'AWAITING_ACCEPTANCE'")
         .fetch_one(&mut kitchen)
         .await
         .unwrap();
-    let all_tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets").fetch_one(&mut kitchen).await.unwrap();
-    if tickets != approved.len() as i64 || all_tickets != tickets {
-        failures.push(format!("{all_tickets} tickets, {tickets} awaiting acceptance, for {} orders", approved.len()));
+    let tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets").fetch_one(&mut kitchen).await.unwrap();
+    if waiting != approved.len() as i64 || tickets != waiting {
+        failures.push(format!("{tickets} tickets, {waiting} awaiting acceptance, for {} orders", approved.len()));
     }
 
     let mut accounting = system.db(ServiceName::Accounting).await;
@@ -407,7 +383,7 @@ async fn kill_9_of_any_process_under_load_loses_nothing_and_heals_in_seconds() {
             .await
             .unwrap();
     let reserved: i64 = sqlx::query_scalar("SELECT reserved_minor FROM accounts WHERE consumer_id = $1")
-        .bind(uuid::Uuid::parse_str(&consumer_id).unwrap())
+        .bind(uuid::Uuid::parse_str(consumer_id).unwrap())
         .fetch_one(&mut accounting)
         .await
         .unwrap();
@@ -421,6 +397,92 @@ async fn kill_9_of_any_process_under_load_loses_nothing_and_heals_in_seconds() {
             approved.len()
         ));
     }
+    failures
+}
 
+/// The two scenarios each run the whole system: one at a time, so that they do not starve each
+/// other (or anything else) on a small machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_any_process_under_load_loses_nothing_and_heals_in_seconds() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut system = start_system(1).await;
+    let load = Load::start(&system).await;
+    let victims = [
+        Some(ServiceName::Consumer),
+        Some(ServiceName::Kitchen),
+        Some(ServiceName::Accounting),
+        Some(ServiceName::Order),
+        Some(ServiceName::Orchestrator),
+        None,
+    ];
+    let mut faults = Vec::new();
+    for victim in victims {
+        tokio::time::sleep(STEADY).await;
+        let fault = system.crash(victim).await;
+        println!("killed {} and had it back after {:?}", fault.victim, fault.back - fault.killed);
+        faults.push(fault);
+    }
+    tokio::time::sleep(STEADY).await;
+    let (consumer_id, record) = load.finish().await;
+    let in_fault = |at: Instant| faults.iter().find(|fault| fault.covers(at));
+
+    // From outside: no 5xx (or no answer) outside the fault windows, never a 404.
+    let mut failures = Vec::new();
+    for call in &record.calls {
+        let ok = matches!(call.status, Some(status) if !status.is_server_error());
+        if !ok && in_fault(call.at).is_none() {
+            failures.push(format!("{} answered {:?} outside any fault: {}", call.what, call.status, call.detail));
+        }
+        if call.status == Some(StatusCode::NOT_FOUND) {
+            failures.push(format!("{} answered 404 for an order that exists: {}", call.what, call.detail));
+        }
+    }
+    let during: Vec<&Call> = record.calls.iter().filter(|call| in_fault(call.at).is_some()).collect();
+    let failed = during.iter().filter(|call| !matches!(call.status, Some(status) if status.is_success())).count();
+    println!("{} requests during the faults, {failed} of them failed", during.len());
+
+    // Recovery: after each fault, the first order placed once the process is back is approved
+    // within 3 s of that moment.
+    for fault in &faults {
+        let first = record.orders.iter().filter(|order| order.placed >= fault.back).min_by_key(|order| order.placed);
+        let recovered = first.and_then(|order| order.approved).map(|approved| approved - fault.back);
+        println!("after {}: the first new order was approved {recovered:?} after the restart", fault.victim);
+        if recovered.is_none_or(|took| took > Duration::from_secs(3)) {
+            failures.push(format!(
+                "after {} came back, the first new order was approved {recovered:?} later",
+                fault.victim
+            ));
+        }
+    }
+    failures.extend(settled_exactly_once(&system, &record, &consumer_id).await);
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_instances_of_each_service_a_kill_9_fails_no_client_request() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut system = start_system(2).await;
+    let load = Load::start(&system).await;
+    for service in ServiceName::back_end() {
+        tokio::time::sleep(STEADY).await;
+        let instance = &mut system.services.get_mut(&service).unwrap()[0];
+        instance.kill();
+        println!("killed one {}", service.binary());
+        // The other instance carries on alone for a while before this one is back.
+        tokio::time::sleep(STEADY).await;
+        instance.restart().await.unwrap();
+    }
+    tokio::time::sleep(STEADY).await;
+    let (consumer_id, record) = load.finish().await;
+
+    let mut failures: Vec<String> = record
+        .calls
+        .iter()
+        .filter(|call| !matches!(call.status, Some(status) if status.is_success()))
+        .map(|call| format!("{} answered {:?}: {}", call.what, call.status, call.detail))
+        .collect();
+    failures.extend(settled_exactly_once(&system, &record, &consumer_id).await);
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }

@@ -185,8 +185,12 @@ pub fn never_sent(status: &Status) -> bool {
         }
         source = error.source();
     }
-    // tonic's wording when the TCP connection fails, whatever its cause.
-    status.message() == "tcp connect error"
+    // tonic's wording when the TCP connection fails, whatever its cause; and Fabio's gRPC proxy's
+    // (grpc-go) when the instance it picked refuses the connection: Consul has not yet noticed
+    // that the instance is gone, and another one may answer.
+    let message = status.message();
+    message == "tcp connect error"
+        || (message.contains("Error while dialing") && message.contains("connection refused"))
 }
 
 /// Calls `call` until it gets past connecting, pausing 50, 100, 200, 400, 400 ... ms between
@@ -458,6 +462,15 @@ mod tests {
             policy.run(Idempotency::NotIdempotent, |_| async { Err(Status::unavailable("tcp connect error")) }).await;
         assert_eq!(result.unwrap_err().code(), Code::Unavailable);
         assert_eq!(policy.breaker.state(), BreakerState::Closed, "one failure of two allowed");
+    }
+
+    #[test]
+    fn a_connection_refused_behind_fabio_was_never_sent() {
+        let fabio = "connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:44409: connect: connection refused\"";
+        assert!(never_sent(&Status::unavailable(fabio)));
+        assert!(never_sent(&Status::unavailable("tcp connect error")));
+        assert!(!never_sent(&Status::unavailable("connection reset by peer")), "it may have been handled");
+        assert!(!never_sent(&Status::internal(fabio)));
     }
 
     #[tokio::test]
