@@ -1,6 +1,10 @@
 //! How the gateway calls a backend: with a deadline, with a retry only when the call is
 //! idempotent, and through a circuit breaker (the seed's hystrix role).
 //!
+//! Retries draw on a budget (tower's `TpsBudget`): at most a fifth of the calls of the last ten
+//! seconds, and ten a second whatever the traffic, so that a sick backend is not hit with a storm of
+//! second attempts.
+//!
 //! The breaker is written here rather than taken from a generic tower layer because it must
 //! judge gRPC outcomes: a `NOT_FOUND` or `INVALID_ARGUMENT` is a healthy backend answering, while
 //! `UNAVAILABLE` or a missed deadline is a sick one. Those codes only exist after tonic has decoded
@@ -29,6 +33,7 @@ use ftgo_platform::grpc::is_absent;
 // Tokio's clock, so that tests can move it; outside a paused test it is the system's.
 use tokio::time::Instant;
 use tonic::{Code, Status};
+use tower::retry::budget::{Budget, TpsBudget};
 
 /// How long a circuit stays open the first time (or `open_for`, if that is shorter).
 pub const FIRST_OPEN: Duration = Duration::from_millis(250);
@@ -222,11 +227,18 @@ pub struct CallPolicy {
     /// The deadline of one call, in milliseconds (changeable while running).
     timeout_ms: AtomicU64,
     pub breaker: CircuitBreaker,
+    /// What second attempts may spend: every call deposits, every retry withdraws.
+    retries: TpsBudget,
 }
 
 impl CallPolicy {
     pub fn new(backend: &'static str, timeout: Duration, breaker: CircuitBreaker) -> Self {
-        Self { backend, timeout_ms: AtomicU64::new(timeout.as_millis() as u64), breaker }
+        Self {
+            backend,
+            timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
+            breaker,
+            retries: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -266,9 +278,14 @@ impl CallPolicy {
         };
         let deadline = self.timeout() + wait;
         let started = Instant::now();
+        self.retries.deposit();
         let mut last = None;
         for attempt in 1..=attempts {
             if attempt > 1 {
+                if !self.retries.withdraw() {
+                    tracing::debug!(backend = self.backend, "no retry: the retry budget is spent");
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let left = deadline.saturating_sub(started.elapsed());
@@ -462,6 +479,23 @@ mod tests {
             policy.run(Idempotency::NotIdempotent, |_| async { Err(Status::unavailable("tcp connect error")) }).await;
         assert_eq!(result.unwrap_err().code(), Code::Unavailable);
         assert_eq!(policy.breaker.state(), BreakerState::Closed, "one failure of two allowed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_of_failures_retries_only_what_the_retry_budget_allows() {
+        let policy = policy(u32::MAX, Duration::from_secs(60));
+        let calls = AtomicU32::new(0);
+        let failing = || {
+            policy.run(Idempotency::Idempotent, |_| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Status::unavailable("reset"))
+            })
+        };
+        // 1000 calls at once, every one failing: without a budget, 2000 attempts.
+        futures::future::join_all((0..1000).map(|_| failing())).await;
+        // The budget's reserve (10 a second over 10 s) and a fifth of the calls: 100 + 200 retries.
+        let attempts = calls.load(Ordering::SeqCst);
+        assert!((1000..=1300).contains(&attempts), "{attempts} attempts");
     }
 
     #[test]
