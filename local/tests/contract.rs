@@ -8,13 +8,9 @@
 //! Settings: `schemathesis.toml` (413 counts as a refusal of invalid data) and
 //! `schemathesis_hooks.py` (the two rules JSON Schema cannot state), both next to this file.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+mod support;
+
+use std::{path::PathBuf, process::Command, time::Instant};
 
 const FTGO_LOCAL: &str = env!("CARGO_BIN_EXE_ftgo-local");
 /// The version `infra/install.sh` pins (`SCHEMATHESIS_VERSION`).
@@ -65,27 +61,7 @@ fn schemathesis_finds_nothing_against_the_running_system() {
         cmd
     };
 
-    let mut up = command("up").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = BufReader::new(up.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    loop {
-        match lines.recv_timeout(Duration::from_secs(120)) {
-            Ok(line) if line.starts_with("FTGO is up") => break,
-            Ok(line) => printed.push(line),
-            Err(e) => {
-                let _ = up.kill();
-                panic!("`ftgo-local up` did not come up ({e}); it printed:\n{}", printed.join("\n"));
-            }
-        }
-    }
+    let (mut up, _lines) = support::until_up(command("up"));
 
     let started = Instant::now();
     let run = Command::new(&schemathesis)

@@ -219,30 +219,21 @@ impl System {
 /// A consumer with credit for every order the test can place, and a restaurant whose menu has
 /// reached the Order Service.
 async fn customer_and_restaurant(http: &reqwest::Client, base: &str) -> (String, String) {
-    let consumer: Value = http
-        .post(format!("{base}/api/consumers"))
-        .json(&json!({"name": {"firstName": "Faulty", "lastName": "Tower"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let consumer_id = consumer["consumerId"].as_str().unwrap().to_owned();
-    let restaurant: Value = http
-        .post(format!("{base}/api/restaurants"))
-        .json(&json!({
-            "name": "Chaos Kitchen",
-            "address": {"street1": "1 Shattuck Ave", "city": "Berkeley", "state": "CA", "zip": "94704"},
-            "menu": {"menuItems": [{"id": "1", "name": "Dal", "price": "5.00"}]}
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let restaurant_id = restaurant["restaurantId"].as_str().unwrap().to_owned();
+    let create = |path: &str, body: Value, id: &'static str| {
+        let request = http.post(format!("{base}{path}")).json(&body);
+        async move {
+            let created: Value = request.send().await.unwrap().json().await.unwrap();
+            created[id].as_str().unwrap_or_else(|| panic!("no {id} in {created}")).to_owned()
+        }
+    };
+    let consumer_id =
+        create("/api/consumers", json!({"name": {"firstName": "Faulty", "lastName": "Tower"}}), "consumerId").await;
+    let restaurant = json!({
+        "name": "Chaos Kitchen",
+        "address": {"street1": "1 Shattuck Ave", "city": "Berkeley", "state": "CA", "zip": "94704"},
+        "menu": {"menuItems": [{"id": "1", "name": "Dal", "price": "5.00"}]}
+    });
+    let restaurant_id = create("/api/restaurants", restaurant, "restaurantId").await;
     ftgo_testenv::eventually("the account to be opened with credit enough", Duration::from_secs(30), || async {
         let raised = http
             .put(format!("{base}/api/accounts/{consumer_id}"))

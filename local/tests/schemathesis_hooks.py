@@ -1,4 +1,4 @@
-"""Schemathesis hooks for `contract.rs`: the two rules of FTGO's API that JSON Schema cannot state.
+"""Schemathesis hooks for `contract.rs`: the three rules of FTGO's API that JSON Schema cannot state.
 
 Both are written in the OpenAPI document's descriptions and in docs/api.md, and the gateway answers
 400 for breaking them. Only *positive* cases that break them are dropped (schemathesis would expect
@@ -8,7 +8,12 @@ them accepted); nothing is dropped from negative cases, and no check is switched
   compares whole items, not one property of them).
 - `timeout` of `GET /api/orders/{orderId}` is only allowed together with `wait` (OpenAPI cannot
   make one query parameter depend on another).
+- An `Idempotency-Key` names one request: the same key with another request is 422 (a rule across
+  requests). A positive case's key is made unique before it is sent, as a client makes each new
+  command's key; negative cases keep the keys they were given.
 """
+
+import itertools
 
 import schemathesis
 
@@ -46,3 +51,12 @@ def filter_case(context, case):
     if operation == "GET /api/orders/{orderId}" and _timeout_without_wait(case.query):
         return False
     return True
+
+
+_KEYS = itertools.count(1)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if _positive(case) and case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = f"schemathesis-{next(_KEYS)}"

@@ -4,13 +4,9 @@
 //! The service binaries must have been built next to `ftgo-local` (`cargo test --workspace`
 //! builds every binary before it runs any test).
 
-use std::{
-    io::{BufRead, BufReader},
-    net::TcpStream,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+mod support;
+
+use std::{net::TcpStream, process::Command, time::Duration};
 
 const FTGO_LOCAL: &str = env!("CARGO_BIN_EXE_ftgo-local");
 
@@ -28,28 +24,7 @@ fn up_serves_the_demo_and_down_stops_everything() {
         cmd
     };
 
-    let mut up = command("up").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = BufReader::new(up.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            println!("up: {line}");
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    loop {
-        match lines.recv_timeout(Duration::from_secs(120)) {
-            Ok(line) if line.starts_with("FTGO is up") => break,
-            Ok(line) => printed.push(line),
-            Err(e) => {
-                let _ = up.kill();
-                panic!("`ftgo-local up` did not come up ({e}); it printed:\n{}", printed.join("\n"));
-            }
-        }
-    }
+    let (mut up, lines) = support::until_up(command("up"));
     // The lines after "FTGO is up" say where each service listens, and where Fabio does.
     let mut service_ports = Vec::new();
     let mut fabio_http = None;
