@@ -572,8 +572,18 @@ async fn a_command_whose_handler_always_fails_leaves_the_saga_failed_until_its_d
 
     // Fixed, one replay approves the order, and its reply ends the failed saga.
     sqlx::query("ALTER TABLE orders DROP CONSTRAINT no_approvals").execute(&orders_db).await.unwrap();
-    let replayed = admin.replay_dead_letter(admin::ReplayDeadLetterRequest { id: dead[0].id }).await.unwrap();
-    assert!(replayed.into_inner().replayed_at.is_some());
+    let keyed = |id| {
+        let mut request = tonic::Request::new(admin::ReplayDeadLetterRequest { id });
+        request.metadata_mut().insert(ftgo_platform::idempotency::KEY_METADATA, "replay-1".parse().unwrap());
+        request
+    };
+    let replayed = admin.replay_dead_letter(keyed(dead[0].id)).await.unwrap().into_inner();
+    assert!(replayed.replayed_at.is_some());
+    // Sent again with its key (its answer lost, say): the first answer, not a second replay.
+    assert_eq!(admin.replay_dead_letter(keyed(dead[0].id)).await.unwrap().into_inner(), replayed);
+    // Without the key, a replay of a replayed dead letter is refused.
+    let again = admin.replay_dead_letter(admin::ReplayDeadLetterRequest { id: dead[0].id }).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
     assert_eq!(s.outcome(&order_id).await.state(), OrderState::Approved);
     let saga = eventually("the saga to end", Duration::from_secs(30), async || {
         s.sagas(&order_id).await.into_iter().next().filter(|saga| saga.state() == SagaState::Succeeded)

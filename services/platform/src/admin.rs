@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     grpc::database_error,
+    idempotency::{self, Key},
     messaging::{
         dead_letters::{self, Consumers, DeadLetter, ReplayError},
         saga::SAGA_ID_HEADER,
@@ -56,6 +57,18 @@ fn to_proto(dead: DeadLetter) -> api::DeadLetter {
     }
 }
 
+/// Why a replay did not happen, as a gRPC status.
+fn replay_status(e: ReplayError) -> Status {
+    match e {
+        ReplayError::Database(e) => database_error(e),
+        e @ ReplayError::NotFound(_) => crate::grpc::not_found(e.to_string()),
+        e @ ReplayError::NoConsumer(_) => Status::unavailable(e.to_string()),
+        e @ (ReplayError::AlreadyReplayed { .. } | ReplayError::Unreplayable(_) | ReplayError::Failed(_)) => {
+            Status::failed_precondition(e.to_string())
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl DeadLetterService for DeadLetterApi {
     async fn list_dead_letters(
@@ -80,15 +93,17 @@ impl DeadLetterService for DeadLetterApi {
         &self,
         request: Request<api::ReplayDeadLetterRequest>,
     ) -> Result<Response<api::DeadLetter>, Status> {
+        let key = Key::of(&request, "ReplayDeadLetter")?;
         let id = request.into_inner().id;
-        match self.consumers.replay(&self.db, id).await {
-            Ok(replayed) => Ok(Response::new(to_proto(replayed))),
-            Err(ReplayError::Database(e)) => Err(database_error(e)),
-            Err(e @ ReplayError::NotFound(_)) => Err(crate::grpc::not_found(e.to_string())),
-            Err(e @ ReplayError::NoConsumer(_)) => Err(Status::unavailable(e.to_string())),
-            Err(e @ (ReplayError::AlreadyReplayed { .. } | ReplayError::Unreplayable(_) | ReplayError::Failed(_))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-        }
+        let replay = async || self.consumers.replay(&self.db, id).await.map(to_proto).map_err(replay_status);
+        let Some(key) = key else { return replay().await.map(Response::new) };
+        // The key's row is held while the replay runs (in its own transaction), so a second
+        // request with the key waits and then gets this answer. A crash between the replay's
+        // commit and this one forgets the key: sent again, the replay answers 409, as a replay of a
+        // replayed dead letter does. Nothing is ever applied twice.
+        let mut tx = self.db.begin().await.map_err(database_error)?;
+        let replayed = idempotency::once(&mut tx, Some(&key), async |_| replay().await).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(Response::new(replayed))
     }
 }

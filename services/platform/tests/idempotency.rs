@@ -10,7 +10,7 @@ use ftgo_platform::{
 };
 use ftgo_proto::common::v1::Money;
 use ftgo_testenv::Postgres;
-use sqlx::{Connection, PgConnection, PgPool, migrate::Migrator};
+use sqlx::{PgConnection, PgPool, migrate::Migrator};
 use tonic::{Code, Request, Status, metadata::MetadataValue};
 
 async fn database() -> (Postgres, PgPool) {
