@@ -164,3 +164,28 @@ async fn run_until_stopped(replicas: usize) -> Result<()> {
     println!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::replicas;
+
+    fn parse(args: &[&str]) -> anyhow::Result<usize> {
+        replicas(args.iter().map(|arg| (*arg).to_owned()))
+    }
+
+    #[test]
+    fn up_runs_one_to_five_instances_and_says_what_is_wrong_with_anything_else() {
+        assert_eq!(parse(&[]).unwrap(), 1);
+        assert_eq!(parse(&["--replicas", "2"]).unwrap(), 2);
+        for (args, says) in [
+            (&["--replicas"][..], "needs a number"),
+            (&["--replicas", "0"][..], "from 1 to 5"),
+            (&["--replicas", "6"][..], "from 1 to 5"),
+            (&["--replicas", "two"][..], "from 1 to 5"),
+            (&["--release"][..], "not \"--release\""),
+        ] {
+            let error = format!("{:#}", parse(args).unwrap_err());
+            assert!(error.contains(says), "{args:?}: {error}");
+        }
+    }
+}
