@@ -63,6 +63,13 @@ struct Args {
 }
 
 const USAGE: &str = "usage: ftgo-bench [--quick] [--seconds N] [--postgres durable|fast|both] [--out FILE]";
+const HELP: &str = "Measures FTGO under load against its floors (Postgres alone, a gRPC call, JetStream) with 1, 16
+and 64 clients, and prints each leg's throughput, latency and CPU per operation.
+
+  --quick           2-second legs, 1 and 4 clients, fast Postgres only (a smoke run)
+  --seconds N       the length of each leg, 0.5 to 600 (default 15)
+  --postgres MODE   durable (fsync on), fast (fsync off) or both (default)
+  --out FILE        also write the figures as JSON to FILE";
 
 fn args() -> Result<Args> {
     let mut args = Args {
@@ -93,6 +100,10 @@ fn args() -> Result<Args> {
                 }
             }
             "--out" => args.out = Some(it.next().context("--out needs a path")?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}\n\n{HELP}");
+                std::process::exit(0);
+            }
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }

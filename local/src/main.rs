@@ -42,11 +42,26 @@ async fn main() -> Result<()> {
             ftgo_catalog::image_binaries().for_each(|binary| println!("{binary}"));
             Ok(())
         }
-        _ => bail!(
-            "usage: ftgo-local up [--replicas N]|down|demo|images (`up` reads FTGO_GATEWAY_LISTEN, FTGO_STATE_DIR, FTGO_POSTGRES=fast|durable)"
-        ),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}\n\n{HELP}");
+            Ok(())
+        }
+        _ => bail!("{USAGE} (`ftgo-local --help` says more)"),
     }
 }
+
+const USAGE: &str = "usage: ftgo-local up [--replicas N] | down | demo | images";
+const HELP: &str = "Runs FTGO on this machine, every piece a process bound to 127.0.0.1 (no containers).
+
+  up [--replicas N]  start Postgres, NATS, Consul, Fabio, the services (N instances of each, 1 to 5)
+                     and the gateway on http://127.0.0.1:8080; stays in the foreground until Ctrl-C
+                     or `ftgo-local down`
+  down               stop what `up` started
+  demo               place orders through the gateway and follow each one to its outcome
+  images             the binaries that ship as container images, one per line
+
+`up` reads FTGO_GATEWAY_LISTEN (the gateway's address), FTGO_STATE_DIR (where data and logs go)
+and FTGO_POSTGRES=fast|durable (fsync off or on).";
 
 /// How many instances of each back-end service `up` runs: `--replicas N` (1 to 5), by default 1.
 fn replicas(mut args: impl Iterator<Item = String>) -> Result<usize> {

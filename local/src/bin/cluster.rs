@@ -37,6 +37,17 @@ const TAG: &str = "0.1.0";
 const FABIO_HTTP_NODE_PORT: u16 = 30080;
 const FABIO_UI_NODE_PORT: u16 = 30998;
 
+const USAGE: &str = "usage: ftgo-cluster up | down | images";
+const HELP: &str = "Runs a real one-node Kubernetes cluster on this machine, with FTGO's images loaded.
+
+  up      build the missing or stale images, start the cluster in the foreground, import the images
+          and forward 127.0.0.1:8080 to Fabio (the API) and 127.0.0.1:9998 to Fabio's UI; the admin
+          kubeconfig is written to .ftgo/cluster/kubeconfig
+  down    stop what `up` started and remove every trace of it
+  images  only build the image archives, into ~/.cache/ftgo/images
+
+`up` reads FTGO_CLUSTER_HTTP and FTGO_CLUSTER_FABIO_UI (the forwarded addresses) and FTGO_STATE_DIR.";
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -49,7 +60,11 @@ async fn main() -> Result<()> {
         Some("up") => up().await,
         Some("down") => foreground().stop(),
         Some("images") => build_images().map(|_| ()),
-        _ => bail!("usage: ftgo-cluster up|down|images"),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}\n\n{HELP}");
+            Ok(())
+        }
+        _ => bail!("{USAGE} (`ftgo-cluster --help` says more)"),
     }
 }
 
