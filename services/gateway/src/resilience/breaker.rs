@@ -79,6 +79,8 @@ struct Inner {
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
     deadline: Option<Instant>,
+    /// Whether this is a half-open circuit's one trial call.
+    trial: bool,
     recorded: bool,
 }
 
@@ -103,8 +105,8 @@ impl Drop for Permit<'_> {
         }
         if self.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             self.breaker.judge(false);
-        } else {
-            self.breaker.release();
+        } else if self.trial {
+            self.breaker.release_trial();
         }
     }
 }
@@ -139,15 +141,16 @@ impl CircuitBreaker {
     pub fn try_acquire(&self) -> Option<Permit<'_>> {
         let mut inner = self.lock();
         let state = &mut inner.state;
-        match *state {
-            State::Closed { .. } => {}
+        let trial = match *state {
+            State::Closed { .. } => false,
             State::Open { until, .. } if Instant::now() < until => return None,
             State::Open { interval, .. } | State::HalfOpen { trial_in_flight: false, interval } => {
                 *state = State::HalfOpen { trial_in_flight: true, interval };
+                true
             }
             State::HalfOpen { trial_in_flight: true, .. } => return None,
-        }
-        Some(Permit { breaker: self, deadline: None, recorded: false })
+        };
+        Some(Permit { breaker: self, deadline: None, trial, recorded: false })
     }
 
     /// Takes in the outcome of a call.
@@ -171,9 +174,9 @@ impl CircuitBreaker {
         };
     }
 
-    /// Forgets a call whose caller left before it ended: a half-open circuit lets the next caller
-    /// make the trial, rather than wait for an outcome that will never come.
-    fn release(&self) {
+    /// Forgets a trial call whose caller left before it ended: the next caller makes the trial,
+    /// rather than wait for an outcome that will never come.
+    fn release_trial(&self) {
         let mut inner = self.lock();
         if let State::HalfOpen { trial_in_flight: true, interval } = inner.state {
             inner.state = State::HalfOpen { trial_in_flight: false, interval };
@@ -340,6 +343,19 @@ mod tests {
         fail(&breaker);
         tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(breaker.state(), BreakerState::HalfOpen, "closed again, the next opening is brief");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_from_before_the_circuit_opened_does_not_free_the_trial_when_its_caller_leaves() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(2));
+        let earlier = breaker.try_acquire().expect("closed").until(Instant::now() + Duration::from_secs(3));
+        fail(&breaker);
+        tokio::time::advance(FIRST_OPEN).await;
+        let trial = breaker.try_acquire().expect("the trial");
+        drop(earlier);
+        assert!(breaker.try_acquire().is_none(), "the trial is still the only call");
+        trial.record(true);
+        assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,10 +17,15 @@
 //! The request that travels down the stack is the call's [`Deadline`]; the call forwards what is
 //! left of it as `grpc-timeout`, so that the backend stops working when the gateway stops waiting.
 //!
-//! The stack is put together for each call, which allocates nothing: every RPC method of a typed
-//! client has its own request and response types, so one long-lived stack per backend would need
-//! boxed, type-erased calls for no gain. What outlives a call (the breaker, the retry budget, the
+//! The stack is put together for each call, on the stack: every RPC method of a typed client has
+//! its own request and response types, so one long-lived stack per backend would need boxed,
+//! type-erased calls for no gain. What outlives a call (the breaker, the retry budget, the
 //! configured timeout) is the backend's [`CallPolicy`], which the layers borrow.
+//!
+//! tonic enforces the `grpc-timeout` it sends, and ends a call that outlives it with `CANCELLED`
+//! ("Timeout expired"), a moment before the timeout layer would. A `CANCELLED` at the deadline is
+//! therefore reported as what it is, `DEADLINE_EXCEEDED`: the breaker counts it and the client
+//! gets a 504.
 
 pub mod breaker;
 pub mod retry;
@@ -36,7 +41,10 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::{
     BoxError, ServiceBuilder, ServiceExt,
-    retry::{RetryLayer, budget::TpsBudget},
+    retry::{
+        RetryLayer,
+        budget::{Budget, TpsBudget},
+    },
     timeout::TimeoutLayer,
 };
 
@@ -67,12 +75,17 @@ impl Deadline {
 }
 
 /// `status` as the truth about the backend: a `NOT_FOUND` that the service did not mark as its own
-/// came from the proxy in between (Fabio's "no route found") and means that no instance answered.
-fn unrouted_is_unavailable(status: Status) -> Status {
-    if status.code() == Code::NotFound && !is_absent(&status) {
-        Status::unavailable(format!("no instance answered ({})", status.message()))
-    } else {
-        status
+/// came from the proxy in between (Fabio's "no route found") and means that no instance answered;
+/// a `CANCELLED` once the deadline has passed is tonic enforcing the `grpc-timeout`.
+fn as_the_backend_meant(status: Status, deadline: Deadline) -> Status {
+    match status.code() {
+        Code::NotFound if !is_absent(&status) => {
+            Status::unavailable(format!("no instance answered ({})", status.message()))
+        }
+        Code::Cancelled if deadline.left().is_zero() => {
+            Status::deadline_exceeded(format!("no answer within the deadline ({})", status.message()))
+        }
+        _ => status,
     }
 }
 
@@ -124,7 +137,10 @@ impl CallPolicy {
         Fut: Future<Output = Result<T, Status>>,
     {
         let budget = self.timeout() + wait;
+        // Taken before the timeout layer starts its clock (when the stack is called), so that a
+        // call the layer cuts off is always past this deadline, which the breaker checks.
         let deadline = Deadline(Instant::now() + budget);
+        self.retries.deposit();
         let call = &call;
         let stack = ServiceBuilder::new()
             .layer(TimeoutLayer::new(budget))
@@ -133,7 +149,7 @@ impl CallPolicy {
             .layer(RetryLayer::new(UntilConnected::default()))
             .service_fn(move |deadline: Deadline| {
                 let answer = call(deadline.left());
-                async move { answer.await.map_err(unrouted_is_unavailable) }
+                async move { answer.await.map_err(|status| as_the_backend_meant(status, deadline)) }
             });
         stack.oneshot(deadline).await.map_err(|error| self.reported(error, budget))
     }
@@ -308,6 +324,39 @@ mod tests {
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert_eq!(status.message(), "kitchen did not answer within 200ms");
         assert_eq!(policy.breaker.state(), BreakerState::Open, "a backend that misses its deadline is unwell");
+    }
+
+    #[tokio::test]
+    async fn tonic_enforcing_the_deadline_is_reported_as_a_missed_deadline_and_counted() {
+        let policy = policy(1, Duration::from_secs(60));
+        // What a tonic channel answers when the grpc-timeout it was given runs out.
+        let enforced = |left: Duration| async move {
+            tokio::time::sleep(left).await;
+            Err::<(), _>(Status::cancelled("Timeout expired"))
+        };
+        let status = policy.run(Idempotency::Idempotent, enforced).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert_eq!(policy.breaker.state(), BreakerState::Open);
+        // A call the backend cancelled on its own, well before the deadline, is its answer.
+        let healthy = self::policy(1, Duration::from_secs(60));
+        let status =
+            healthy.run(Idempotency::Idempotent, |_| async { Err::<(), _>(Status::cancelled("shutting down")) });
+        assert_eq!(status.await.unwrap_err().code(), Code::Cancelled);
+        assert_eq!(healthy.breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_leaves_during_the_trial_call_frees_it_for_the_next() {
+        let policy = policy(1, Duration::from_secs(60));
+        let _ = policy.run(Idempotency::NotIdempotent, |_| async { Err::<(), _>(Status::unavailable("down")) }).await;
+        tokio::time::advance(FIRST_OPEN).await;
+        // The trial call hangs, and its caller gives up before the call's deadline.
+        let hangs = policy.run(Idempotency::NotIdempotent, |_| std::future::pending::<Result<(), Status>>());
+        assert!(tokio::time::timeout(Duration::from_millis(10), hangs).await.is_err());
+        assert_eq!(policy.breaker.state(), BreakerState::HalfOpen);
+        let answered = policy.run(Idempotency::NotIdempotent, |_| async { Ok(()) }).await;
+        assert!(answered.is_ok(), "the next caller made the trial: {answered:?}");
+        assert_eq!(policy.breaker.state(), BreakerState::Closed);
     }
 
     #[tokio::test]

@@ -20,19 +20,22 @@ use super::{Deadline, Idempotency, breaker::is_circuit_open};
 
 /// The pause before an idempotent call's second attempt.
 pub(super) const PAUSE: Duration = Duration::from_millis(50);
+/// The least time a second attempt must have before the deadline: with less, it would likely end
+/// in a timeout that hides the first attempt's clearer `UNAVAILABLE`.
+const SHORTEST_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// The first and the longest pause between attempts to connect.
 const FIRST_CONNECT_PAUSE: Duration = Duration::from_millis(50);
 const LONGEST_CONNECT_PAUSE: Duration = Duration::from_millis(400);
 
-/// One more attempt after `UNAVAILABLE` for an idempotent call, paid from `budget`. Every call
-/// deposits into the budget once, and every retry withdraws: a sick backend gets few second
-/// attempts however many calls fail. An open circuit's refusal is never retried.
+/// One more attempt after `UNAVAILABLE` for an idempotent call, withdrawn from `budget` (into which
+/// every call deposits before it starts): a sick backend gets few second attempts however many
+/// calls fail. An open circuit's refusal is never retried, nor is a call whose deadline leaves too
+/// little time for another attempt to be worth making.
 #[derive(Debug, Clone)]
 pub struct OnUnavailable<'a> {
     budget: &'a TpsBudget,
     retries_left: u32,
-    deposited: bool,
     backend: &'static str,
 }
 
@@ -42,7 +45,7 @@ impl<'a> OnUnavailable<'a> {
             Idempotency::Idempotent => 1,
             Idempotency::NotIdempotent => 0,
         };
-        Self { budget, retries_left, deposited: false, backend }
+        Self { budget, retries_left, backend }
     }
 }
 
@@ -50,14 +53,11 @@ impl<T> Policy<Deadline, T, Status> for OnUnavailable<'_> {
     type Future = Sleep;
 
     fn retry(&mut self, deadline: &mut Deadline, result: &mut Result<T, Status>) -> Option<Sleep> {
-        if !std::mem::replace(&mut self.deposited, true) {
-            self.budget.deposit();
-        }
         let Err(status) = result else { return None };
         if status.code() != Code::Unavailable || is_circuit_open(status) || self.retries_left == 0 {
             return None;
         }
-        if Instant::now() + PAUSE >= deadline.0 {
+        if Instant::now() + PAUSE + SHORTEST_ATTEMPT > deadline.0 {
             return None;
         }
         if !self.budget.withdraw() {
