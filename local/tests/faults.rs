@@ -437,6 +437,13 @@ async fn kill_9_of_any_process_under_load_loses_nothing_and_heals_in_seconds() {
     // Recovery: after each fault, the first order placed once the process is back is approved
     // within 3 s of that moment.
     for fault in &faults {
+        let failed: Vec<&Call> = during
+            .iter()
+            .copied()
+            .filter(|call| fault.covers(call.at) && !matches!(call.status, Some(status) if status.is_success()))
+            .collect();
+        let last = failed.iter().map(|call| call.at).max().map(|at| at.saturating_duration_since(fault.back));
+        println!("{}: {} failed requests, the last {last:?} after the restart", fault.victim, failed.len());
         let first = record.orders.iter().filter(|order| order.placed >= fault.back).min_by_key(|order| order.placed);
         let recovered = first.and_then(|order| order.approved).map(|approved| approved - fault.back);
         println!("after {}: the first new order was approved {recovered:?} after the restart", fault.victim);

@@ -75,6 +75,10 @@ impl Registration {
         let mut check = check;
         check["Interval"] = json!("1s");
         check["Timeout"] = json!("1s");
+        // An instance registers once it serves (its listener bound, its database and NATS
+        // connected), so it starts out passing: otherwise Consul's first check, up to an interval
+        // later, would keep a restarted instance out of Fabio's routes for that long.
+        check["Status"] = json!("passing");
         // An instance that died without deregistering is removed after a minute of failing.
         check["DeregisterCriticalServiceAfter"] = json!("1m");
         json!({

@@ -35,6 +35,12 @@ async fn a_serving_instance_is_routed_by_fabio_and_removed_when_it_stops() {
     let registration = Registration::grpc("probe-service", addr, &[PROBE]);
     registry::register_while_running(&mut running, &consul.http_url(), registration.clone()).await.unwrap();
 
+    // It serves already, so its check starts out passing rather than waiting for its first run.
+    let checks: Value =
+        reqwest::get(format!("{}/v1/agent/checks", consul.http_url())).await.unwrap().json().await.unwrap();
+    let check = checks.as_object().unwrap().values().find(|c| c["ServiceID"] == registration.id()).unwrap();
+    assert_eq!(check["Status"], "passing", "{check}");
+
     // Consul's gRPC health check passes, with the Fabio tag on the instance.
     let instances = eventually("a passing instance", Duration::from_secs(20), async || {
         let found = passing_instances(&consul, "probe-service").await;
