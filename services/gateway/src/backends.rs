@@ -4,7 +4,13 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use ftgo_catalog::{Protocol, ServiceName};
-use ftgo_platform::{admin::DESTINATION_HOST, idempotency::KEY_METADATA, telemetry};
+use ftgo_platform::{
+    admin::DESTINATION_HOST,
+    consul::{self, Consul},
+    idempotency::KEY_METADATA,
+    runtime::Running,
+    telemetry,
+};
 use ftgo_proto::{
     accounting::v1::accounting_service_client::AccountingServiceClient,
     admin::v1::dead_letter_service_client::DeadLetterServiceClient,
@@ -172,6 +178,39 @@ impl Backends {
         }
     }
 
+    /// Follows, in the Consul at `consul_addr`, how many instances of each backend pass their
+    /// health checks, as tasks of `running`: when there are more than before (one came back), the
+    /// backend's circuit, if open, tries it again promptly ([`CircuitBreaker::healthy_instance_seen`]).
+    pub fn follow_health(&self, running: &mut Running, consul_addr: &str) -> Result<()> {
+        let consul = Consul::new(consul_addr)?;
+        for (service, backend) in &self.admin {
+            let (consul, service, policy) = (consul.clone(), *service, backend.policy.clone());
+            let shutdown = running.shutdown_token();
+            running.spawn("backend health", async move {
+                let (mut index, mut passing) = (0, None);
+                loop {
+                    let answer = tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        answer = consul.passing_instances_watch(service.binary(), index) => answer,
+                    };
+                    match answer {
+                        Ok(seen) => {
+                            index = seen.next_index(index);
+                            if passing.is_some_and(|before| seen.value > before) {
+                                tracing::debug!(%service, passing = seen.value, "an instance is back");
+                                policy.breaker.healthy_instance_seen();
+                            }
+                            passing = Some(seen.value);
+                        }
+                        Err(e) if consul::pause_after(&e, "the backends' health", &shutdown).await => {}
+                        Err(_) => return Ok(()),
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Each backend's name and the state of its circuit, in catalog order.
     pub fn circuits(&self) -> Vec<(&'static str, BreakerState)> {
         self.admin.iter().map(|(service, backend)| (service.as_str(), backend.breaker_state())).collect()
@@ -204,6 +243,42 @@ mod tests {
 
     fn loaded(document: &str) -> anyhow::Result<Config> {
         ftgo_platform::config::with_consul_document("api-gateway", Config::default(), document)
+    }
+
+    #[tokio::test]
+    async fn an_instance_back_in_consul_makes_the_open_circuit_try_again_at_once() {
+        let consul = ftgo_testenv::Consul::start().await.unwrap();
+        let mut config = Config::default();
+        config.resilience.breaker_failures = 1;
+        let backends = Backends::connect(&config.backends, &config.resilience).unwrap();
+        let mut running = Running::new("127.0.0.1:1".parse().unwrap(), tokio_util::sync::CancellationToken::new());
+        backends.follow_health(&mut running, &consul.http_url()).unwrap();
+
+        // The Order Service is down long enough for its circuit's backoff to reach 2 s.
+        let breaker = &backends.order.policy.breaker;
+        let fail = || breaker.try_acquire().expect("a permit").record(false);
+        fail();
+        for open in [250, 500, 1000] {
+            tokio::time::sleep(Duration::from_millis(open)).await;
+            fail();
+        }
+        let opened = std::time::Instant::now();
+        assert_eq!(breaker.state(), BreakerState::Open);
+
+        // An instance registers, passing: the circuit tries it within FIRST_OPEN, not in 2 s.
+        let instance = serde_json::json!({"ID": "order-1", "Name": "order-service", "Address": "127.0.0.1", "Port": 1});
+        ftgo_platform::consul::Consul::new(&consul.http_url()).unwrap().agent_register(&instance).await.unwrap();
+        while breaker.state() == BreakerState::Open {
+            assert!(
+                opened.elapsed() < Duration::from_millis(1500),
+                "still open {:?} after it opened",
+                opened.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert_eq!(backends.kitchen.breaker_state(), BreakerState::Closed, "the other circuits are not touched");
+        running.stop().await.unwrap();
     }
 
     #[tokio::test]

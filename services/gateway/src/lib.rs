@@ -126,6 +126,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
     let addr = listener.local_addr()?;
     let mut running = Running::new(addr, shutdown.clone());
+    if !config.base.consul.addr.is_empty() {
+        // An open circuit tries its backend again as soon as Consul sees an instance back.
+        backends.follow_health(&mut running, &config.base.consul.addr)?;
+    }
     running.spawn("http server", async move {
         // The circuit gauge reports for as long as the server runs.
         let _circuits = circuits;

@@ -10,7 +10,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::{consul::Consul, runtime::Running};
+use crate::{
+    consul::{self, Consul},
+    runtime::Running,
+};
 
 use anyhow::{Context, Result};
 use figment::{
@@ -227,22 +230,11 @@ where
             };
             let document = match answer {
                 Ok(state) => {
-                    // Consul's index only goes backwards when its state was reset: start over.
-                    index = if state.index < index { 0 } else { state.index };
+                    index = state.next_index(index);
                     state.value
                 }
-                Err(e) => {
-                    if e.is_unreachable() {
-                        tracing::warn!(error = %e, "Consul is unreachable; the configuration stays as it is");
-                    } else {
-                        tracing::warn!(error = %e, "reading live configuration from Consul failed");
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    continue;
-                }
+                Err(e) if consul::pause_after(&e, "the live configuration", &shutdown).await => continue,
+                Err(_) => return Ok(()),
             };
             if let Some(document) = document
                 && last.as_ref() != Some(&document)

@@ -6,6 +6,8 @@
 //!   ([`crate::registry`]), and deregisters when it stops.
 //! - **The catalog and node health**: the operator registers pods on a node that exists only in
 //!   Consul, with their status taken from Kubernetes readiness, and reads them back.
+//! - **Health**: the gateway follows how many instances of each service pass their checks, so
+//!   that its circuit breakers try a service again as soon as one is back.
 //! - **KV**: the services' configuration documents (read once at start, then watched with
 //!   blocking queries, [`crate::config`]) and the operator's Fabio route overrides.
 //!
@@ -21,12 +23,13 @@ use std::{collections::BTreeMap, time::Duration};
 
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// A call that Consul has not answered within this fails, unless the client was made with
 /// another [`Consul::with_timeout`].
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a blocking query ([`Consul::kv_watch`]) asks Consul to hold it when nothing changes.
+/// How long a blocking query ([`Consul::kv_watch`], [`Consul::passing_instances_watch`]) asks Consul to hold it when nothing changes.
 /// The call's own timeout is this plus the client's.
 pub const BLOCKING_WAIT: Duration = Duration::from_secs(30);
 
@@ -115,12 +118,36 @@ struct NodeServices {
     services: Option<Vec<CatalogService>>,
 }
 
-/// A KV key as a blocking query saw it: its value (`None`: no such key) and Consul's index, to
-/// pass to the next [`Consul::kv_watch`].
+/// What a blocking query saw, and Consul's index, to pass to the next one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KvState {
-    pub value: Option<String>,
+pub struct Watched<T> {
+    pub value: T,
     pub index: u64,
+}
+
+impl<T> Watched<T> {
+    /// The index to wait from next, after waiting from `previous`: Consul's index only goes
+    /// backwards when its state was reset, and then the watch starts over.
+    pub fn next_index(&self, previous: u64) -> u64 {
+        if self.index < previous { 0 } else { self.index }
+    }
+}
+
+/// A KV key as a blocking query saw it: its value, `None` when there is no such key.
+pub type KvState = Watched<Option<String>>;
+
+/// What a watch does when its blocking query fails: says so, and waits a second before the next
+/// one. `false` when `shutdown` came first.
+pub async fn pause_after(error: &ConsulError, watching: &str, shutdown: &CancellationToken) -> bool {
+    if error.is_unreachable() {
+        tracing::warn!(error = %error, "Consul is unreachable; {watching} stays as it is");
+    } else {
+        tracing::warn!(error = %error, "watching {watching} in Consul failed");
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+    }
 }
 
 impl Consul {
@@ -259,6 +286,22 @@ impl Consul {
         url.set_query(Some(&format!("raw&index={index}&wait={}s", BLOCKING_WAIT.as_secs())));
         let (value, index) = self.call(Method::GET, url, None, Some(BLOCKING_WAIT + self.timeout)).await?;
         Ok(KvState { value, index })
+    }
+
+    /// A blocking query on the instances of `service` that pass their health checks: answers with
+    /// how many there are when the service's health changes after `index` (0: at once), or after
+    /// [`BLOCKING_WAIT`] as it is.
+    pub async fn passing_instances_watch(&self, service: &str, index: u64) -> Result<Watched<usize>, ConsulError> {
+        let mut url = self.url(["health", "service", service]);
+        url.set_query(Some(&format!("passing=true&index={index}&wait={}s", BLOCKING_WAIT.as_secs())));
+        let (body, index) = self.call(Method::GET, url.clone(), None, Some(BLOCKING_WAIT + self.timeout)).await?;
+        let instances: Vec<serde_json::Value> = match body {
+            Some(body) => {
+                serde_json::from_str(&body).map_err(|source| ConsulError::Decode { url: url.to_string(), source })?
+            }
+            None => Vec::new(),
+        };
+        Ok(Watched { value: instances.len(), index })
     }
 
     pub async fn kv_put(&self, key: &str, value: &str) -> Result<(), ConsulError> {

@@ -39,7 +39,7 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum State {
     Closed {
         consecutive_failures: u32,
@@ -151,6 +151,20 @@ impl CircuitBreaker {
             State::HalfOpen { trial_in_flight: true, .. } => return None,
         };
         Some(Permit { breaker: self, deadline: None, trial, recorded: false })
+    }
+
+    /// Consul reports a healthy instance of the backend again: an open circuit forgets the
+    /// backoff it grew while the backend was down, and makes its trial call within
+    /// [`FIRST_OPEN`] (time for Fabio to route to the instance), not at the end of that interval.
+    pub fn healthy_instance_seen(&self) {
+        let mut inner = self.lock();
+        inner.state = match inner.state {
+            State::Open { until, .. } => {
+                State::Open { until: until.min(Instant::now() + FIRST_OPEN), interval: FIRST_OPEN }
+            }
+            State::HalfOpen { trial_in_flight, .. } => State::HalfOpen { trial_in_flight, interval: FIRST_OPEN },
+            closed @ State::Closed { .. } => closed,
+        };
     }
 
     /// Takes in the outcome of a call.
@@ -343,6 +357,31 @@ mod tests {
         fail(&breaker);
         tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(breaker.state(), BreakerState::HalfOpen, "closed again, the next opening is brief");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_instance_in_consul_cuts_the_open_interval_back_to_the_first() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(2));
+        fail(&breaker);
+        for open in [250, 500, 1000] {
+            tokio::time::advance(Duration::from_millis(open)).await;
+            fail(&breaker);
+        }
+        // Open for 2 s now; Consul sees the backend back 100 ms into it.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        breaker.healthy_instance_seen();
+        tokio::time::advance(FIRST_OPEN - Duration::from_millis(1)).await;
+        assert_eq!(breaker.state(), BreakerState::Open, "Fabio gets a moment to route to it");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(breaker.state(), BreakerState::HalfOpen, "the trial comes now, not 1.65 s later");
+        // The backoff starts again from the beginning.
+        fail(&breaker);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        // A closed circuit, or one about to try anyway, is left as it is.
+        breaker.try_acquire().expect("the trial").record(true);
+        breaker.healthy_instance_seen();
+        assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
