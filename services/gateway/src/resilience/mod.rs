@@ -178,6 +178,14 @@ mod tests {
 
     use super::{retry::PAUSE as PAUSE_BEFORE_A_RETRY, *};
 
+    /// A call that counts itself in `calls` and fails with `status`.
+    fn failing(calls: &AtomicU32, status: Status) -> impl Fn(Duration) -> std::future::Ready<Result<(), Status>> + '_ {
+        move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Err(status.clone()))
+        }
+    }
+
     fn policy(failures: u32, open_for: Duration) -> CallPolicy {
         CallPolicy::new("kitchen", Duration::from_millis(200), CircuitBreaker::new(failures, open_for))
     }
@@ -187,11 +195,8 @@ mod tests {
         let policy = policy(3, Duration::from_secs(60));
         let calls = AtomicU32::new(0);
         for _ in 0..3 {
-            let result: Result<(), _> = policy
-                .run(Idempotency::NotIdempotent, |_| async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Err(Status::unavailable("connection refused"))
-                })
+            let result = policy
+                .run(Idempotency::NotIdempotent, failing(&calls, Status::unavailable("connection refused")))
                 .await;
             assert_eq!(result.unwrap_err().code(), Code::Unavailable);
         }
@@ -223,10 +228,7 @@ mod tests {
     async fn a_not_found_the_service_did_not_mark_is_an_unavailable_backend() {
         let policy = policy(2, Duration::from_secs(60));
         let calls = AtomicU32::new(0);
-        let no_route = |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err::<(), _>(Status::not_found("no route found")) }
-        };
+        let no_route = failing(&calls, Status::not_found("no route found"));
         let status = policy.run(Idempotency::Idempotent, no_route).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("no route found"), "{status:?}");
@@ -298,14 +300,10 @@ mod tests {
     async fn a_storm_of_failures_retries_only_what_the_retry_budget_allows() {
         let policy = policy(u32::MAX, Duration::from_secs(60));
         let calls = AtomicU32::new(0);
-        let failing = || {
-            policy.run(Idempotency::Idempotent, |_| async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(Status::unavailable("reset"))
-            })
-        };
         // 1000 calls at once, every one failing: without a budget, 2000 attempts.
-        futures::future::join_all((0..1000).map(|_| failing())).await;
+        let calls_at_once =
+            (0..1000).map(|_| policy.run(Idempotency::Idempotent, failing(&calls, Status::unavailable("reset"))));
+        futures::future::join_all(calls_at_once).await;
         // The budget's reserve (10 a second over 10 s) and a fifth of the calls: 100 + 200 retries.
         let attempts = calls.load(Ordering::SeqCst);
         assert!((1000..=1300).contains(&attempts), "{attempts} attempts");
@@ -363,17 +361,14 @@ mod tests {
     async fn an_open_circuit_is_not_retried_even_for_a_read() {
         let policy = policy(1, Duration::from_secs(60));
         let calls = AtomicU32::new(0);
-        let unavailable = |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err::<(), _>(Status::unavailable("reset")) }
-        };
+        let unavailable = failing(&calls, Status::unavailable("reset"));
         // The first attempt opens the circuit; the retry meets it open and calls nothing.
-        let status = policy.run(Idempotency::Idempotent, unavailable).await.unwrap_err();
+        let status = policy.run(Idempotency::Idempotent, &unavailable).await.unwrap_err();
         assert_eq!(status.message(), "kitchen is unavailable (circuit open)");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A read that meets the open circuit at once is refused at once, not tried again.
         let started = Instant::now();
-        let status = policy.run(Idempotency::Idempotent, unavailable).await.unwrap_err();
+        let status = policy.run(Idempotency::Idempotent, &unavailable).await.unwrap_err();
         assert_eq!(status.message(), "kitchen is unavailable (circuit open)");
         assert!(started.elapsed() < PAUSE_BEFORE_A_RETRY, "took {:?}", started.elapsed());
         assert_eq!(calls.load(Ordering::SeqCst), 1);

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tonic::{Code, Status};
 use tower::retry::{
     Policy,
@@ -57,7 +57,7 @@ impl<T> Policy<Deadline, T, Status> for OnUnavailable<'_> {
         if status.code() != Code::Unavailable || is_circuit_open(status) || self.retries_left == 0 {
             return None;
         }
-        if Instant::now() + PAUSE + SHORTEST_ATTEMPT > deadline.0 {
+        if deadline.left() < PAUSE + SHORTEST_ATTEMPT {
             return None;
         }
         if !self.budget.withdraw() {
@@ -94,7 +94,7 @@ impl<T> Policy<Deadline, T, Status> for UntilConnected {
     fn retry(&mut self, deadline: &mut Deadline, result: &mut Result<T, Status>) -> Option<Sleep> {
         let Err(status) = result else { return None };
         let pause = self.pause;
-        if !never_sent(status) || Instant::now() + pause >= deadline.0 {
+        if !never_sent(status) || deadline.left() <= pause {
             return None;
         }
         tracing::debug!(%status, ?pause, "connection refused; trying again");
@@ -131,6 +131,8 @@ pub fn never_sent(status: &Status) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
 
     #[test]
